@@ -1,0 +1,898 @@
+//! The reliable two-person chat session, sans-IO in quinn-proto's shape.
+//!
+//! A [`Session`] holds no socket and reads no clock. The caller moves bytes and time:
+//!
+//! 1. [`Session::handle_datagram`] for every datagram that arrives on the socket;
+//! 2. [`Session::handle_timeout`] once `now` has reached [`Session::poll_timeout`];
+//! 3. [`Session::poll_transmit`] until it returns `None`, sending each datagram it writes;
+//! 4. [`Session::poll_event`] until it returns `None`, showing each event;
+//! 5. wait for a datagram or [`Session::poll_timeout`], whichever comes first; repeat.
+//!
+//! [`crate::Driver`] does steps 1–3 and 5's arithmetic over any `embedded_nal::UdpFullStack`.
+//! [`Session::send_text`] and [`Session::close`] may be called at any point.
+//!
+//! What it guarantees: every message is split into parts of at most
+//! [`wire::frame::MAX_PAYLOAD`] bytes on character boundaries; every part is acknowledged
+//! (cumulative plus selective acks, piggybacked on data); parts are retransmitted on an
+//! RFC 6298 timeout with exponential backoff, or early when a later part was acknowledged
+//! (a simplified RACK); a message that is not acknowledged within
+//! [`Config::delivery_timeout`] of its first transmission fails. The receiver hands every
+//! message to the application exactly once, whole, and in the order it was sent, and drops
+//! duplicates in a sliding window. Nothing here panics on input, and nothing allocates.
+//!
+//! Peer rules: a session created without a peer address adopts the first sender it hears.
+//! A frame from a new epoch (the peer restarted, or a new peer) replaces the peer when it
+//! comes from the peer's address, or when the peer is not reachable (closed, silent past
+//! [`Config::idle_timeout`]) — otherwise it is dropped and counted as foreign.
+
+use core::net::SocketAddr;
+
+use heapless::{Deque, String};
+
+use crate::MAX_DATAGRAM;
+use crate::driver::{Protocol, Transmit};
+use crate::text;
+use crate::time::{Duration, Instant};
+use crate::wire::frame::MAX_PAYLOAD;
+use crate::wire::{AckInfo, Body, Frame, Repr};
+
+/// Parts one session can hold unacknowledged (and outcomes not yet polled).
+pub const OUTBOX_PARTS: usize = 16;
+/// Parts in flight at once; also how many out-of-order parts a receiver buffers.
+pub const WINDOW: usize = 8;
+/// Parts one message may have.
+pub const MAX_PARTS: usize = 4;
+/// The longest message in bytes of UTF-8 that a receiver can reassemble.
+pub const MAX_MESSAGE: usize = MAX_PARTS * MAX_PAYLOAD;
+
+/// Timing of a session. The defaults suit a LAN or the Internet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Config {
+    /// Retransmission timeout before any round trip was measured (RFC 6298: 1 s).
+    pub initial_rto: Duration,
+    /// Lower bound of the retransmission timeout.
+    pub min_rto: Duration,
+    /// Upper bound of the retransmission timeout, also after backoff.
+    pub max_rto: Duration,
+    /// A message not acknowledged this long after its first transmission fails.
+    pub delivery_timeout: Duration,
+    /// Probe the peer after this long without hearing from it.
+    pub keepalive: Duration,
+    /// The peer counts as unreachable after this long without hearing from it.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            initial_rto: Duration::from_secs(1),
+            min_rto: Duration::from_millis(100),
+            max_rto: Duration::from_secs(5),
+            delivery_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Names one message this session sent: the sequence number of its first part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MessageId(pub u32);
+
+impl core::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Why [`Session::send_text`] refused a message. Nothing was queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SendError {
+    /// The message is empty.
+    Empty,
+    /// The message needs more than [`MAX_PARTS`] parts.
+    TooLong,
+    /// The outbox has no room: wait for `Delivered`/`Failed` events and try again.
+    OutboxFull,
+    /// The session was closed.
+    Closed,
+    /// This session's sequence numbers are used up; start a new session.
+    Exhausted,
+}
+
+impl core::fmt::Display for SendError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            SendError::Empty => "empty message",
+            SendError::TooLong => "message too long",
+            SendError::OutboxFull => "outbox full: wait for earlier messages to be delivered",
+            SendError::Closed => "session closed",
+            SendError::Exhausted => "sequence numbers used up: restart the session",
+        })
+    }
+}
+
+impl core::error::Error for SendError {}
+
+/// Why a message failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FailReason {
+    /// The peer did not acknowledge it within [`Config::delivery_timeout`].
+    Timeout,
+}
+
+impl core::fmt::Display for FailReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            FailReason::Timeout => "peer did not acknowledge it",
+        })
+    }
+}
+
+/// Something the application should show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Event<'a> {
+    /// A whole message from the peer, exactly once and in order.
+    Message(&'a str),
+    /// The peer acknowledged every part of this message.
+    Delivered(MessageId),
+    /// This message will not be delivered.
+    Failed(MessageId, FailReason),
+    /// The peer is reachable (again, or at a new address).
+    PeerUp(SocketAddr),
+    /// The peer is not reachable: it closed, or went silent.
+    PeerDown,
+}
+
+/// Counters: what arrived, what was rejected, what was resent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Stats {
+    /// Datagrams handed to [`Session::handle_datagram`].
+    pub datagrams_in: u32,
+    /// Datagrams written by [`Session::poll_transmit`].
+    pub datagrams_out: u32,
+    /// Datagrams longer than [`MAX_DATAGRAM`], rejected whole.
+    pub oversized: u32,
+    /// Datagrams that are not valid duet frames.
+    pub malformed: u32,
+    /// Valid frames from someone who is not the peer (see the module docs' peer rules).
+    pub foreign: u32,
+    /// Parts received again after they were received once.
+    pub duplicates: u32,
+    /// Parts too far ahead of the receive window, dropped for the sender to resend.
+    pub out_of_window: u32,
+    /// Parts retransmitted.
+    pub retransmits: u32,
+    /// Messages received whole and handed to the application.
+    pub messages_in: u32,
+}
+
+/// One part of an outgoing message.
+#[derive(Debug)]
+struct OutPart {
+    seq: u32,
+    message: MessageId,
+    first: bool,
+    last: bool,
+    text: String<MAX_PAYLOAD>,
+    /// When it was first sent; `None` until then.
+    first_sent: Option<Instant>,
+    last_sent: Instant,
+    /// When to send it again.
+    due: Instant,
+    transmissions: u32,
+    /// Order of its latest transmission among all transmissions: RACK's "sent before".
+    order: u32,
+    acked: bool,
+    /// Its message was reported delivered or failed; the part only waits to be popped.
+    done: bool,
+}
+
+/// An outcome waiting for [`Session::poll_event`].
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Delivered(MessageId),
+    Failed(MessageId, FailReason),
+}
+
+/// A received part waiting for its turn.
+#[derive(Debug)]
+struct InPart {
+    seq: u32,
+    first: bool,
+    last: bool,
+    text: String<MAX_PAYLOAD>,
+}
+
+enum Received {
+    Accepted,
+    Duplicate,
+    OutOfWindow,
+}
+
+/// The receiving half: a window of parts, reassembled into messages in order.
+#[derive(Debug)]
+struct Inbound {
+    /// The peer's epoch; 0 until one was heard.
+    epoch: u32,
+    /// The next seq to hand to reassembly. Everything below it is done with.
+    next_deliver: u32,
+    /// The peer's highest base: missing parts below it will never come.
+    skip_to: u32,
+    /// Parts in `[next_deliver, next_deliver + WINDOW)`, at index `seq % WINDOW`.
+    slots: [Option<InPart>; WINDOW],
+    /// The message being reassembled, or a whole one waiting for the application.
+    message: String<MAX_MESSAGE>,
+    /// `message` is whole and waits for [`Session::poll_event`].
+    ready: bool,
+    /// `message` was handed out; clear it on the next call.
+    taken: bool,
+    /// A part of the current message was lost for good: drop parts until the next first.
+    discarding: bool,
+}
+
+impl Inbound {
+    fn new() -> Self {
+        Inbound {
+            epoch: 0,
+            next_deliver: 0,
+            skip_to: 0,
+            slots: Default::default(),
+            message: String::new(),
+            ready: false,
+            taken: false,
+            discarding: false,
+        }
+    }
+
+    /// Start receiving a new epoch whose sender still waits for `base`.
+    fn reset(&mut self, epoch: u32, base: u32) {
+        self.epoch = epoch;
+        self.next_deliver = base;
+        self.skip_to = base;
+        self.slots = Default::default();
+        if !self.ready {
+            // A half-assembled message from the old epoch can never be completed.
+            self.message.clear();
+        }
+        self.discarding = false;
+    }
+
+    fn window_end(&self) -> u32 {
+        self.next_deliver.saturating_add(WINDOW as u32)
+    }
+
+    fn slot(&self, seq: u32) -> Option<&InPart> {
+        self.slots[seq as usize % WINDOW]
+            .as_ref()
+            .filter(|p| p.seq == seq)
+    }
+
+    fn insert(&mut self, seq: u32, first: bool, last: bool, text: &str) -> Received {
+        if seq < self.next_deliver {
+            return Received::Duplicate;
+        }
+        if seq >= self.window_end() {
+            return Received::OutOfWindow;
+        }
+        let slot = &mut self.slots[seq as usize % WINDOW];
+        if slot.is_some() {
+            return Received::Duplicate;
+        }
+        // Repr::parse capped the text at MAX_PAYLOAD, so this cannot fail.
+        let Ok(text) = String::try_from(text) else {
+            return Received::OutOfWindow;
+        };
+        *slot = Some(InPart {
+            seq,
+            first,
+            last,
+            text,
+        });
+        Received::Accepted
+    }
+
+    /// The cumulative and selective acknowledgement of what is held.
+    fn ack(&self) -> Option<AckInfo> {
+        if self.epoch == 0 {
+            return None;
+        }
+        let mut next = self.next_deliver;
+        while next < self.window_end() && self.slot(next).is_some() {
+            next += 1;
+        }
+        let mut bits = 0u32;
+        for i in 0..32u32 {
+            let seq = next.saturating_add(1 + i);
+            if seq < self.window_end() && self.slot(seq).is_some() {
+                bits |= 1 << i;
+            }
+        }
+        Some(AckInfo {
+            epoch: self.epoch,
+            next,
+            bits,
+        })
+    }
+
+    /// Clear a message the application has been handed.
+    fn release_taken(&mut self) {
+        if self.taken {
+            self.taken = false;
+            self.ready = false;
+            self.message.clear();
+        }
+    }
+
+    /// Move in-order parts into reassembly until a message is whole or a part is missing.
+    /// Returns whether a message became ready.
+    fn deliver(&mut self) -> bool {
+        // Each round consumes a slot or skips a missing seq; after WINDOW skips with no
+        // parts held the window jumps, so 2 * WINDOW + 2 rounds always suffice.
+        for _ in 0..2 * WINDOW + 2 {
+            if self.ready {
+                return false;
+            }
+            let seq = self.next_deliver;
+            let index = seq as usize % WINDOW;
+            let part = match self.slots[index].take() {
+                Some(part) if part.seq == seq => part,
+                other => {
+                    self.slots[index] = other;
+                    if seq >= self.skip_to {
+                        return false;
+                    }
+                    // The sender gave up on this part: the message it belonged to is lost.
+                    self.message.clear();
+                    self.discarding = true;
+                    self.next_deliver = if self.slots.iter().all(Option::is_none) {
+                        self.skip_to
+                    } else {
+                        seq + 1
+                    };
+                    continue;
+                }
+            };
+            self.next_deliver = seq.saturating_add(1);
+            if part.first {
+                // A new message starts; anything half-assembled was abandoned by the sender.
+                self.message.clear();
+                self.discarding = false;
+            } else if self.message.is_empty() {
+                // Its first part is gone: drop the rest of that message.
+                self.discarding = true;
+            }
+            if self.discarding {
+                self.discarding = !part.last;
+                continue;
+            }
+            if self.message.push_str(&part.text).is_err() {
+                // Longer than any message a duet sends: drop it whole.
+                self.message.clear();
+                self.discarding = !part.last;
+                continue;
+            }
+            if part.last {
+                self.ready = true;
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A reliable chat session with one peer. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Session {
+    config: Config,
+    /// Our epoch: names this run of the session on the wire.
+    epoch: u32,
+    peer: Option<SocketAddr>,
+    /// The peer closed the session or went silent.
+    peer_up: bool,
+    /// What the application was last told about the peer: (up, address).
+    reported: (bool, Option<SocketAddr>),
+    last_heard: Option<Instant>,
+    next_ping: Instant,
+    /// Acknowledgement owed to the peer.
+    ack_pending: bool,
+    close_pending: bool,
+    closed: bool,
+
+    outbox: Deque<OutPart, OUTBOX_PARTS>,
+    outcomes: Deque<Outcome, OUTBOX_PARTS>,
+    next_seq: u32,
+    transmissions: u32,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+
+    inbound: Inbound,
+    stats: Stats,
+}
+
+impl Session {
+    /// A session created at `now` with epoch `epoch` (a random nonzero number, fresh for
+    /// every run: it is how the peer tells a restarted session from an old one; zero is
+    /// replaced by one). Without `peer`, the first sender heard becomes the peer.
+    pub fn new(now: Instant, config: Config, epoch: u32, peer: Option<SocketAddr>) -> Self {
+        Session {
+            config,
+            epoch: epoch.max(1),
+            peer,
+            peer_up: false,
+            reported: (false, None),
+            last_heard: None,
+            next_ping: now,
+            ack_pending: false,
+            close_pending: false,
+            closed: false,
+            outbox: Deque::new(),
+            outcomes: Deque::new(),
+            next_seq: 0,
+            transmissions: 0,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto: config.initial_rto,
+            inbound: Inbound::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// This session's epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The peer's address, once known.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// Whether the peer answered recently.
+    pub fn is_peer_up(&self) -> bool {
+        self.peer_up
+    }
+
+    /// Talk to someone else from now on. Messages not yet delivered are sent there.
+    pub fn set_peer(&mut self, now: Instant, peer: SocketAddr) {
+        if self.peer != Some(peer) {
+            self.peer = Some(peer);
+            self.peer_up = false;
+            self.last_heard = None;
+            self.inbound.reset(0, 0);
+            self.next_ping = now;
+        }
+    }
+
+    /// Counters since the session started.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Messages queued or in flight, not yet reported delivered or failed.
+    pub fn pending(&self) -> usize {
+        self.outbox.iter().filter(|p| p.last && !p.done).count()
+    }
+
+    /// Whether every message was reported and no event waits.
+    pub fn is_idle(&self) -> bool {
+        self.pending() == 0 && self.outcomes.is_empty() && !self.inbound.ready
+    }
+
+    /// The current retransmission timeout.
+    pub fn rto(&self) -> Duration {
+        self.rto
+    }
+
+    /// Whether [`Self::send_text`] would accept a message of `parts` parts now.
+    pub fn has_room(&self, parts: usize) -> bool {
+        self.outbox.len() + self.outcomes.len() + parts <= OUTBOX_PARTS
+    }
+
+    /// Queue a message. It is split into parts on character boundaries; the returned id is
+    /// named again by exactly one `Delivered` or `Failed` event.
+    pub fn send_text(&mut self, now: Instant, text: &str) -> Result<MessageId, SendError> {
+        let _ = now;
+        if self.closed || self.close_pending {
+            return Err(SendError::Closed);
+        }
+        if text.is_empty() {
+            return Err(SendError::Empty);
+        }
+        let parts = text::split(text, MAX_PAYLOAD).count();
+        if parts > MAX_PARTS {
+            return Err(SendError::TooLong);
+        }
+        if !self.has_room(parts) {
+            return Err(SendError::OutboxFull);
+        }
+        let first_seq = self.next_seq;
+        let end = first_seq
+            .checked_add(parts as u32)
+            .ok_or(SendError::Exhausted)?;
+        let message = MessageId(first_seq);
+        for (i, part) in text::split(text, MAX_PAYLOAD).enumerate() {
+            let Ok(part_text) = String::try_from(part) else {
+                return Err(SendError::TooLong);
+            };
+            let part = OutPart {
+                seq: first_seq + i as u32,
+                message,
+                first: i == 0,
+                last: i + 1 == parts,
+                text: part_text,
+                first_sent: None,
+                last_sent: now,
+                due: now,
+                transmissions: 0,
+                order: 0,
+                acked: false,
+                done: false,
+            };
+            // has_room() checked the space above.
+            if self.outbox.push_back(part).is_err() {
+                return Err(SendError::OutboxFull);
+            }
+        }
+        self.next_seq = end;
+        debug!("queued message {} in {} parts", first_seq, parts);
+        Ok(message)
+    }
+
+    /// Say goodbye: one CLOSE frame goes out, then the session falls silent.
+    pub fn close(&mut self) {
+        if !self.closed {
+            self.close_pending = true;
+        }
+    }
+
+    /// Whether the session has said goodbye.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The lowest seq still waiting for an acknowledgement.
+    fn base(&self) -> u32 {
+        self.outbox
+            .iter()
+            .find(|p| !p.acked && !p.done)
+            .map_or(self.next_seq, |p| p.seq)
+    }
+
+    /// Feed one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.inbound.release_taken();
+        self.stats.datagrams_in = self.stats.datagrams_in.wrapping_add(1);
+        if datagram.len() > MAX_DATAGRAM {
+            self.stats.oversized += 1;
+            return;
+        }
+        let repr = match Frame::new_checked(datagram).and_then(|f| Repr::parse(&f)) {
+            Ok(repr) => repr,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        if self.closed {
+            return;
+        }
+        if !self.accept(from, &repr) {
+            self.stats.foreign += 1;
+            return;
+        }
+        self.peer = Some(from);
+        self.last_heard = Some(now);
+        self.peer_up = true;
+        self.next_ping = self.next_ping.max(now + self.config.keepalive);
+        self.inbound.skip_to = self.inbound.skip_to.max(repr.base);
+        if let Some(ack) = repr.ack.filter(|a| a.epoch == self.epoch) {
+            self.on_ack(now, ack);
+        }
+        match repr.body {
+            Body::Data {
+                seq,
+                first,
+                last,
+                text,
+            } => {
+                self.ack_pending = true;
+                match self.inbound.insert(seq, first, last, text) {
+                    Received::Accepted => {}
+                    Received::Duplicate => self.stats.duplicates += 1,
+                    Received::OutOfWindow => self.stats.out_of_window += 1,
+                }
+            }
+            Body::Ping => self.ack_pending = true,
+            Body::Ack => {}
+            Body::Close => self.peer_up = false,
+        }
+        if self.inbound.deliver() {
+            self.stats.messages_in += 1;
+        }
+    }
+
+    /// Whether a valid frame may speak for the peer (see the module docs' peer rules).
+    fn accept(&mut self, from: SocketAddr, repr: &Repr<'_>) -> bool {
+        if self.inbound.epoch == repr.epoch {
+            return true;
+        }
+        let takeover = match self.peer {
+            None => true,
+            Some(peer) if peer == from => true,
+            // A different address may replace a peer that went away, never a live one,
+            // and never a peer we were told to talk to but have not heard yet.
+            Some(_) => !self.peer_up && self.inbound.epoch != 0,
+        };
+        if takeover {
+            debug!("peer epoch {} replaces {}", repr.epoch, self.inbound.epoch);
+            self.inbound.reset(repr.epoch, repr.base);
+        }
+        takeover
+    }
+
+    fn on_ack(&mut self, now: Instant, ack: AckInfo) {
+        let mut newest_order = None;
+        let mut sample = None;
+        for part in self.outbox.iter_mut() {
+            if part.acked || part.done || part.transmissions == 0 || !ack.covers(part.seq) {
+                continue;
+            }
+            part.acked = true;
+            if part.transmissions == 1 {
+                // Karn: only parts sent once give an unambiguous round trip.
+                sample = Some(now - part.last_sent);
+            }
+            newest_order = newest_order.max(Some(part.order));
+        }
+        if let Some(rtt) = sample {
+            self.on_rtt_sample(rtt);
+        }
+        if let Some(newest) = newest_order {
+            // A part sent before one that was just acknowledged is presumed lost once a
+            // quarter round trip of reordering tolerance has passed.
+            let tolerance = Duration::from_millis(self.srtt.unwrap_or(self.rto).as_millis() / 4);
+            for part in self.outbox.iter_mut() {
+                if !part.acked && !part.done && part.transmissions > 0 && part.order < newest {
+                    part.due = part.due.min((part.last_sent + tolerance).max(now));
+                }
+            }
+        }
+        self.complete_messages();
+    }
+
+    fn on_rtt_sample(&mut self, rtt: Duration) {
+        // RFC 6298, section 2.
+        let (srtt, rttvar) = match self.srtt {
+            None => (rtt, Duration::from_millis(rtt.as_millis() / 2)),
+            Some(srtt) => {
+                let delta = srtt.as_millis().abs_diff(rtt.as_millis());
+                let rttvar = (3 * self.rttvar.as_millis() + delta) / 4;
+                let srtt = (7 * srtt.as_millis() + rtt.as_millis()) / 8;
+                (Duration::from_millis(srtt), Duration::from_millis(rttvar))
+            }
+        };
+        self.srtt = Some(srtt);
+        self.rttvar = rttvar;
+        let rto = srtt + Duration::from_millis(rttvar.as_millis().saturating_mul(4).max(1));
+        self.rto = rto.max(self.config.min_rto).min(self.config.max_rto);
+    }
+
+    /// Report messages whose parts are all acknowledged, and pop finished parts.
+    fn complete_messages(&mut self) {
+        let mut index = 0;
+        while let Some(part) = self.outbox.get(index) {
+            let message = part.message;
+            let done = part.done;
+            let mut all_acked = true;
+            let mut end = index;
+            while let Some(p) = self.outbox.get(end).filter(|p| p.message == message) {
+                all_acked &= p.acked;
+                end += 1;
+            }
+            if all_acked && !done {
+                self.finish(index..end, Outcome::Delivered(message));
+            }
+            index = end.max(index + 1);
+        }
+        while self.outbox.front().is_some_and(|p| p.done) {
+            self.outbox.pop_front();
+        }
+    }
+
+    fn finish(&mut self, parts: core::ops::Range<usize>, outcome: Outcome) {
+        for i in parts {
+            if let Some(p) = self.outbox.get_mut(i) {
+                p.done = true;
+            }
+        }
+        // send_text admits a message only while outbox + outcomes has room for all its
+        // parts, so there are never more outcomes than OUTBOX_PARTS.
+        if self.outcomes.push_back(outcome).is_err() {
+            warn!("outcome queue full; this is a bug");
+        }
+    }
+
+    /// Expire what is due at `now`: messages past their delivery timeout, a silent peer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.config.delivery_timeout;
+        let mut index = 0;
+        while let Some(part) = self.outbox.get(index) {
+            let message = part.message;
+            let mut expired = false;
+            let mut end = index;
+            while let Some(p) = self.outbox.get(end).filter(|p| p.message == message) {
+                expired |= !p.done && !p.acked && p.first_sent.is_some_and(|t| now >= t + timeout);
+                end += 1;
+            }
+            if expired {
+                warn!("message {} failed: no acknowledgement", message.0);
+                self.finish(index..end, Outcome::Failed(message, FailReason::Timeout));
+            }
+            index = end.max(index + 1);
+        }
+        while self.outbox.front().is_some_and(|p| p.done) {
+            self.outbox.pop_front();
+        }
+        if self.peer_up
+            && self
+                .last_heard
+                .is_some_and(|t| now >= t + self.config.idle_timeout)
+        {
+            self.peer_up = false;
+        }
+    }
+
+    /// When [`Self::handle_timeout`] or [`Self::poll_transmit`] next has work, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        if self.close_pending {
+            return Some(Instant::ZERO);
+        }
+        let mut next: Option<Instant> = None;
+        let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(t) = self.last_heard.filter(|_| self.peer_up) {
+            at(t + self.config.idle_timeout);
+        }
+        if self.peer.is_some() {
+            if self.ack_pending {
+                at(Instant::ZERO);
+            }
+            at(self.next_ping);
+            let window_end = self.base().saturating_add(WINDOW as u32);
+            for p in self.outbox.iter().filter(|p| !p.acked && !p.done) {
+                if let Some(first) = p.first_sent {
+                    at(p.due);
+                    at(first + self.config.delivery_timeout);
+                } else if p.seq < window_end {
+                    at(Instant::ZERO);
+                }
+            }
+        }
+        next
+    }
+
+    /// Write the next datagram to send into `buf`, if one is due at `now`.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8; MAX_DATAGRAM],
+    ) -> Option<Transmit> {
+        let peer = self.peer?;
+        if self.closed {
+            return None;
+        }
+        let base = self.base();
+        let ack = self.inbound.ack();
+        let body = if self.close_pending {
+            self.close_pending = false;
+            self.closed = true;
+            Body::Close
+        } else if let Some(part) = next_part_due(&mut self.outbox, now, base) {
+            self.transmissions = self.transmissions.wrapping_add(1);
+            let backoff = 1u64 << part.transmissions.min(16);
+            let rto = self.rto.saturating_mul(backoff).min(self.config.max_rto);
+            part.transmissions += 1;
+            if part.transmissions > 1 {
+                self.stats.retransmits += 1;
+            }
+            part.order = self.transmissions;
+            part.last_sent = now;
+            part.first_sent.get_or_insert(now);
+            part.due = now + rto;
+            self.next_ping = self.next_ping.max(now + self.config.keepalive);
+            Body::Data {
+                seq: part.seq,
+                first: part.first,
+                last: part.last,
+                text: &part.text,
+            }
+        } else if self.ack_pending {
+            Body::Ack
+        } else if now >= self.next_ping {
+            self.next_ping = now + self.config.keepalive;
+            Body::Ping
+        } else {
+            return None;
+        };
+        self.ack_pending = false;
+        let repr = Repr {
+            epoch: self.epoch,
+            base,
+            ack,
+            body,
+        };
+        let len = repr.buffer_len();
+        repr.emit(&mut Frame::new_unchecked(&mut buf[..len]));
+        self.stats.datagrams_out = self.stats.datagrams_out.wrapping_add(1);
+        trace!("send {} bytes", len);
+        Some(Transmit { dst: peer, len })
+    }
+
+    /// The next thing to show, if any. A `Message` borrows the session until the next call.
+    pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        if self.inbound.taken {
+            self.inbound.release_taken();
+            if self.inbound.deliver() {
+                self.stats.messages_in += 1;
+            }
+        }
+        let state = (self.peer_up, self.peer);
+        if state != self.reported {
+            let was_up = self.reported.0;
+            self.reported = state;
+            match state {
+                (true, Some(addr)) => return Some(Event::PeerUp(addr)),
+                (false, _) if was_up => return Some(Event::PeerDown),
+                _ => {}
+            }
+        }
+        if let Some(outcome) = self.outcomes.pop_front() {
+            return Some(match outcome {
+                Outcome::Delivered(id) => Event::Delivered(id),
+                Outcome::Failed(id, why) => Event::Failed(id, why),
+            });
+        }
+        if self.inbound.ready && !self.inbound.taken {
+            self.inbound.taken = true;
+            return Some(Event::Message(&self.inbound.message));
+        }
+        None
+    }
+}
+
+/// The first part in the send window that is new or due for retransmission.
+fn next_part_due(
+    outbox: &mut Deque<OutPart, OUTBOX_PARTS>,
+    now: Instant,
+    base: u32,
+) -> Option<&mut OutPart> {
+    let window_end = base.saturating_add(WINDOW as u32);
+    outbox.iter_mut().find(|p| {
+        !p.acked && !p.done && p.seq < window_end && (p.transmissions == 0 || p.due <= now)
+    })
+}
+
+impl Protocol for Session {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        Session::handle_datagram(self, now, from, datagram)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Session::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8; MAX_DATAGRAM]) -> Option<Transmit> {
+        Session::poll_transmit(self, now, buf)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Session::poll_timeout(self)
+    }
+}
