@@ -4,7 +4,8 @@
 //! [`Protocol`] so it runs over the same [`crate::Driver`] as the duet session. Text is
 //! encoded with [`crate::text::encode`] (split into datagrams of at most [`MAX_DATAGRAM`]
 //! bytes on character boundaries) and received bytes are handed out raw, with the sender's
-//! address, for the caller to decode and show.
+//! address, for the caller to decode and show. With no peer set, the first sender becomes
+//! the peer.
 
 use core::net::SocketAddr;
 
@@ -57,6 +58,8 @@ impl core::fmt::Display for PlainSendError {
 
 impl core::error::Error for PlainSendError {}
 
+// No heap to box into: every slot of the fixed inbox holds a whole datagram anyway.
+#[allow(clippy::large_enum_variant)]
 enum Arrival {
     Datagram(SocketAddr, Datagram),
     Oversized(SocketAddr),
@@ -142,6 +145,8 @@ impl Protocol for Plain {
     }
 
     fn handle_datagram(&mut self, _now: Instant, from: SocketAddr, datagram: &[u8]) {
+        // As the tutorial's programs do: with no peer set, answer whoever wrote.
+        self.peer.get_or_insert(from);
         let arrival = match Vec::from_slice(datagram) {
             Ok(bytes) => Arrival::Datagram(from, bytes),
             Err(_) => Arrival::Oversized(from),

@@ -15,15 +15,17 @@
 //! [`wire::frame::MAX_PAYLOAD`] bytes on character boundaries; every part is acknowledged
 //! (cumulative plus selective acks, piggybacked on data); parts are retransmitted on an
 //! RFC 6298 timeout with exponential backoff, or early when a later part was acknowledged
-//! (a simplified RACK); a message that is not acknowledged within
-//! [`Config::delivery_timeout`] of its first transmission fails. The receiver hands every
+//! (a simplified RACK); a message fails when any of its parts goes unacknowledged for
+//! [`Config::delivery_timeout`] after that part's first transmission. The receiver hands every
 //! message to the application exactly once, whole, and in the order it was sent, and drops
 //! duplicates in a sliding window. Nothing here panics on input, and nothing allocates.
 //!
 //! Peer rules: a session created without a peer address adopts the first sender it hears.
 //! A frame from a new epoch (the peer restarted, or a new peer) replaces the peer when it
-//! comes from the peer's address, or when the peer is not reachable (closed, silent past
-//! [`Config::idle_timeout`]) — otherwise it is dropped and counted as foreign.
+//! comes from the peer's address, or when the peer is not reachable (never heard, closed,
+//! or silent past [`Config::idle_timeout`]) — otherwise it is dropped and counted as
+//! foreign. Plaintext frames prove nothing about their sender; pairing and encryption
+//! replace these rules with keys.
 
 use core::net::SocketAddr;
 
@@ -57,7 +59,8 @@ pub struct Config {
     pub max_rto: Duration,
     /// A message not acknowledged this long after its first transmission fails.
     pub delivery_timeout: Duration,
-    /// Probe the peer after this long without hearing from it.
+    /// Probe the peer with a PING after this long without hearing from it or sending it
+    /// data (data is acknowledged, which proves liveness just as well).
     pub keepalive: Duration,
     /// The peer counts as unreachable after this long without hearing from it.
     pub idle_timeout: Duration,
@@ -163,6 +166,8 @@ pub struct Stats {
     pub malformed: u32,
     /// Valid frames from someone who is not the peer (see the module docs' peer rules).
     pub foreign: u32,
+    /// Frames from an earlier run of the peer, arriving late.
+    pub stale: u32,
     /// Parts received again after they were received once.
     pub duplicates: u32,
     /// Parts too far ahead of the receive window, dropped for the sender to resend.
@@ -414,7 +419,17 @@ pub struct Session {
     rto: Duration,
 
     inbound: Inbound,
+    /// The peer's earlier epochs: their late frames must not reset the receiver again.
+    retired: Deque<u32, RETIRED_EPOCHS>,
     stats: Stats,
+}
+
+/// How many earlier epochs of the peer a session remembers.
+const RETIRED_EPOCHS: usize = 4;
+
+/// Count one more, saturating: counters never wrap and never panic.
+fn bump(counter: &mut u32) {
+    *counter = counter.saturating_add(1);
 }
 
 impl Session {
@@ -441,6 +456,7 @@ impl Session {
             rttvar: Duration::ZERO,
             rto: config.initial_rto,
             inbound: Inbound::new(),
+            retired: Deque::new(),
             stats: Stats::default(),
         }
     }
@@ -548,7 +564,10 @@ impl Session {
 
     /// Say goodbye: one CLOSE frame goes out, then the session falls silent.
     pub fn close(&mut self) {
-        if !self.closed {
+        if self.peer.is_none() {
+            // Nobody to say goodbye to.
+            self.closed = true;
+        } else if !self.closed {
             self.close_pending = true;
         }
     }
@@ -558,34 +577,40 @@ impl Session {
         self.closed
     }
 
-    /// The lowest seq still waiting for an acknowledgement.
+    /// The first seq of the oldest message not yet delivered or failed. Everything below it
+    /// is settled, so a receiver that (re)starts there misses no part of an unfinished
+    /// message, and may skip any part below it that it lacks.
     fn base(&self) -> u32 {
         self.outbox
             .iter()
-            .find(|p| !p.acked && !p.done)
+            .find(|p| !p.done)
             .map_or(self.next_seq, |p| p.seq)
     }
 
     /// Feed one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.inbound.release_taken();
-        self.stats.datagrams_in = self.stats.datagrams_in.wrapping_add(1);
+        bump(&mut self.stats.datagrams_in);
         if datagram.len() > MAX_DATAGRAM {
-            self.stats.oversized += 1;
+            bump(&mut self.stats.oversized);
             return;
         }
         let repr = match Frame::new_checked(datagram).and_then(|f| Repr::parse(&f)) {
             Ok(repr) => repr,
             Err(_) => {
-                self.stats.malformed += 1;
+                bump(&mut self.stats.malformed);
                 return;
             }
         };
         if self.closed {
             return;
         }
-        if !self.accept(from, &repr) {
-            self.stats.foreign += 1;
+        if self.retired.iter().any(|e| *e == repr.epoch) {
+            bump(&mut self.stats.stale);
+            return;
+        }
+        if !self.accept(now, from, &repr) {
+            bump(&mut self.stats.foreign);
             return;
         }
         self.peer = Some(from);
@@ -606,8 +631,8 @@ impl Session {
                 self.ack_pending = true;
                 match self.inbound.insert(seq, first, last, text) {
                     Received::Accepted => {}
-                    Received::Duplicate => self.stats.duplicates += 1,
-                    Received::OutOfWindow => self.stats.out_of_window += 1,
+                    Received::Duplicate => bump(&mut self.stats.duplicates),
+                    Received::OutOfWindow => bump(&mut self.stats.out_of_window),
                 }
             }
             Body::Ping => self.ack_pending = true,
@@ -615,25 +640,42 @@ impl Session {
             Body::Close => self.peer_up = false,
         }
         if self.inbound.deliver() {
-            self.stats.messages_in += 1;
+            bump(&mut self.stats.messages_in);
         }
     }
 
     /// Whether a valid frame may speak for the peer (see the module docs' peer rules).
-    fn accept(&mut self, from: SocketAddr, repr: &Repr<'_>) -> bool {
+    fn accept(&mut self, now: Instant, from: SocketAddr, repr: &Repr<'_>) -> bool {
         if self.inbound.epoch == repr.epoch {
             return true;
         }
         let takeover = match self.peer {
             None => true,
             Some(peer) if peer == from => true,
-            // A different address may replace a peer that went away, never a live one,
-            // and never a peer we were told to talk to but have not heard yet.
-            Some(_) => !self.peer_up && self.inbound.epoch != 0,
+            // A different address may replace a peer that is not answering (never heard,
+            // closed or silent), never a live one. The address a session was given is a
+            // default, as a board's built-in peer is: whoever answers first becomes the peer.
+            Some(_) => !self.peer_up,
         };
         if takeover {
             debug!("peer epoch {} replaces {}", repr.epoch, self.inbound.epoch);
+            if self.inbound.epoch != 0 {
+                if self.retired.is_full() {
+                    self.retired.pop_front();
+                }
+                let _ = self.retired.push_back(self.inbound.epoch);
+            }
             self.inbound.reset(repr.epoch, repr.base);
+            // Whatever the old run acknowledged of a message it never saw whole died with
+            // it: send every part of an unfinished message again.
+            for part in self
+                .outbox
+                .iter_mut()
+                .filter(|p| !p.done && p.transmissions > 0)
+            {
+                part.acked = false;
+                part.due = now;
+            }
         }
         takeover
     }
@@ -722,6 +764,9 @@ impl Session {
 
     /// Expire what is due at `now`: messages past their delivery timeout, a silent peer.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
         let timeout = self.config.delivery_timeout;
         let mut index = 0;
         while let Some(part) = self.outbox.get(index) {
@@ -801,9 +846,9 @@ impl Session {
             self.transmissions = self.transmissions.wrapping_add(1);
             let backoff = 1u64 << part.transmissions.min(16);
             let rto = self.rto.saturating_mul(backoff).min(self.config.max_rto);
-            part.transmissions += 1;
+            part.transmissions = part.transmissions.saturating_add(1);
             if part.transmissions > 1 {
-                self.stats.retransmits += 1;
+                bump(&mut self.stats.retransmits);
             }
             part.order = self.transmissions;
             part.last_sent = now;
@@ -833,7 +878,7 @@ impl Session {
         };
         let len = repr.buffer_len();
         repr.emit(&mut Frame::new_unchecked(&mut buf[..len]));
-        self.stats.datagrams_out = self.stats.datagrams_out.wrapping_add(1);
+        bump(&mut self.stats.datagrams_out);
         trace!("send {} bytes", len);
         Some(Transmit { dst: peer, len })
     }
@@ -843,7 +888,7 @@ impl Session {
         if self.inbound.taken {
             self.inbound.release_taken();
             if self.inbound.deliver() {
-                self.stats.messages_in += 1;
+                bump(&mut self.stats.messages_in);
             }
         }
         let state = (self.peer_up, self.peer);

@@ -193,10 +193,10 @@ fn decode_gbk(bytes: &[u8], sink: &mut impl FnMut(Piece<'_>)) {
     for _ in 0..=bytes.len() * 2 + 2 {
         let (result, read, written) =
             decoder.decode_to_utf8_without_replacement(src, &mut out, true);
-        if let Ok(text) = core::str::from_utf8(out.get(..written).unwrap_or_default()) {
-            if !text.is_empty() {
-                sink(Piece::Text(text));
-            }
+        if let Ok(text) = core::str::from_utf8(out.get(..written).unwrap_or_default())
+            && !text.is_empty()
+        {
+            sink(Piece::Text(text));
         }
         match result {
             DecoderResult::InputEmpty => return,

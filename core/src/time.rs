@@ -114,7 +114,7 @@ impl Add for Duration {
 
 impl core::fmt::Display for Duration {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if self.millis % 1000 == 0 {
+        if self.millis.is_multiple_of(1000) {
             write!(f, "{} s", self.millis / 1000)
         } else {
             write!(f, "{} ms", self.millis)

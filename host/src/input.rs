@@ -1,0 +1,148 @@
+//! What the user types, delivered to the event loop through a channel and a wake-up pipe.
+//!
+//! A thread reads input — lines from a pipe or file in line mode, or a line editor
+//! (rustyline) on a terminal — and hands each line over a channel of capacity one, then
+//! writes a byte to a pipe the event loop polls next to the socket. The channel's capacity
+//! is the backpressure: while the loop takes no lines (the outbox is full), the thread
+//! blocks and stops reading, so piped input is paced by the peer's acknowledgements and
+//! nothing is dropped.
+
+use std::io::{self, BufRead, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use rustyline::DefaultEditor;
+use rustyline::error::ReadlineError;
+
+/// One thing the user did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A line, without its line ending.
+    Line(String),
+    /// End of input (ctrl-d, or the end of a piped file).
+    Eof,
+    /// Ctrl-c on the terminal.
+    Interrupt,
+}
+
+/// The receiving end of the input thread.
+pub struct InputPipe {
+    lines: Receiver<Input>,
+    wake: io::PipeReader,
+    ended: bool,
+}
+
+fn channel() -> io::Result<(
+    SyncSender<Input>,
+    Receiver<Input>,
+    io::PipeReader,
+    io::PipeWriter,
+)> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let (wake_rx, wake_tx) = io::pipe()?;
+    rustix::io::ioctl_fionbio(wake_rx.as_fd(), true)?;
+    Ok((tx, rx, wake_rx, wake_tx))
+}
+
+fn hand_over(tx: &SyncSender<Input>, wake: &mut io::PipeWriter, input: Input) -> bool {
+    let ok = tx.send(input).is_ok();
+    // The loop may be asleep in poll(2): one byte wakes it. A full pipe already wakes it.
+    let _ = wake.write(&[1]);
+    ok
+}
+
+impl InputPipe {
+    /// Read lines from standard input (line mode).
+    pub fn lines() -> io::Result<Self> {
+        let (tx, lines, wake, mut wake_tx) = channel()?;
+        thread::Builder::new()
+            .name("duet-input".into())
+            .spawn(move || {
+                let stdin = io::stdin();
+                let mut stdin = stdin.lock();
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    let input = match stdin.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => Input::Eof,
+                        Ok(_) => {
+                            while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                                buf.pop();
+                            }
+                            Input::Line(String::from_utf8_lossy(&buf).into_owned())
+                        }
+                    };
+                    let end = input == Input::Eof;
+                    if !hand_over(&tx, &mut wake_tx, input) || end {
+                        return;
+                    }
+                }
+            })?;
+        Ok(InputPipe {
+            lines,
+            wake,
+            ended: false,
+        })
+    }
+
+    /// Run a line editor on the terminal; `prompt` may be changed while it runs.
+    pub fn terminal(mut editor: DefaultEditor, prompt: Arc<Mutex<String>>) -> io::Result<Self> {
+        let (tx, lines, wake, mut wake_tx) = channel()?;
+        thread::Builder::new()
+            .name("duet-editor".into())
+            .spawn(move || {
+                loop {
+                    let shown = prompt.lock().map(|p| p.clone()).unwrap_or_default();
+                    let input = match editor.readline(&shown) {
+                        Ok(line) => {
+                            if !line.trim().is_empty() {
+                                let _ = editor.add_history_entry(line.as_str());
+                            }
+                            Input::Line(line)
+                        }
+                        Err(ReadlineError::Interrupted) => Input::Interrupt,
+                        Err(_) => Input::Eof,
+                    };
+                    let end = !matches!(input, Input::Line(_));
+                    if !hand_over(&tx, &mut wake_tx, input) || end {
+                        return;
+                    }
+                }
+            })?;
+        Ok(InputPipe {
+            lines,
+            wake,
+            ended: false,
+        })
+    }
+
+    /// The descriptor that becomes readable when input is waiting.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        (!self.ended).then(|| self.wake.as_fd())
+    }
+
+    /// The next input, if one is waiting.
+    pub fn try_next(&mut self) -> Option<Input> {
+        let mut sink = [0u8; 64];
+        while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
+        match self.lines.try_recv() {
+            Ok(input) => {
+                if !matches!(input, Input::Line(_)) {
+                    self.ended = true;
+                }
+                Some(input)
+            }
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => {
+                if self.ended {
+                    None
+                } else {
+                    self.ended = true;
+                    Some(Input::Eof)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! One bound socket, the core's driver and a protocol, plus the host's way of waiting.
+//!
+//! [`Link::turn`] is the host's whole event loop step: run the shared
+//! [`duet_core::Driver`] once, then sleep in poll(2) on the transport's descriptor (and,
+//! when the caller can take input, the input pipe) until the protocol's next deadline.
+//! Every mode (chat, send, listen; duet or legacy) and every host transport uses it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
+use std::time::Duration as StdDuration;
+
+use duet_core::driver::{Clock, DriveError, Driver, Protocol};
+use duet_core::time::Instant;
+use embedded_nal::UdpFullStack;
+use rustix::event::{PollFd, PollFlags, Timespec};
+
+use crate::error::Error;
+use crate::net::{self, HostStack};
+
+/// The host clock: milliseconds since the process started.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostClock;
+
+impl Clock for HostClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A host transport: a `UdpFullStack` with a descriptor to wait on.
+pub trait Transport: UdpFullStack<Error = io::Error> {
+    /// Readable when the socket may have a datagram.
+    fn wait_fd<'a>(&'a self, socket: &'a Self::UdpSocket) -> io::Result<BorrowedFd<'a>>;
+    /// The local address of a bound socket.
+    fn local_addr(&self, socket: &Self::UdpSocket) -> io::Result<SocketAddr>;
+}
+
+impl Transport for HostStack {
+    fn wait_fd<'a>(&'a self, socket: &'a Self::UdpSocket) -> io::Result<BorrowedFd<'a>> {
+        net::socket_fd(socket)
+    }
+    fn local_addr(&self, socket: &Self::UdpSocket) -> io::Result<SocketAddr> {
+        HostStack::local_addr(self, socket)
+    }
+}
+
+/// What woke [`Link::turn`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Woke {
+    /// The input pipe is readable.
+    pub input: bool,
+}
+
+/// A protocol running over one transport.
+pub struct Link<S: Transport, P: Protocol> {
+    stack: S,
+    driver: Driver<S>,
+    /// The protocol (duet session or legacy plain datagrams).
+    pub protocol: P,
+    local: SocketAddr,
+    /// The last send error, reported once until the next one differs.
+    last_send_error: Option<io::ErrorKind>,
+}
+
+impl<P: Protocol> Link<HostStack, P> {
+    /// Bind std UDP at `bind` and run `protocol` over it.
+    pub fn bind_udp(bind: SocketAddr, protocol: P) -> Result<Self, Error> {
+        Link::bind(HostStack::new(bind.ip()), bind, protocol)
+    }
+}
+
+impl<S: Transport, P: Protocol> Link<S, P> {
+    /// Bind `stack` at `bind`'s port and run `protocol` over it.
+    pub fn bind(mut stack: S, bind: SocketAddr, protocol: P) -> Result<Self, Error> {
+        let driver = Driver::bind(&mut stack, bind.port())
+            .map_err(|source| Error::Bind { addr: bind, source })?;
+        let local = stack
+            .local_addr(driver.socket())
+            .map_err(|source| Error::Bind { addr: bind, source })?;
+        Ok(Link {
+            stack,
+            driver,
+            protocol,
+            local,
+            last_send_error: None,
+        })
+    }
+
+    /// Where the socket is bound, with the real port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Run the driver once. A send that fails at once is returned as `Unreachable` the
+    /// first time it happens (the protocol retransmits; the caller decides whether to go
+    /// on); a receive failure is fatal.
+    pub fn poll(&mut self) -> Result<Option<Instant>, Error> {
+        match self
+            .driver
+            .poll(&mut self.stack, &HostClock, &mut self.protocol)
+        {
+            Ok(deadline) => Ok(deadline),
+            Err(DriveError::Send { dst, error }) => {
+                let kind = error.kind();
+                if self.last_send_error.replace(kind) == Some(kind) {
+                    // Already reported; poll again soon rather than spin.
+                    return Ok(Some(Instant::now() + duet_core::Duration::from_millis(100)));
+                }
+                Err(Error::Unreachable {
+                    peer: dst,
+                    source: error,
+                })
+            }
+            Err(DriveError::Receive(e)) => Err(Error::Other(format!("receive failed: {e}"))),
+        }
+    }
+
+    /// Wait until a datagram may have arrived, `deadline` passed, or (with `input`) the
+    /// input pipe became readable. `limit` caps the wait (e.g. a command's own timeout).
+    pub fn wait(
+        &self,
+        deadline: Option<Instant>,
+        input: Option<BorrowedFd<'_>>,
+        limit: Option<Instant>,
+    ) -> Result<Woke, Error> {
+        let deadline = match (deadline, limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let now = Instant::now();
+        let timeout = deadline.map(|d| {
+            let ms = d.saturating_duration_since(now).as_millis();
+            Timespec::try_from(StdDuration::from_millis(ms)).unwrap_or(Timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            })
+        });
+        if timeout.is_some_and(|t| t.tv_sec == 0 && t.tv_nsec == 0) {
+            return Ok(Woke { input: false });
+        }
+        let socket = self.stack.wait_fd(self.driver.socket())?;
+        let mut fds = vec![PollFd::from_borrowed_fd(socket, PollFlags::IN)];
+        if let Some(fd) = input {
+            fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+        }
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(Error::Other(format!("poll failed: {e}"))),
+        }
+        let input = fds.get(1).is_some_and(|fd| !fd.revents().is_empty());
+        Ok(Woke { input })
+    }
+}
