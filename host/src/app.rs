@@ -13,6 +13,7 @@ use duet_core::legacy::{Plain, PlainEvent, PlainSendError};
 use duet_core::session::{self, Config, Event, MessageId, SendError, Session};
 use duet_core::text::{self, Encoding};
 use duet_core::time::{Duration, Instant};
+use duet_core::wire::frame::MAX_PAYLOAD;
 use duet_core::{MAX_DATAGRAM, Transmit};
 
 use crate::cli::{ChatArgs, LegacyArgs, ListenArgs, SendArgs};
@@ -202,14 +203,17 @@ fn snippet(text: &str) -> String {
     ui::escaped(&s)
 }
 
-/// Cut text into messages: one if it fits, else pieces on character boundaries.
+/// Cut text into messages: one if it fits, else several, each as many whole parts as one
+/// message holds (greedy splitting is deterministic, so each piece splits the same way again).
 fn messages_of(text: &str, legacy: bool) -> Vec<String> {
     if legacy {
         // Plain mode splits into datagrams itself.
         return vec![text.to_owned()];
     }
-    text::split(text, session::MAX_MESSAGE)
-        .map(str::to_owned)
+    let parts: Vec<&str> = text::split(text, MAX_PAYLOAD).collect();
+    parts
+        .chunks(session::MAX_PARTS)
+        .map(|c| c.concat())
         .collect()
 }
 
@@ -516,7 +520,8 @@ pub fn send(args: SendArgs) -> Result<(), Error> {
         return Err(Error::Other("nothing to send: the text is empty".into()));
     }
     let legacy = args.legacy.legacy;
-    if !legacy && args.no_split && text.len() > session::MAX_MESSAGE {
+    let pieces = messages_of(&text, legacy);
+    if args.no_split && pieces.len() > 1 {
         return Err(Error::TooLong {
             len: text.len(),
             max: session::MAX_MESSAGE,
@@ -529,7 +534,6 @@ pub fn send(args: SendArgs) -> Result<(), Error> {
     };
     let mut link = Link::bind_udp(bind, Conversation::new(&args.legacy, Some(to), config)?)?;
     let mut out = Output::Lines;
-    let pieces = messages_of(&text, legacy);
     if legacy {
         if let Conversation::Legacy(p) = &mut link.protocol {
             let report = p

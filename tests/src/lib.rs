@@ -1,1 +1,5 @@
 //! Helpers shared by duet's end-to-end tests.
+
+pub mod process;
+
+pub use process::{Proc, duet_bin, free_port, local};

@@ -1,0 +1,211 @@
+//! Real `duet` processes for end-to-end tests: build once, spawn, read output lines with
+//! a deadline, type into stdin, and kill on drop so a failing test leaves nothing behind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new(".."))
+}
+
+/// Path of the `duet` binary, built once per test process with the cargo running the tests.
+pub fn duet_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| cargo_bin("duet-host", "duet")).clone()
+}
+
+/// Build `bin` of `package` in the workspace (debug) and return the executable's path.
+pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cannot run cargo to build the binary under test");
+    assert!(output.status.success(), "building {package}/{bin} failed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter(|l| l.contains(&format!("\"name\":\"{bin}\"")))
+        .find_map(|l| {
+            let start = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+            let end = l[start..].find('"')? + start;
+            Some(PathBuf::from(&l[start..end]))
+        })
+        .unwrap_or_else(|| panic!("cargo did not report the executable of {bin}"))
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago (the OS picks it, so parallel tests
+/// never collide on a fixed number).
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("no free UDP port on loopback")
+}
+
+/// `127.0.0.1:port`.
+pub fn local(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+/// A running process whose output lines arrive on a channel.
+pub struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// Every line read so far, for failure messages.
+    pub seen: Vec<String>,
+    /// Which of `seen` an `expect` already matched.
+    matched: Vec<bool>,
+    name: String,
+}
+
+impl Proc {
+    /// Spawn `duet ARGS` with piped stdin and stdout (stderr is merged into the lines).
+    pub fn duet(args: &[&str]) -> Proc {
+        Proc::spawn(
+            Command::new(duet_bin()).args(args),
+            &format!("duet {}", args.join(" ")),
+        )
+    }
+
+    /// Spawn any command the same way.
+    pub fn spawn(command: &mut Command, name: &str) -> Proc {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        let tx2 = tx.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx2.send(format!("stderr: {line}")).is_err() {
+                    return;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+            matched: Vec::new(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Wait for a line containing `needle` that no earlier `expect` matched (lines already
+    /// read count, so expectations need not be in output order); panic with everything seen
+    /// after `timeout`.
+    pub fn expect(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(i) =
+            (0..self.seen.len()).find(|&i| !self.matched[i] && self.seen[i].contains(needle))
+        {
+            self.matched[i] = true;
+            return self.seen[i].clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.seen.push(line.clone());
+                    self.matched.push(hit);
+                    if hit {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{}: no line containing {needle:?} within {timeout:?}; output so far:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Type a line.
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        writeln!(stdin, "{line}")
+            .and_then(|_| stdin.flush())
+            .expect("cannot write to the process");
+    }
+
+    /// Take stdin, e.g. to write from another thread; dropping it ends the input.
+    pub fn take_stdin(&mut self) -> ChildStdin {
+        self.stdin.take().expect("stdin already taken")
+    }
+
+    /// Close stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Wait for the process to exit; panic after `timeout`. Remaining output is kept in `seen`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait failed") {
+                // Drain what is left so failure messages are complete.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(line);
+                    self.matched.push(false);
+                }
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} did not exit within {timeout:?}; output:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                );
+            }
+            // Short bounded wait: process exit has no readiness event we can block on here.
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
