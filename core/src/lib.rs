@@ -3,6 +3,7 @@
 //! - [`wire`]: the duet frame, smoltcp-style (`Frame` wraps a buffer, `Repr` parses/emits).
 //! - [`text`]: UTF-8 / GBK conversion and splitting text on character boundaries.
 //! - [`session`]: the reliable two-person chat session, sans-IO in quinn-proto's shape.
+//! - [`secure`]: that session sealed between two paired keys (Noise IK, ChaCha20-Poly1305).
 //! - [`legacy`]: plain datagrams for the tutorial's programs, `nc -u` and socat.
 //! - [`driver`]: the one loop that moves datagrams between a [`Protocol`] and any
 //!   `embedded_nal::UdpFullStack` — the std host, smoltcp on a TAP device and the firmware.
@@ -22,12 +23,16 @@ mod fmt;
 
 pub mod driver;
 pub mod legacy;
+pub mod secure;
 pub mod session;
+#[cfg(feature = "smoltcp")]
+pub mod smoltcp_stack;
 pub mod text;
 pub mod time;
 pub mod wire;
 
 pub use driver::{Clock, DriveError, Driver, Protocol, Transmit};
+pub use secure::{Secure, SecureConfig, SecureStats, StaticKeys};
 pub use session::{Config, Event, FailReason, MessageId, SendError, Session, Stats};
 pub use time::{Duration, Instant};
 

@@ -192,6 +192,11 @@ struct OutPart {
     /// When to send it again.
     due: Instant,
     transmissions: u32,
+    /// Retransmission timer expiries: RFC 6298 doubles the timeout on each, not on an
+    /// early (RACK) resend, or a burst of early resends would leave the part at `max_rto`.
+    backoff: u32,
+    /// `due` was brought forward by RACK: the next send is early, not a timer expiry.
+    early: bool,
     /// Order of its latest transmission among all transmissions: RACK's "sent before".
     order: u32,
     acked: bool,
@@ -405,6 +410,10 @@ pub struct Session {
     reported: (bool, Option<SocketAddr>),
     last_heard: Option<Instant>,
     next_ping: Instant,
+    /// PINGs sent since the peer was last heard. While the peer counts as up, unanswered
+    /// PINGs are repeated every tenth of the keepalive; once it is down, the wait doubles
+    /// from the RTO up to `keepalive`, so a dead peer is not probed in a hurry.
+    unanswered_pings: u32,
     /// Acknowledgement owed to the peer.
     ack_pending: bool,
     close_pending: bool,
@@ -445,6 +454,7 @@ impl Session {
             reported: (false, None),
             last_heard: None,
             next_ping: now,
+            unanswered_pings: 0,
             ack_pending: false,
             close_pending: false,
             closed: false,
@@ -485,6 +495,25 @@ impl Session {
             self.inbound.reset(0, 0);
             self.next_ping = now;
         }
+    }
+
+    /// The peer is now at `addr` (an authenticated message came from there): follow it
+    /// without forgetting anything.
+    pub fn roam(&mut self, addr: SocketAddr) {
+        self.peer = Some(addr);
+    }
+
+    /// Send every unacknowledged part and a PING now, e.g. because the path just became
+    /// usable (new keys), rather than waiting out the retransmission timers.
+    pub fn nudge(&mut self, now: Instant) {
+        for part in self
+            .outbox
+            .iter_mut()
+            .filter(|p| !p.acked && !p.done && p.transmissions > 0)
+        {
+            part.due = now;
+        }
+        self.next_ping = now;
     }
 
     /// Counters since the session started.
@@ -548,6 +577,8 @@ impl Session {
                 last_sent: now,
                 due: now,
                 transmissions: 0,
+                backoff: 0,
+                early: false,
                 order: 0,
                 acked: false,
                 done: false,
@@ -617,6 +648,7 @@ impl Session {
         self.last_heard = Some(now);
         self.peer_up = true;
         self.next_ping = self.next_ping.max(now + self.config.keepalive);
+        self.unanswered_pings = 0;
         self.inbound.skip_to = self.inbound.skip_to.max(repr.base);
         if let Some(ack) = repr.ack.filter(|a| a.epoch == self.epoch) {
             self.on_ack(now, ack);
@@ -702,8 +734,15 @@ impl Session {
             // quarter round trip of reordering tolerance has passed.
             let tolerance = Duration::from_millis(self.srtt.unwrap_or(self.rto).as_millis() / 4);
             for part in self.outbox.iter_mut() {
-                if !part.acked && !part.done && part.transmissions > 0 && part.order < newest {
-                    part.due = part.due.min((part.last_sent + tolerance).max(now));
+                let lost_at = (part.last_sent + tolerance).max(now);
+                if !part.acked
+                    && !part.done
+                    && part.transmissions > 0
+                    && part.order < newest
+                    && lost_at < part.due
+                {
+                    part.due = lost_at;
+                    part.early = true;
                 }
             }
         }
@@ -844,7 +883,11 @@ impl Session {
             Body::Close
         } else if let Some(part) = next_part_due(&mut self.outbox, now, base) {
             self.transmissions = self.transmissions.wrapping_add(1);
-            let backoff = 1u64 << part.transmissions.min(16);
+            if part.transmissions > 0 && !part.early {
+                part.backoff = part.backoff.saturating_add(1);
+            }
+            part.early = false;
+            let backoff = 1u64 << part.backoff.min(16);
             let rto = self.rto.saturating_mul(backoff).min(self.config.max_rto);
             part.transmissions = part.transmissions.saturating_add(1);
             if part.transmissions > 1 {
@@ -864,7 +907,20 @@ impl Session {
         } else if self.ack_pending {
             Body::Ack
         } else if now >= self.next_ping {
-            self.next_ping = now + self.config.keepalive;
+            let wait = if self.peer_up {
+                // A peer that was there a moment ago is probed densely until it answers or
+                // the idle timeout passes: on a lossy path, one lost PING or ACK must not
+                // look like a peer gone.
+                self.rto.min(Duration::from_millis(
+                    self.config.keepalive.as_millis() / 10,
+                ))
+            } else {
+                self.rto
+                    .saturating_mul(1 << self.unanswered_pings.min(16))
+                    .min(self.config.keepalive)
+            };
+            self.next_ping = now + wait;
+            self.unanswered_pings = self.unanswered_pings.saturating_add(1);
             Body::Ping
         } else {
             return None;

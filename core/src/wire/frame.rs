@@ -20,9 +20,10 @@
 //! All integers are big-endian. `docs/PROTOCOL.md` gives every field's meaning and the
 //! test vectors checked at the bottom of this file.
 //!
-//! The 32-byte header is laid out so that it can serve as the associated data of an AEAD:
-//! [`MAX_PAYLOAD`] leaves [`TAG_LEN`] bytes after the payload inside [`MAX_DATAGRAM`], and the
-//! payload length field says where the payload ends and a tag would begin.
+//! Between paired peers a frame never travels in the clear: it is the plaintext of a sealed
+//! transport message ([`super::sealed`]), whose 16-byte header is the AEAD's associated data
+//! and whose 16-byte tag follows. [`MAX_PAYLOAD`] leaves room for both inside
+//! [`MAX_DATAGRAM`], so sealing never makes a datagram longer than the limit.
 //!
 //! Contract: after [`Frame::check_len`] succeeds no accessor panics; [`Repr::parse`] rejects
 //! every frame this version does not define.
@@ -55,10 +56,8 @@ pub const MAGIC: [u8; 2] = *b"du";
 pub const VERSION: u8 = 1;
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = field::PAYLOAD;
-/// Room kept after the payload for an AEAD tag, so sealing never exceeds [`MAX_DATAGRAM`].
-pub const TAG_LEN: usize = 16;
-/// The most payload bytes one frame carries.
-pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - HEADER_LEN - TAG_LEN;
+/// The most payload bytes one frame carries, so that the sealed frame fits [`MAX_DATAGRAM`].
+pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - super::sealed::OVERHEAD - HEADER_LEN;
 
 /// Frame kinds (the `kind` byte).
 pub mod kind {
@@ -613,7 +612,7 @@ mod test {
     }
 
     #[test]
-    fn test_largest_payload_fits_with_tag() {
+    fn test_largest_payload_fits_when_sealed() {
         let text = core::str::from_utf8(&[b'x'; MAX_PAYLOAD]).unwrap();
         let repr = Repr {
             epoch: 1,
@@ -626,7 +625,10 @@ mod test {
                 text,
             },
         };
-        assert_eq!(repr.buffer_len() + TAG_LEN, MAX_DATAGRAM);
+        assert_eq!(
+            repr.buffer_len() + crate::wire::sealed::OVERHEAD,
+            MAX_DATAGRAM
+        );
         let mut bytes = [0u8; MAX_DATAGRAM];
         repr.emit(&mut Frame::new_unchecked(&mut bytes[..repr.buffer_len()]));
         assert_eq!(parse_bytes(&bytes[..repr.buffer_len()]), Ok(repr));

@@ -6,8 +6,10 @@
 //! `Repr::buffer_len()` bytes.
 
 pub mod frame;
+pub mod sealed;
 
 pub use frame::{AckInfo, Body, Frame, Repr, TextEncoding};
+pub use sealed::Sealed;
 
 /// The wire layer's only error: the bytes are not a frame duet accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,880 @@
+//! Private by default: the reliable [`Session`] behind a Noise IK handshake and an AEAD.
+//!
+//! [`Secure`] is what duet runs between paired peers. Every inner frame of the session is
+//! sealed in a transport message ([`crate::wire::sealed`]) with ChaCha20-Poly1305 under keys
+//! from a `Noise_IK_25519_ChaChaPoly_BLAKE2s` handshake between the two static X25519 keys;
+//! the transport header is the associated data, the nonce is a per-direction counter carried
+//! in the header, and a sliding anti-replay window (RFC 6479 style) is updated only after a
+//! message authenticates. Keys are replaced by a new handshake after
+//! [`SecureConfig::rekey_after`] or [`SecureConfig::rekey_after_messages`], and refused after
+//! [`SecureConfig::reject_after`].
+//!
+//! Silence to strangers: a datagram that does not authenticate — unknown index, bad tag,
+//! replayed counter, a handshake from a key that is not paired, a reflection of our own
+//! message — is dropped without a reply and counted in [`SecureStats`]. No state is kept per
+//! unknown sender: a responder stores keys only after the initiator proved its static key,
+//! and switches to them only when the first transport message under them authenticates.
+//!
+//! The call order is the session's (see [`crate::session`]): feed datagrams, expire timers,
+//! drain [`Secure::poll_transmit`], drain [`Secure::poll_event`], wait for
+//! [`Secure::poll_timeout`]. Randomness comes from a generator seeded once by the caller.
+//!
+//! Handshake roles: whoever needs keys initiates. When both initiate at once, the side with
+//! the smaller static public key stays initiator and the other answers.
+
+use core::net::SocketAddr;
+
+use clatter::bytearray::ByteArray;
+use clatter::cipherstate::CipherState;
+use clatter::crypto::cipher::ChaChaPoly;
+use clatter::crypto::dh::X25519;
+use clatter::crypto::hash::Blake2s;
+use clatter::handshakepattern::noise_ik;
+use clatter::traits::Dh;
+use clatter::{Handshaker, KeyPair, NqHandshakeCore};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRng, RngCore, SeedableRng};
+
+use crate::MAX_DATAGRAM;
+use crate::driver::{Protocol, Transmit};
+use crate::session::{Config, Event, MessageId, SendError, Session, Stats};
+use crate::time::{Duration, Instant};
+use crate::wire::sealed::{self, Sealed};
+
+/// A static or ephemeral X25519 public key.
+pub type PublicKey = [u8; 32];
+
+/// How many peer keys one [`Secure`] accepts handshakes from.
+pub const MAX_PEERS: usize = 16;
+
+/// Mixed into every handshake, so duet's handshakes can never be mistaken for another
+/// protocol's that uses the same Noise pattern.
+const PROLOGUE: &[u8] = b"duet/2 Noise_IK_25519_ChaChaPoly_BLAKE2s";
+
+/// Counters at or above this are refused: Noise reserves the last nonce, and a key used this
+/// long must have been replaced.
+const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 16);
+
+/// Transmissions one `poll_transmit` may drop while no keys exist, before giving up for now.
+const DROP_BUDGET: usize = 32;
+
+type Handshake = NqHandshakeCore<X25519, ChaChaPoly, Blake2s, NoRng>;
+type Cipher = CipherState<ChaChaPoly>;
+
+/// clatter asks for an RNG type it can create from nothing. duet hands it every ephemeral key
+/// itself (from the session's seeded generator), so this one is never used; should that ever
+/// change, it fails instead of producing predictable keys.
+#[derive(Default, Clone)]
+struct NoRng;
+
+impl RngCore for NoRng {
+    fn next_u32(&mut self) -> u32 {
+        0
+    }
+    fn next_u64(&mut self) -> u64 {
+        0
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        dest.fill(0);
+    }
+    fn try_fill_bytes(&mut self, _dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        Err(rand_core::Error::from(core::num::NonZeroU32::MIN))
+    }
+}
+
+impl CryptoRng for NoRng {}
+
+/// A static X25519 key pair: who this duet is.
+#[derive(Clone)]
+pub struct StaticKeys {
+    secret: [u8; 32],
+    public: PublicKey,
+}
+
+impl StaticKeys {
+    /// The key pair of a 32-byte X25519 secret.
+    pub fn from_secret(secret: [u8; 32]) -> Self {
+        let public = X25519::pubkey(&<X25519 as Dh>::PrivateKey::from_slice(&secret));
+        StaticKeys { secret, public }
+    }
+
+    /// The public key, which peers pair with.
+    pub fn public(&self) -> PublicKey {
+        self.public
+    }
+
+    fn pair(&self) -> KeyPair<PublicKey, <X25519 as Dh>::PrivateKey> {
+        KeyPair {
+            public: self.public,
+            secret: <X25519 as Dh>::PrivateKey::from_slice(&self.secret),
+        }
+    }
+}
+
+impl core::fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never the secret.
+        f.debug_struct("StaticKeys")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Timing of the secure layer, plus the session's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecureConfig {
+    /// The reliable session's timing.
+    pub session: Config,
+    /// First wait before a handshake initiation is sent again; doubles up to the session's
+    /// `max_rto`.
+    pub handshake_retry: Duration,
+    /// Start a new handshake when the keys are this old.
+    pub rekey_after: Duration,
+    /// Refuse keys this old (a new handshake must have replaced them).
+    pub reject_after: Duration,
+    /// Start a new handshake after sending this many messages under one key.
+    pub rekey_after_messages: u64,
+}
+
+impl Default for SecureConfig {
+    fn default() -> Self {
+        // WireGuard's values: rekey after 2 minutes, refuse after 3.
+        SecureConfig {
+            session: Config::default(),
+            handshake_retry: Duration::from_secs(1),
+            rekey_after: Duration::from_secs(120),
+            reject_after: Duration::from_secs(180),
+            rekey_after_messages: 1 << 48,
+        }
+    }
+}
+
+/// What the secure layer refused, and what it did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SecureStats {
+    /// Datagrams that did not authenticate: garbage, tampered, unknown index, wrong key,
+    /// reflections of our own messages, oversized.
+    pub unauthenticated: u32,
+    /// Transport messages whose counter was seen before (replays, network duplicates).
+    pub replayed: u32,
+    /// Valid handshakes from a static key that is not paired.
+    pub unpaired: u32,
+    /// Handshakes from another paired peer while the current one is talking.
+    pub busy: u32,
+    /// Handshakes completed.
+    pub handshakes: u32,
+}
+
+/// Sliding anti-replay window over 64-bit counters (RFC 6479's idea, one bit per counter).
+#[derive(Clone, Debug)]
+struct ReplayWindow {
+    /// The highest counter accepted, if any.
+    top: Option<u64>,
+    bits: [u64; Self::WORDS],
+}
+
+impl ReplayWindow {
+    const WORDS: usize = 32;
+    const SIZE: u64 = (Self::WORDS * 64) as u64;
+
+    fn new() -> Self {
+        ReplayWindow {
+            top: None,
+            bits: [0; Self::WORDS],
+        }
+    }
+
+    fn bit(n: u64) -> (usize, u64) {
+        (((n / 64) % Self::WORDS as u64) as usize, 1 << (n % 64))
+    }
+
+    /// Whether `n` may be accepted: not seen, and not older than the window.
+    fn fresh(&self, n: u64) -> bool {
+        match self.top {
+            None => true,
+            Some(top) if n > top => true,
+            Some(top) if top - n >= Self::SIZE => false,
+            Some(_) => {
+                let (w, b) = Self::bit(n);
+                self.bits[w] & b == 0
+            }
+        }
+    }
+
+    /// Record `n` (call only after it authenticated).
+    fn mark(&mut self, n: u64) {
+        let top = match self.top {
+            None => {
+                self.bits = [0; Self::WORDS];
+                n
+            }
+            Some(top) if n > top => {
+                if n - top >= Self::SIZE {
+                    self.bits = [0; Self::WORDS];
+                } else {
+                    // Clear the bits of the counters the window slides over.
+                    for m in top + 1..n {
+                        let (w, b) = Self::bit(m);
+                        self.bits[w] &= !b;
+                    }
+                }
+                n
+            }
+            Some(top) => top,
+        };
+        self.top = Some(top);
+        let (w, b) = Self::bit(n);
+        self.bits[w] |= b;
+    }
+}
+
+/// One generation of transport keys.
+struct Keys {
+    /// Our index: the peer puts it in the messages it sends us.
+    local: u32,
+    /// The peer's index: we put it in the messages we send.
+    remote: u32,
+    send: Cipher,
+    recv: Cipher,
+    replay: ReplayWindow,
+    sent: u64,
+    born: Instant,
+    peer: PublicKey,
+}
+
+/// A handshake we started.
+struct Initiating {
+    local: u32,
+    peer: PublicKey,
+    message: [u8; sealed::INITIATION_LEN],
+    handshake: Handshake,
+    next_send: Instant,
+    sends: u32,
+}
+
+/// The last initiation we answered, to answer its retransmissions identically.
+struct Answered {
+    initiation: [u8; sealed::INITIATION_LEN],
+    response: [u8; sealed::RESPONSE_LEN],
+}
+
+/// The reliable chat session, sealed between two paired static keys.
+pub struct Secure {
+    config: SecureConfig,
+    keys: StaticKeys,
+    /// Static keys allowed to talk to us.
+    allowed: heapless::Vec<PublicKey, MAX_PEERS>,
+    /// Who we talk to, once known.
+    peer_key: Option<PublicKey>,
+    /// Where the peer is: the source of its latest authenticated message.
+    endpoint: Option<SocketAddr>,
+    rng: ChaCha20Rng,
+    initiating: Option<Initiating>,
+    answered: Option<Answered>,
+    /// Send `answered.response` here.
+    respond_to: Option<SocketAddr>,
+    current: Option<Keys>,
+    previous: Option<Keys>,
+    /// Keys of a handshake we answered, used once the initiator sends under them.
+    next: Option<Keys>,
+    session: Session,
+    stats: SecureStats,
+    scratch: [u8; MAX_DATAGRAM],
+}
+
+impl Secure {
+    /// A secure session for `keys`, accepting handshakes from `allowed` peers (at most
+    /// [`MAX_PEERS`]; more are ignored). With `peer`, it talks to that key at that address at
+    /// once; without, it waits for an allowed peer to start. `seed` must be 32 fresh random
+    /// bytes: every ephemeral key and index comes from a generator seeded with it.
+    pub fn new(
+        now: Instant,
+        config: SecureConfig,
+        keys: StaticKeys,
+        allowed: &[PublicKey],
+        peer: Option<(PublicKey, SocketAddr)>,
+        seed: [u8; 32],
+    ) -> Self {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let epoch = rng.next_u32();
+        let mut list = heapless::Vec::new();
+        for key in allowed.iter().chain(peer.as_ref().map(|(k, _)| k)) {
+            if !list.contains(key) {
+                let _ = list.push(*key);
+            }
+        }
+        Secure {
+            config,
+            keys,
+            allowed: list,
+            peer_key: peer.map(|(k, _)| k),
+            endpoint: peer.map(|(_, a)| a),
+            rng,
+            initiating: None,
+            answered: None,
+            respond_to: None,
+            current: None,
+            previous: None,
+            next: None,
+            session: Session::new(now, config.session, epoch, peer.map(|(_, a)| a)),
+            stats: SecureStats::default(),
+            scratch: [0; MAX_DATAGRAM],
+        }
+    }
+
+    /// The reliable session inside.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Queue a message (see [`Session::send_text`]).
+    pub fn send_text(&mut self, now: Instant, text: &str) -> Result<MessageId, SendError> {
+        self.session.send_text(now, text)
+    }
+
+    /// The next thing to show (see [`Session::poll_event`]).
+    pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        self.session.poll_event()
+    }
+
+    /// Say goodbye (see [`Session::close`]).
+    pub fn close(&mut self) {
+        self.session.close();
+    }
+
+    /// The static key of the peer we talk to, once known.
+    pub fn peer_key(&self) -> Option<PublicKey> {
+        self.peer_key
+    }
+
+    /// Where the peer is, once known.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.endpoint
+    }
+
+    /// Whether transport keys are in place.
+    pub fn is_established(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// What the secure layer refused.
+    pub fn stats(&self) -> SecureStats {
+        self.stats
+    }
+
+    /// The session's counters.
+    pub fn session_stats(&self) -> Stats {
+        self.session.stats()
+    }
+
+    /// Talk to another paired peer from now on (it is added to the allowed keys).
+    pub fn set_peer(&mut self, now: Instant, key: PublicKey, addr: SocketAddr) {
+        if !self.allowed.contains(&key) {
+            if self.allowed.is_full() {
+                self.allowed.pop();
+            }
+            let _ = self.allowed.push(key);
+        }
+        if self.peer_key != Some(key) {
+            self.current = None;
+            self.previous = None;
+            self.next = None;
+            self.initiating = None;
+        }
+        self.peer_key = Some(key);
+        self.endpoint = Some(addr);
+        self.session.set_peer(now, addr);
+    }
+
+    fn fresh_index(&mut self) -> u32 {
+        // Zero is never an index, so a zeroed buffer never matches.
+        self.rng.next_u32().max(1)
+    }
+
+    fn ephemeral(&mut self) -> KeyPair<PublicKey, <X25519 as Dh>::PrivateKey> {
+        let mut secret = [0u8; 32];
+        self.rng.fill_bytes(&mut secret);
+        StaticKeys::from_secret(secret).pair()
+    }
+
+    fn keys_usable(&self, now: Instant) -> bool {
+        self.current.as_ref().is_some_and(|k| {
+            now < k.born + self.config.reject_after && k.sent < REJECT_AFTER_MESSAGES
+        })
+    }
+
+    fn wants_handshake(&self, now: Instant) -> bool {
+        if self.initiating.is_some() || self.peer_key.is_none() || self.endpoint.is_none() {
+            return false;
+        }
+        match &self.current {
+            None => true,
+            Some(k) => {
+                now >= k.born + self.config.rekey_after
+                    || k.sent >= self.config.rekey_after_messages
+                    || now >= self.silent_rekey_at(k)
+            }
+        }
+    }
+
+    /// When keys that have not brought an answer for the session's idle timeout are given up
+    /// on: the peer may have restarted and lost them, so a new handshake is the way back.
+    fn silent_rekey_at(&self, keys: &Keys) -> Instant {
+        if self.session.is_peer_up() {
+            Instant::from_millis(u64::MAX)
+        } else {
+            keys.born + self.config.session.idle_timeout
+        }
+    }
+
+    fn start_handshake(&mut self, now: Instant) {
+        let Some(peer) = self.peer_key else { return };
+        let e = self.ephemeral();
+        let Ok(mut handshake) = Handshake::new(
+            noise_ik(),
+            PROLOGUE,
+            true,
+            Some(self.keys.pair()),
+            Some(e),
+            Some(peer),
+            None,
+        ) else {
+            return;
+        };
+        let local = self.fresh_index();
+        let mut message = [0u8; sealed::INITIATION_LEN];
+        Sealed::new_unchecked(&mut message[..]).set_header(sealed::kind::INITIATION, local);
+        match handshake.write_message(&[], &mut message[8..]) {
+            Ok(n) if n == sealed::INITIATION_NOISE_LEN => {}
+            _ => return,
+        }
+        debug!("starting handshake {}", local);
+        self.initiating = Some(Initiating {
+            local,
+            peer,
+            message,
+            handshake,
+            next_send: now,
+            sends: 0,
+        });
+    }
+
+    fn on_initiation(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        if let Some(a) = &self.answered
+            && a.initiation[..] == *datagram
+        {
+            // A retransmission: answer exactly as before, create nothing new.
+            self.respond_to = Some(from);
+            return;
+        }
+        let Ok(packet) = Sealed::new_checked(datagram) else {
+            return self.reject();
+        };
+        let e = self.ephemeral();
+        let Ok(mut handshake) = Handshake::new(
+            noise_ik(),
+            PROLOGUE,
+            false,
+            Some(self.keys.pair()),
+            Some(e),
+            None,
+            None,
+        ) else {
+            return self.reject();
+        };
+        let mut none = [0u8; 0];
+        if handshake.read_message(packet.noise(), &mut none).is_err() {
+            return self.reject();
+        }
+        let Some(peer) = handshake.get_remote_static() else {
+            return self.reject();
+        };
+        if !self.allowed.contains(&peer) {
+            self.stats.unpaired = self.stats.unpaired.saturating_add(1);
+            return;
+        }
+        if self.peer_key.is_some_and(|k| k != peer) && self.session.is_peer_up() {
+            self.stats.busy = self.stats.busy.saturating_add(1);
+            return;
+        }
+        if let Some(mine) = &self.initiating {
+            if mine.peer == peer && self.keys.public < peer {
+                // Both started at once: the smaller key stays initiator.
+                return;
+            }
+            self.initiating = None;
+        }
+        let local = self.fresh_index();
+        let mut response = [0u8; sealed::RESPONSE_LEN];
+        {
+            let mut out = Sealed::new_unchecked(&mut response[..]);
+            out.set_header(sealed::kind::RESPONSE, local);
+            out.set_response_receiver(packet.index());
+        }
+        match handshake.write_message(&[], &mut response[12..]) {
+            Ok(n) if n == sealed::RESPONSE_NOISE_LEN => {}
+            _ => return self.reject(),
+        }
+        let Ok(transport) = handshake.finalize() else {
+            return self.reject();
+        };
+        let ciphers = transport.take();
+        self.next = Some(Keys {
+            local,
+            remote: packet.index(),
+            send: ciphers.responder_to_initiator,
+            recv: ciphers.initiator_to_responder,
+            replay: ReplayWindow::new(),
+            sent: 0,
+            born: now,
+            peer,
+        });
+        let mut initiation = [0u8; sealed::INITIATION_LEN];
+        initiation.copy_from_slice(datagram);
+        self.answered = Some(Answered {
+            initiation,
+            response,
+        });
+        self.respond_to = Some(from);
+    }
+
+    fn on_response(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Ok(packet) = Sealed::new_checked(datagram) else {
+            return self.reject();
+        };
+        let Some(mine) = self
+            .initiating
+            .as_ref()
+            .filter(|i| i.local == packet.response_receiver())
+        else {
+            return self.reject();
+        };
+        // Work on a copy: a forged response must not spoil the handshake in progress.
+        let mut handshake = mine.handshake.clone();
+        let (local, peer) = (mine.local, mine.peer);
+        let mut none = [0u8; 0];
+        if handshake.read_message(packet.noise(), &mut none).is_err() {
+            return self.reject();
+        }
+        let Ok(transport) = handshake.finalize() else {
+            return self.reject();
+        };
+        let ciphers = transport.take();
+        let keys = Keys {
+            local,
+            remote: packet.index(),
+            send: ciphers.initiator_to_responder,
+            recv: ciphers.responder_to_initiator,
+            replay: ReplayWindow::new(),
+            sent: 0,
+            born: now,
+            peer,
+        };
+        self.initiating = None;
+        self.install(now, from, keys);
+    }
+
+    /// Make `keys` current: the handshake completed (initiator) or was confirmed (responder).
+    fn install(&mut self, now: Instant, from: SocketAddr, keys: Keys) {
+        let peer = keys.peer;
+        self.previous = self.current.replace(keys);
+        self.stats.handshakes = self.stats.handshakes.saturating_add(1);
+        if self.peer_key != Some(peer) {
+            self.peer_key = Some(peer);
+            self.session.set_peer(now, from);
+        }
+        self.endpoint = Some(from);
+        self.session.roam(from);
+        // Whatever the session tried to send without keys went nowhere: send it now, and
+        // let the peer confirm the new keys at once.
+        self.session.nudge(now);
+    }
+
+    fn on_transport(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Ok(packet) = Sealed::new_checked(datagram) else {
+            return self.reject();
+        };
+        let index = packet.index();
+        let counter = packet.counter();
+        let which = [&self.current, &self.previous, &self.next]
+            .iter()
+            .position(|k| k.as_ref().is_some_and(|k| k.local == index));
+        let keys = match which {
+            Some(0) => self.current.as_mut(),
+            Some(1) => self.previous.as_mut(),
+            Some(2) => self.next.as_mut(),
+            _ => None,
+        };
+        let Some(keys) = keys else {
+            return self.reject();
+        };
+        if counter >= REJECT_AFTER_MESSAGES || now >= keys.born + self.config.reject_after {
+            return self.reject();
+        }
+        if !keys.replay.fresh(counter) {
+            self.stats.replayed = self.stats.replayed.saturating_add(1);
+            return;
+        }
+        let ciphertext = packet.ciphertext();
+        let len = ciphertext.len() - sealed::TAG_LEN;
+        keys.recv.set_nonce(counter);
+        if keys
+            .recv
+            .decrypt_with_ad(
+                packet.transport_header(),
+                ciphertext,
+                &mut self.scratch[..len],
+            )
+            .is_err()
+        {
+            return self.reject();
+        }
+        keys.replay.mark(counter);
+        if which == Some(2) {
+            // The initiator used the keys we answered with: they are confirmed.
+            if let Some(keys) = self.next.take() {
+                self.install(now, from, keys);
+            }
+        } else if self.endpoint != Some(from) {
+            // Roaming: the latest authenticated message says where the peer is.
+            self.endpoint = Some(from);
+            self.session.roam(from);
+        }
+        let (session, scratch) = (&mut self.session, &self.scratch);
+        session.handle_datagram(now, from, &scratch[..len]);
+    }
+
+    fn reject(&mut self) {
+        self.stats.unauthenticated = self.stats.unauthenticated.saturating_add(1);
+    }
+
+    /// Feed one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        match Sealed::new_checked(datagram).map(|p| p.kind()) {
+            Ok(sealed::kind::INITIATION) => self.on_initiation(now, from, datagram),
+            Ok(sealed::kind::RESPONSE) => self.on_response(now, from, datagram),
+            Ok(sealed::kind::TRANSPORT) => self.on_transport(now, from, datagram),
+            _ => self.reject(),
+        }
+    }
+
+    /// Expire what is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.session.handle_timeout(now);
+        let reject = self.config.reject_after;
+        for slot in [&mut self.current, &mut self.previous, &mut self.next] {
+            if slot.as_ref().is_some_and(|k| now >= k.born + reject) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// When there is next work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.session.poll_timeout();
+        let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if self.respond_to.is_some() {
+            at(Instant::ZERO);
+        }
+        if let Some(i) = &self.initiating {
+            at(i.next_send);
+        } else if self.peer_key.is_some() && self.endpoint.is_some() {
+            match &self.current {
+                None => at(Instant::ZERO),
+                Some(k) => at((k.born + self.config.rekey_after).min(self.silent_rekey_at(k))),
+            }
+        }
+        next
+    }
+
+    /// Write the next datagram to send, if one is due.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8; MAX_DATAGRAM],
+    ) -> Option<Transmit> {
+        if let (Some(dst), Some(a)) = (self.respond_to.take(), &self.answered) {
+            buf[..sealed::RESPONSE_LEN].copy_from_slice(&a.response);
+            return Some(Transmit {
+                dst,
+                len: sealed::RESPONSE_LEN,
+            });
+        }
+        if self.wants_handshake(now) {
+            self.start_handshake(now);
+        }
+        let retry = self.config.handshake_retry;
+        let max = self.config.session.max_rto;
+        if let (Some(i), Some(dst)) = (self.initiating.as_mut(), self.endpoint)
+            && now >= i.next_send
+        {
+            buf[..sealed::INITIATION_LEN].copy_from_slice(&i.message);
+            i.sends = i.sends.saturating_add(1);
+            i.next_send = now + retry.saturating_mul(1 << i.sends.min(16)).min(max);
+            return Some(Transmit {
+                dst,
+                len: sealed::INITIATION_LEN,
+            });
+        }
+        let usable = self.keys_usable(now);
+        for _ in 0..DROP_BUDGET {
+            let inner = self.session.poll_transmit(now, &mut self.scratch)?;
+            let dst = self.endpoint.unwrap_or(inner.dst);
+            let keys = match self.current.as_mut() {
+                Some(keys) if usable => keys,
+                // No keys yet: the frame is lost like a datagram on the wire; the session
+                // retransmits it once the handshake completes.
+                _ => continue,
+            };
+            let len = sealed::OVERHEAD + inner.len;
+            let counter = keys.send.get_nonce();
+            {
+                let mut out = Sealed::new_unchecked(&mut buf[..sealed::TRANSPORT_HEADER_LEN]);
+                out.set_header(sealed::kind::TRANSPORT, keys.remote);
+                out.set_counter(counter);
+            }
+            let (header, body) = buf.split_at_mut(sealed::TRANSPORT_HEADER_LEN);
+            let plaintext = &self.scratch[..inner.len];
+            if keys
+                .send
+                .encrypt_with_ad(header, plaintext, &mut body[..inner.len + sealed::TAG_LEN])
+                .is_err()
+            {
+                // Only a used-up nonce fails: keys this old are replaced by a handshake.
+                self.current = None;
+                return None;
+            }
+            keys.sent = keys.sent.saturating_add(1);
+            return Some(Transmit { dst, len });
+        }
+        None
+    }
+}
+
+impl Protocol for Secure {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        Secure::handle_datagram(self, now, from, datagram)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Secure::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8; MAX_DATAGRAM]) -> Option<Transmit> {
+        Secure::poll_transmit(self, now, buf)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Secure::poll_timeout(self)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn replay_window_accepts_each_counter_once() {
+        let mut w = ReplayWindow::new();
+        for n in [5, 3, 4, 100, 6, 2000, 1999] {
+            assert!(w.fresh(n), "{n}");
+            w.mark(n);
+            assert!(!w.fresh(n), "{n} again");
+        }
+        assert!(!w.fresh(5), "older than the window after sliding to 2000");
+        assert!(w.fresh(1990));
+        w.mark(u64::MAX - 1);
+        assert!(!w.fresh(2000) && w.fresh(u64::MAX));
+    }
+
+    #[test]
+    fn static_keys_debug_never_shows_the_secret() {
+        let keys = StaticKeys::from_secret([7; 32]);
+        let shown = format!("{keys:?}");
+        assert!(!shown.contains("7, 7, 7, 7"), "{shown}");
+    }
+
+    #[test]
+    fn the_ephemeral_key_on_the_wire_is_the_one_duet_generated() {
+        // clatter must use the ephemeral key we hand it, never its own (NoRng) generator.
+        let a = StaticKeys::from_secret([1; 32]);
+        let b = StaticKeys::from_secret([2; 32]);
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut s = Secure::new(
+            Instant::ZERO,
+            SecureConfig::default(),
+            a,
+            &[],
+            Some((b.public(), addr)),
+            [9; 32],
+        );
+        let mut rng = ChaCha20Rng::from_seed([9; 32]);
+        let _epoch = rng.next_u32();
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let expected = StaticKeys::from_secret(secret).public();
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let t = s.poll_transmit(Instant::ZERO, &mut buf).unwrap();
+        assert_eq!(t.len, sealed::INITIATION_LEN);
+        assert_eq!(&buf[8..40], &expected);
+    }
+}
+
+#[cfg(test)]
+mod vectors {
+    //! docs/PROTOCOL.md, "Sealed test vectors": a whole handshake and the first transport
+    //! message from fixed keys and seeds, so another implementation can check itself.
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> std::string::String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn exchange() -> (std::vec::Vec<u8>, std::vec::Vec<u8>, std::vec::Vec<u8>) {
+        let (a, b) = (
+            StaticKeys::from_secret([1; 32]),
+            StaticKeys::from_secret([2; 32]),
+        );
+        let (addr_a, addr_b): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:7789".parse().unwrap(),
+            "10.0.0.2:7789".parse().unwrap(),
+        );
+        let t0 = Instant::ZERO;
+        let mut ia = Secure::new(
+            t0,
+            SecureConfig::default(),
+            a.clone(),
+            &[],
+            Some((b.public(), addr_b)),
+            [0xa1; 32],
+        );
+        let mut rb = Secure::new(
+            t0,
+            SecureConfig::default(),
+            b,
+            &[a.public()],
+            None,
+            [0xb2; 32],
+        );
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let t = ia.poll_transmit(t0, &mut buf).unwrap();
+        let init = buf[..t.len].to_vec();
+        rb.handle_datagram(t0, addr_a, &init);
+        let t = rb.poll_transmit(t0, &mut buf).unwrap();
+        let resp = buf[..t.len].to_vec();
+        ia.handle_datagram(t0, addr_b, &resp);
+        let t = ia.poll_transmit(t0, &mut buf).unwrap();
+        let first = buf[..t.len].to_vec();
+        (init, resp, first)
+    }
+
+    const INIT: &str = "647502011c3412846c3aa3663085719c799735f91dfc658d2eb1317a50aac0f38b05020bc49c155745100475724d5518ad1318b993f300f0057a1511d2edaa3baf652792354e46521dc370d0b377ab00eaba6ab50293c1a0ad1ff6f8da31c0efe694c072843b669e";
+    const RESP: &str = "64750202362514791c3412840f6f7e51e0845d370f663452a695ce7d8b98a51bb044e607eccf7304be982d52c60daeadaba511a0cd54d01e45309bcb";
+    const FIRST: &str = "647502033625147900000000000000000315c1f96cb74a9f2cc866d39823fdfa697ba0ccaa9348254393359ccf361419d63493e59cb5273e1c38ed0f42b1c094";
+
+    #[test]
+    fn handshake_and_first_transport_match_the_published_vectors() {
+        let (init, resp, first) = exchange();
+        assert_eq!(hex(&init), INIT);
+        assert_eq!(hex(&resp), RESP);
+        assert_eq!(hex(&first), FIRST);
+    }
+}

@@ -1,0 +1,221 @@
+//! The sealed datagram: what duet actually puts on the wire between paired peers.
+//!
+//! Every duet datagram is one of three messages. A transport message carries one inner
+//! [`super::Frame`] (header and text), encrypted and authenticated with ChaCha20-Poly1305
+//! under keys from a Noise IK handshake; the 16-byte header below is its associated data.
+//!
+//! ```text
+//! 0       2       3       4               8                               16
+//! +-------+-------+-------+---------------+-------------------------------+------------------
+//! | "du"  | ver 2 | type  | index         | counter (transport only)      | ...
+//! +-------+-------+-------+---------------+-------------------------------+------------------
+//!
+//! type 1 INITIATION: index = initiator's sender index;  bytes 8..104  Noise IK message 1
+//! type 2 RESPONSE:   index = responder's sender index;  bytes 8..12   receiver index
+//!                                                        bytes 12..60  Noise IK message 2
+//! type 3 TRANSPORT:  index = the receiver's index;      bytes 8..16   counter (nonce)
+//!                                                        bytes 16..    ciphertext + 16-byte tag
+//! ```
+//! Contract: after [`Sealed::check_len`] no accessor panics; the lengths of handshake
+//! messages are exact, so the Noise implementation never sees a short message.
+
+use super::{Error, Result};
+use crate::MAX_DATAGRAM;
+
+mod field {
+    use core::ops::Range;
+    pub const MAGIC: Range<usize> = 0..2;
+    pub const VERSION: usize = 2;
+    pub const TYPE: usize = 3;
+    pub const INDEX: Range<usize> = 4..8;
+    pub const COUNTER: Range<usize> = 8..16;
+    pub const RESPONSE_RECEIVER: Range<usize> = 8..12;
+}
+
+/// The version of sealed datagrams.
+pub const VERSION: u8 = 2;
+/// Bytes of the transport header (the AEAD's associated data).
+pub const TRANSPORT_HEADER_LEN: usize = 16;
+/// Bytes of the AEAD tag.
+pub const TAG_LEN: usize = 16;
+/// What sealing adds to an inner frame.
+pub const OVERHEAD: usize = TRANSPORT_HEADER_LEN + TAG_LEN;
+/// Noise IK message 1 with an empty payload: e (32) + sealed s (48) + sealed payload (16).
+pub const INITIATION_NOISE_LEN: usize = 96;
+/// Noise IK message 2 with an empty payload: e (32) + sealed payload (16).
+pub const RESPONSE_NOISE_LEN: usize = 48;
+/// Length of an initiation datagram.
+pub const INITIATION_LEN: usize = 8 + INITIATION_NOISE_LEN;
+/// Length of a response datagram.
+pub const RESPONSE_LEN: usize = 12 + RESPONSE_NOISE_LEN;
+
+/// Message types (byte 3).
+pub mod kind {
+    /// Noise IK message 1.
+    pub const INITIATION: u8 = 1;
+    /// Noise IK message 2.
+    pub const RESPONSE: u8 = 2;
+    /// An encrypted inner frame.
+    pub const TRANSPORT: u8 = 3;
+}
+
+/// A read/write wrapper around a sealed datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Sealed<T> {
+    /// Wrap without checking.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Sealed { buffer }
+    }
+
+    /// Wrap and check that the length fits the type exactly (transport: header, tag, and at
+    /// most [`MAX_DATAGRAM`] in all).
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let s = Self::new_unchecked(buffer);
+        s.check_len()?;
+        Ok(s)
+    }
+
+    /// Check the magic, version and the length for the type.
+    pub fn check_len(&self) -> Result<()> {
+        let b = self.buffer.as_ref();
+        if b.len() < 8
+            || b.len() > MAX_DATAGRAM
+            || b[field::MAGIC] != *b"du"
+            || b[field::VERSION] != VERSION
+        {
+            return Err(Error);
+        }
+        let ok = match b[field::TYPE] {
+            kind::INITIATION => b.len() == INITIATION_LEN,
+            kind::RESPONSE => b.len() == RESPONSE_LEN,
+            kind::TRANSPORT => b.len() >= OVERHEAD,
+            _ => false,
+        };
+        if ok { Ok(()) } else { Err(Error) }
+    }
+
+    /// The message type.
+    pub fn kind(&self) -> u8 {
+        self.buffer.as_ref()[field::TYPE]
+    }
+    /// Sender index (handshakes) or receiver index (transport).
+    pub fn index(&self) -> u32 {
+        read_u32(&self.buffer.as_ref()[field::INDEX])
+    }
+    /// A response's receiver index: the initiator's sender index.
+    pub fn response_receiver(&self) -> u32 {
+        read_u32(&self.buffer.as_ref()[field::RESPONSE_RECEIVER])
+    }
+    /// A transport message's counter.
+    pub fn counter(&self) -> u64 {
+        let mut a = [0; 8];
+        a.copy_from_slice(&self.buffer.as_ref()[field::COUNTER]);
+        u64::from_be_bytes(a)
+    }
+    /// The Noise handshake message of an initiation or response.
+    pub fn noise(&self) -> &[u8] {
+        let b = self.buffer.as_ref();
+        match b[field::TYPE] {
+            kind::RESPONSE => &b[12..],
+            _ => &b[8..],
+        }
+    }
+    /// A transport message's header: the associated data.
+    pub fn transport_header(&self) -> &[u8] {
+        &self.buffer.as_ref()[..TRANSPORT_HEADER_LEN]
+    }
+    /// A transport message's ciphertext and tag.
+    pub fn ciphertext(&self) -> &[u8] {
+        &self.buffer.as_ref()[TRANSPORT_HEADER_LEN..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Sealed<T> {
+    /// Write magic, version, type and index.
+    pub fn set_header(&mut self, kind: u8, index: u32) {
+        let b = self.buffer.as_mut();
+        b[field::MAGIC].copy_from_slice(b"du");
+        b[field::VERSION] = VERSION;
+        b[field::TYPE] = kind;
+        b[field::INDEX].copy_from_slice(&index.to_be_bytes());
+    }
+    /// Write a transport message's counter.
+    pub fn set_counter(&mut self, counter: u64) {
+        self.buffer.as_mut()[field::COUNTER].copy_from_slice(&counter.to_be_bytes());
+    }
+    /// Write a response's receiver index.
+    pub fn set_response_receiver(&mut self, index: u32) {
+        self.buffer.as_mut()[field::RESPONSE_RECEIVER].copy_from_slice(&index.to_be_bytes());
+    }
+}
+
+fn read_u32(b: &[u8]) -> u32 {
+    let mut a = [0; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_be_bytes(a)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// docs/PROTOCOL.md: a transport header, receiver index 0x0a0b0c0d, counter 7.
+    static TRANSPORT_HEADER: [u8; 16] = [
+        0x64, 0x75, 0x02, 0x03, 0x0a, 0x0b, 0x0c, 0x0d, 0, 0, 0, 0, 0, 0, 0, 7,
+    ];
+
+    #[test]
+    fn test_deconstruct() {
+        let mut bytes = [0u8; 48];
+        bytes[..16].copy_from_slice(&TRANSPORT_HEADER);
+        let s = Sealed::new_checked(&bytes[..]).unwrap();
+        assert_eq!(
+            (s.kind(), s.index(), s.counter()),
+            (kind::TRANSPORT, 0x0a0b_0c0d, 7)
+        );
+        assert_eq!(s.transport_header(), &TRANSPORT_HEADER);
+        assert_eq!(s.ciphertext().len(), 32);
+    }
+
+    #[test]
+    fn test_construct() {
+        let mut bytes = [0u8; 16];
+        let mut s = Sealed::new_unchecked(&mut bytes[..]);
+        s.set_header(kind::TRANSPORT, 0x0a0b_0c0d);
+        s.set_counter(7);
+        assert_eq!(bytes, TRANSPORT_HEADER);
+    }
+
+    #[test]
+    fn test_impossible_len() {
+        let mut init = [0u8; INITIATION_LEN + 1];
+        Sealed::new_unchecked(&mut init[..]).set_header(kind::INITIATION, 1);
+        assert!(Sealed::new_checked(&init[..INITIATION_LEN]).is_ok());
+        assert!(Sealed::new_checked(&init[..]).is_err());
+        assert!(Sealed::new_checked(&init[..INITIATION_LEN - 1]).is_err());
+        let mut resp = [0u8; RESPONSE_LEN];
+        Sealed::new_unchecked(&mut resp[..]).set_header(kind::RESPONSE, 1);
+        assert!(Sealed::new_checked(&resp[..]).is_ok());
+        assert!(Sealed::new_checked(&resp[..RESPONSE_LEN - 1]).is_err());
+        let mut t = [0u8; MAX_DATAGRAM + 1];
+        Sealed::new_unchecked(&mut t[..]).set_header(kind::TRANSPORT, 1);
+        assert!(Sealed::new_checked(&t[..OVERHEAD - 1]).is_err());
+        assert!(Sealed::new_checked(&t[..MAX_DATAGRAM]).is_ok());
+        assert!(Sealed::new_checked(&t[..]).is_err());
+        for len in 0..8 {
+            assert!(Sealed::new_checked(&t[..len]).is_err());
+        }
+        t[3] = 9;
+        assert!(Sealed::new_checked(&t[..100]).is_err());
+        t[3] = kind::TRANSPORT;
+        t[2] = 1;
+        assert!(
+            Sealed::new_checked(&t[..100]).is_err(),
+            "a plaintext v1 frame is not sealed"
+        );
+    }
+}
