@@ -55,6 +55,9 @@ const PROLOGUE: &[u8] = b"duet/2 Noise_IK_25519_ChaChaPoly_BLAKE2s";
 /// long must have been replaced.
 const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 16);
 
+/// How many answered initiations a responder remembers to refuse their replays.
+const SEEN_INITIATIONS: usize = 16;
+
 /// Transmissions one `poll_transmit` may drop while no keys exist, before giving up for now.
 const DROP_BUDGET: usize = 32;
 
@@ -241,6 +244,8 @@ struct Keys {
     sent: u64,
     born: Instant,
     peer: PublicKey,
+    /// We started the handshake that made these keys.
+    initiator: bool,
 }
 
 /// A handshake we started.
@@ -272,6 +277,9 @@ pub struct Secure {
     rng: ChaCha20Rng,
     initiating: Option<Initiating>,
     answered: Option<Answered>,
+    /// The ephemeral keys of the last initiations answered: a replay of one of them is
+    /// dropped instead of replacing the keys of a handshake in progress.
+    seen_initiations: heapless::Deque<PublicKey, SEEN_INITIATIONS>,
     /// Send `answered.response` here.
     respond_to: Option<SocketAddr>,
     current: Option<Keys>,
@@ -313,6 +321,7 @@ impl Secure {
             rng,
             initiating: None,
             answered: None,
+            seen_initiations: heapless::Deque::new(),
             respond_to: None,
             current: None,
             previous: None,
@@ -411,10 +420,23 @@ impl Secure {
         match &self.current {
             None => true,
             Some(k) => {
-                now >= k.born + self.config.rekey_after
+                now >= self.rekey_at(k)
                     || k.sent >= self.config.rekey_after_messages
                     || now >= self.silent_rekey_at(k)
             }
+        }
+    }
+
+    /// When keys are old enough to replace. The side that started their handshake replaces
+    /// them first; the other waits half the remaining time, so both do not start at once.
+    fn rekey_at(&self, keys: &Keys) -> Instant {
+        let c = self.config;
+        if keys.initiator {
+            keys.born + c.rekey_after
+        } else {
+            let grace =
+                Duration::from_millis(c.reject_after.saturating_sub(c.rekey_after).as_millis() / 2);
+            keys.born + c.rekey_after + grace
         }
     }
 
@@ -471,6 +493,12 @@ impl Secure {
         let Ok(packet) = Sealed::new_checked(datagram) else {
             return self.reject();
         };
+        if self.initiation_seen(packet.noise()) {
+            // An old initiation replayed: answering would replace the keys of a handshake in
+            // progress with keys nobody will use.
+            self.stats.replayed = self.stats.replayed.saturating_add(1);
+            return;
+        }
         let e = self.ephemeral();
         let Ok(mut handshake) = Handshake::new(
             noise_ik(),
@@ -529,7 +557,9 @@ impl Secure {
             sent: 0,
             born: now,
             peer,
+            initiator: false,
         });
+        self.remember_initiation(packet.noise());
         let mut initiation = [0u8; sealed::INITIATION_LEN];
         initiation.copy_from_slice(datagram);
         self.answered = Some(Answered {
@@ -537,6 +567,23 @@ impl Secure {
             response,
         });
         self.respond_to = Some(from);
+    }
+
+    fn initiation_seen(&self, noise: &[u8]) -> bool {
+        noise
+            .get(..32)
+            .is_some_and(|e| self.seen_initiations.iter().any(|s| s[..] == *e))
+    }
+
+    fn remember_initiation(&mut self, noise: &[u8]) {
+        let mut e = [0u8; 32];
+        if let Some(bytes) = noise.get(..32) {
+            e.copy_from_slice(bytes);
+            if self.seen_initiations.is_full() {
+                self.seen_initiations.pop_front();
+            }
+            let _ = self.seen_initiations.push_back(e);
+        }
     }
 
     fn on_response(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
@@ -570,6 +617,7 @@ impl Secure {
             sent: 0,
             born: now,
             peer,
+            initiator: true,
         };
         self.initiating = None;
         self.install(now, from, keys);
@@ -578,7 +626,10 @@ impl Secure {
     /// Make `keys` current: the handshake completed (initiator) or was confirmed (responder).
     fn install(&mut self, now: Instant, from: SocketAddr, keys: Keys) {
         let peer = keys.peer;
-        self.previous = self.current.replace(keys);
+        let old = self.current.replace(keys);
+        // Keys of another person must not stay usable after a takeover: their messages
+        // would be shown under the new peer's name.
+        self.previous = old.filter(|k| k.peer == peer);
         self.stats.handshakes = self.stats.handshakes.saturating_add(1);
         if self.peer_key != Some(peer) {
             self.peer_key = Some(peer);
@@ -634,6 +685,9 @@ impl Secure {
         if which == Some(2) {
             // The initiator used the keys we answered with: they are confirmed.
             if let Some(keys) = self.next.take() {
+                // The initiator has the answer: a copy of its initiation from now on is a
+                // replay, not a retransmission.
+                self.answered = None;
                 self.install(now, from, keys);
             }
         } else if self.endpoint != Some(from) {
@@ -682,7 +736,7 @@ impl Secure {
         } else if self.peer_key.is_some() && self.endpoint.is_some() {
             match &self.current {
                 None => at(Instant::ZERO),
-                Some(k) => at((k.born + self.config.rekey_after).min(self.silent_rekey_at(k))),
+                Some(k) => at(self.rekey_at(k).min(self.silent_rekey_at(k))),
             }
         }
         next
@@ -710,8 +764,9 @@ impl Secure {
             && now >= i.next_send
         {
             buf[..sealed::INITIATION_LEN].copy_from_slice(&i.message);
-            i.sends = i.sends.saturating_add(1);
+            // Waits of 1, 2, 4, ... times `handshake_retry`, capped at `max_rto`.
             i.next_send = now + retry.saturating_mul(1 << i.sends.min(16)).min(max);
+            i.sends = i.sends.saturating_add(1);
             return Some(Transmit {
                 dst,
                 len: sealed::INITIATION_LEN,

@@ -188,6 +188,9 @@ fn decode_gbk(bytes: &[u8], sink: &mut impl FnMut(Piece<'_>)) {
     let mut decoder = encoding_rs::GBK.new_decoder_without_bom_handling();
     let mut out = [0u8; 256];
     let mut src = bytes;
+    // Bytes of `bytes` consumed by earlier rounds: a malformed sequence may begin in a byte
+    // the decoder took in an earlier round, so positions are counted in the whole input.
+    let mut consumed = 0usize;
     // Each round consumes input or fills `out`, which holds at least one character, so the
     // loop ends; the bound is a second guarantee.
     for _ in 0..=bytes.len() * 2 + 2 {
@@ -202,13 +205,14 @@ fn decode_gbk(bytes: &[u8], sink: &mut impl FnMut(Piece<'_>)) {
             DecoderResult::InputEmpty => return,
             DecoderResult::OutputFull => {}
             DecoderResult::Malformed(bad, after) => {
-                let end = read.saturating_sub(usize::from(after));
+                let end = (consumed + read).saturating_sub(usize::from(after));
                 let start = end.saturating_sub(usize::from(bad));
-                if let Some(invalid) = src.get(start..end) {
+                if let Some(invalid) = bytes.get(start..end) {
                     sink(Piece::Invalid(invalid));
                 }
             }
         }
+        consumed += read;
         src = src.get(read..).unwrap_or_default();
     }
 }
@@ -432,6 +436,14 @@ mod test {
                 "{joined}"
             );
             assert!(joined.contains("<81>"), "{joined}");
+        }
+
+        #[test]
+        fn every_byte_of_a_broken_four_byte_sequence_is_reported() {
+            // 81 30 81 starts a GB18030 four-byte sequence that 20 breaks: the decoder
+            // reports the first byte late, after it consumed it in an earlier round.
+            let (pieces, _) = decoded(&[0x81, 0x30, 0x81, 0x20, 0x78], Encoding::Gbk);
+            assert_eq!(pieces.concat(), "<81>0<81> x");
         }
 
         #[test]

@@ -73,6 +73,13 @@ impl Duration {
         self.millis
     }
 
+    /// `self - other`, zero if `other` is longer.
+    pub const fn saturating_sub(self, other: Duration) -> Self {
+        Duration {
+            millis: self.millis.saturating_sub(other.millis),
+        }
+    }
+
     /// `self * factor`, saturating.
     pub const fn saturating_mul(self, factor: u64) -> Self {
         Duration {

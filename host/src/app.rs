@@ -6,11 +6,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use duet_core::driver::Protocol;
 use duet_core::legacy::{Plain, PlainEvent, PlainSendError};
-use duet_core::session::{self, Config, Event, MessageId, SendError, Session};
+use duet_core::secure::{PublicKey, Secure, SecureConfig, StaticKeys};
+use duet_core::session::{self, Config, Event, MessageId, SendError};
 use duet_core::text::{self, Encoding};
 use duet_core::time::{Duration, Instant};
 use duet_core::wire::frame::MAX_PAYLOAD;
@@ -18,7 +20,8 @@ use duet_core::{MAX_DATAGRAM, Transmit};
 
 use crate::cli::{ChatArgs, LegacyArgs, ListenArgs, SendArgs};
 use crate::error::Error;
-use crate::input::{Input, InputPipe};
+use crate::input::{Input, InputPipe, TerminalRestore};
+use crate::keys::{Identity, PeerKey, Peers};
 use crate::link::Link;
 use crate::net;
 use crate::ui::{self, Output};
@@ -36,15 +39,100 @@ fn parse_addr(text: &str) -> Result<SocketAddr, Error> {
     })
 }
 
-/// A fresh random epoch for a new session (see `Session::new`).
-fn new_epoch() -> Result<u32, Error> {
-    getrandom::u32().map_err(|e| Error::Other(format!("no randomness from the system: {e}")))
+/// 32 fresh random bytes to seed a secure session's generator.
+fn new_seed() -> Result<[u8; 32], Error> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| Error::Other(format!("no randomness from the system: {e}")))?;
+    Ok(seed)
+}
+
+/// Who this duet is and whom it is paired with.
+pub struct Contacts {
+    identity: Identity,
+    peers: Peers,
+}
+
+/// A paired peer to talk to.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Its name in the peers file.
+    pub name: String,
+    /// Its static key.
+    pub key: PeerKey,
+    /// Where it is, if known.
+    pub addr: Option<SocketAddr>,
+}
+
+impl Contacts {
+    /// Load (or, the first time, create) the identity, and the paired peers.
+    pub fn load(dir: &Path) -> Result<Self, Error> {
+        Ok(Contacts {
+            identity: Identity::load_or_create(dir)?,
+            peers: Peers::load(dir)?,
+        })
+    }
+
+    /// A paired peer from `NAME` or `HOST:PORT`.
+    pub fn find(&self, text: &str) -> Result<Target, Error> {
+        let target = |p: &crate::keys::Peer, addr: Option<SocketAddr>| Target {
+            name: p.name.clone(),
+            key: p.key,
+            addr: addr.or(p.addr),
+        };
+        if let Some(p) = self.peers.get(text) {
+            return Ok(target(p, None));
+        }
+        if self.peers.iter().next().is_none() {
+            return Err(Error::NotPaired);
+        }
+        if !text.contains(':') {
+            return Err(Error::UnknownPeer {
+                name: text.to_owned(),
+                paired: self.names(),
+            });
+        }
+        let addr = parse_addr(text)?;
+        let at: Vec<_> = self.peers.iter().filter(|p| p.addr == Some(addr)).collect();
+        let all: Vec<_> = self.peers.iter().collect();
+        match (at.as_slice(), all.as_slice()) {
+            ([one], _) | ([], [one]) => Ok(target(one, Some(addr))),
+            _ => Err(Error::Other(format!(
+                "which paired peer is at {addr}? name one: {} (or `duet pair add NAME KEY --addr {addr}`)",
+                self.names()
+            ))),
+        }
+    }
+
+    fn names(&self) -> String {
+        self.peers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn allowed(&self) -> Vec<PublicKey> {
+        self.peers.iter().map(|p| p.key.0).collect()
+    }
+
+    fn names_by_key(&self) -> Vec<(PublicKey, String)> {
+        self.peers
+            .iter()
+            .map(|p| (p.key.0, p.name.clone()))
+            .collect()
+    }
 }
 
 /// The duet session or the legacy datagrams, behind one [`Protocol`].
 pub enum Conversation {
-    /// duet's reliable session.
-    Duet(Box<Session>),
+    /// duet's reliable session, sealed between paired keys.
+    Duet {
+        /// The session.
+        secure: Box<Secure>,
+        /// Paired peers' names, to show who wrote.
+        names: Vec<(PublicKey, String)>,
+    },
     /// Plain datagrams.
     Legacy(Box<Plain>),
 }
@@ -52,31 +140,31 @@ pub enum Conversation {
 impl Protocol for Conversation {
     fn wants_datagram(&self) -> bool {
         match self {
-            Conversation::Duet(s) => s.wants_datagram(),
+            Conversation::Duet { secure: s, .. } => s.wants_datagram(),
             Conversation::Legacy(p) => p.wants_datagram(),
         }
     }
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         match self {
-            Conversation::Duet(s) => s.handle_datagram(now, from, datagram),
+            Conversation::Duet { secure: s, .. } => s.handle_datagram(now, from, datagram),
             Conversation::Legacy(p) => p.handle_datagram(now, from, datagram),
         }
     }
     fn handle_timeout(&mut self, now: Instant) {
         match self {
-            Conversation::Duet(s) => s.handle_timeout(now),
+            Conversation::Duet { secure: s, .. } => s.handle_timeout(now),
             Conversation::Legacy(p) => p.handle_timeout(now),
         }
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8; MAX_DATAGRAM]) -> Option<Transmit> {
         match self {
-            Conversation::Duet(s) => s.poll_transmit(now, buf),
+            Conversation::Duet { secure: s, .. } => s.poll_transmit(now, buf),
             Conversation::Legacy(p) => p.poll_transmit(now, buf),
         }
     }
     fn poll_timeout(&self) -> Option<Instant> {
         match self {
-            Conversation::Duet(s) => s.poll_timeout(),
+            Conversation::Duet { secure: s, .. } => s.poll_timeout(),
             Conversation::Legacy(p) => p.poll_timeout(),
         }
     }
@@ -87,6 +175,7 @@ impl Protocol for Conversation {
 enum Shown {
     Message {
         from: Option<SocketAddr>,
+        who: Option<String>,
         text: String,
     },
     Delivered(MessageId),
@@ -99,26 +188,43 @@ enum Shown {
 }
 
 impl Conversation {
-    fn new(legacy: &LegacyArgs, peer: Option<SocketAddr>, config: Config) -> Result<Self, Error> {
-        Ok(if legacy.legacy {
-            Conversation::Legacy(Box::new(Plain::new(peer, send_encoding(legacy))))
-        } else {
-            Conversation::Duet(Box::new(Session::new(
-                Instant::now(),
-                config,
-                new_epoch()?,
-                peer,
-            )))
+    /// Legacy datagrams with `peer`.
+    fn legacy(legacy: &LegacyArgs, peer: Option<SocketAddr>) -> Self {
+        Conversation::Legacy(Box::new(Plain::new(peer, send_encoding(legacy))))
+    }
+
+    /// The sealed duet session: with `target`, talk to that peer only; without, accept any
+    /// paired peer.
+    fn duet(contacts: &Contacts, target: Option<&Target>, config: Config) -> Result<Self, Error> {
+        let keys = StaticKeys::from_secret(contacts.identity.secret_bytes());
+        let allowed = match target {
+            Some(t) => vec![t.key.0],
+            None => contacts.allowed(),
+        };
+        let peer = target.and_then(|t| Some((t.key.0, t.addr?)));
+        let config = SecureConfig {
+            session: config,
+            ..SecureConfig::default()
+        };
+        let secure = Secure::new(Instant::now(), config, keys, &allowed, peer, new_seed()?);
+        Ok(Conversation::Duet {
+            secure: Box::new(secure),
+            names: contacts.names_by_key(),
         })
     }
 
     fn next_shown(&mut self, read_encoding: Encoding) -> Option<Shown> {
         match self {
-            Conversation::Duet(s) => {
-                let from = s.peer();
+            Conversation::Duet { secure: s, names } => {
+                let from = s.peer_addr();
+                let who = s
+                    .peer_key()
+                    .and_then(|k| names.iter().find(|(key, _)| *key == k))
+                    .map(|(_, name)| name.clone());
                 Some(match s.poll_event()? {
                     Event::Message(text) => Shown::Message {
                         from,
+                        who,
                         text: ui::escaped(text),
                     },
                     Event::Delivered(id) => Shown::Delivered(id),
@@ -130,6 +236,7 @@ impl Conversation {
             Conversation::Legacy(p) => Some(match p.poll_event()? {
                 PlainEvent::Datagram { from, bytes } => Shown::Message {
                     from: Some(from),
+                    who: None,
                     text: ui::legacy_text(bytes, read_encoding).0,
                 },
                 PlainEvent::Oversized { from } => Shown::Oversized { from },
@@ -139,14 +246,18 @@ impl Conversation {
 
     fn peer(&self) -> Option<SocketAddr> {
         match self {
-            Conversation::Duet(s) => s.peer(),
+            Conversation::Duet { secure: s, .. } => s.peer_addr(),
             Conversation::Legacy(p) => p.peer(),
         }
     }
 
-    fn set_peer(&mut self, peer: SocketAddr) {
+    fn set_peer(&mut self, peer: SocketAddr, key: Option<PublicKey>) {
         match self {
-            Conversation::Duet(s) => s.set_peer(Instant::now(), peer),
+            Conversation::Duet { secure: s, .. } => {
+                if let Some(key) = key.or(s.peer_key()) {
+                    s.set_peer(Instant::now(), key, peer);
+                }
+            }
             Conversation::Legacy(p) => p.set_peer(peer),
         }
     }
@@ -154,7 +265,7 @@ impl Conversation {
     /// Whether a new line of input can be queued now.
     fn has_room(&self) -> bool {
         match self {
-            Conversation::Duet(s) => s.has_room(session::MAX_PARTS),
+            Conversation::Duet { secure: s, .. } => s.session().has_room(session::MAX_PARTS),
             Conversation::Legacy(p) => p.queued() == 0,
         }
     }
@@ -162,7 +273,7 @@ impl Conversation {
     /// Messages queued or in flight.
     fn in_flight(&self) -> usize {
         match self {
-            Conversation::Duet(s) => s.pending(),
+            Conversation::Duet { secure: s, .. } => s.session().pending(),
             Conversation::Legacy(p) => p.queued(),
         }
     }
@@ -189,8 +300,18 @@ fn banner(out: &mut Output, legacy: &LegacyArgs, local: SocketAddr) {
         ));
     } else {
         out.line(&format!(
-            "* listening on {local} (duet: every message acknowledged)"
+            "* listening on {local} (duet: end-to-end encrypted, every message acknowledged)"
         ));
+    }
+}
+
+/// How a sender is shown: its paired name and address, or what is known of them.
+fn sender(who: Option<String>, from: Option<SocketAddr>) -> String {
+    match (who, from) {
+        (Some(name), Some(addr)) => format!("{name}@{addr}"),
+        (Some(name), None) => name,
+        (None, Some(addr)) => addr.to_string(),
+        (None, None) => "?".to_owned(),
     }
 }
 
@@ -207,8 +328,12 @@ fn snippet(text: &str) -> String {
 /// message holds (greedy splitting is deterministic, so each piece splits the same way again).
 fn messages_of(text: &str, legacy: bool) -> Vec<String> {
     if legacy {
-        // Plain mode splits into datagrams itself.
-        return vec![text.to_owned()];
+        // Plain mode splits into datagrams itself, as many as its queue holds. A piece of
+        // at most four datagrams' worth of UTF-8 never needs more than five datagrams in
+        // UTF-8 or GBK (GBK is never longer), so every piece fits an empty queue.
+        return text::split(text, 4 * MAX_DATAGRAM)
+            .map(str::to_owned)
+            .collect();
     }
     let parts: Vec<&str> = text::split(text, MAX_PAYLOAD).collect();
     parts
@@ -226,22 +351,52 @@ struct Sent {
     total: usize,
 }
 
-/// `duet chat`.
-pub fn chat(args: ChatArgs) -> Result<(), Error> {
+/// `duet chat`: `dir` is the config directory (identity and paired peers).
+pub fn chat(args: ChatArgs, dir: &Path) -> Result<(), Error> {
     let bind = parse_addr(&args.bind)?;
-    let mut peer = args.peer.as_deref().map(parse_addr).transpose()?;
+    let peer_text = args.peer.clone();
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let _restore = interactive.then(TerminalRestore::save);
     let prompt = Arc::new(Mutex::new(format!("{}> ", args.name)));
-    let mut editor = None;
-    if interactive {
-        let mut ed =
-            rustyline::DefaultEditor::new().map_err(|e| Error::Other(format!("terminal: {e}")))?;
-        if peer.is_none() {
-            peer = ask_peer(&mut ed)?;
+    let mut editor = if interactive {
+        Some(rustyline::DefaultEditor::new().map_err(|e| Error::Other(format!("terminal: {e}")))?)
+    } else {
+        None
+    };
+    let (conversation, contacts, talking_to) = if args.legacy.legacy {
+        let mut peer = peer_text.as_deref().map(parse_addr).transpose()?;
+        if let (None, Some(ed)) = (peer, editor.as_mut()) {
+            peer = ask(
+                ed,
+                "peer address (HOST:PORT, Enter to wait for one): ",
+                parse_addr,
+            )?;
         }
-        editor = Some(ed);
-    }
-    let conversation = Conversation::new(&args.legacy, peer, Config::default())?;
+        (
+            Conversation::legacy(&args.legacy, peer),
+            None,
+            peer.map(|p| p.to_string()),
+        )
+    } else {
+        let contacts = Contacts::load(dir)?;
+        let mut target = peer_text.as_deref().map(|t| contacts.find(t)).transpose()?;
+        if let (None, Some(ed)) = (&target, editor.as_mut()) {
+            target = ask(
+                ed,
+                "talk to (paired NAME or HOST:PORT, Enter to wait): ",
+                |t| contacts.find(t),
+            )?;
+        }
+        if target.is_none() && contacts.peers.iter().next().is_none() {
+            return Err(Error::NotPaired);
+        }
+        let conversation = Conversation::duet(&contacts, target.as_ref(), Config::default())?;
+        let shown = target.map(|t| match t.addr {
+            Some(addr) => format!("{} at {addr}", t.name),
+            None => format!("{} (waiting for them to write: no address known)", t.name),
+        });
+        (conversation, Some(contacts), shown)
+    };
     let mut link = Link::bind_udp(bind, conversation)?;
     let (mut out, mut input) = match editor {
         Some(mut ed) => {
@@ -254,17 +409,19 @@ pub fn chat(args: ChatArgs) -> Result<(), Error> {
         None => (Output::Lines, InputPipe::lines()?),
     };
     banner(&mut out, &args.legacy, link.local_addr());
-    match peer {
+    match talking_to {
         Some(p) => out.line(&format!("* talking to {p}; /help lists commands")),
-        None => out.line(
+        None if args.legacy.legacy => out.line(
             "* no peer yet: whoever writes first becomes the peer; /peer HOST:PORT picks one",
         ),
+        None => out.line("* no peer yet: any paired peer may write; /peer NAME picks one"),
     }
     let mut chat = ChatState {
         name: args.name,
         prompt,
         legacy: args.legacy.legacy,
         read_encoding: read_encoding(&args.legacy),
+        contacts,
         sent: Sent::default(),
         pending: VecDeque::new(),
         quitting: false,
@@ -273,18 +430,23 @@ pub fn chat(args: ChatArgs) -> Result<(), Error> {
     chat.run(&mut link, &mut out, &mut input)
 }
 
-fn ask_peer(editor: &mut rustyline::DefaultEditor) -> Result<Option<SocketAddr>, Error> {
+/// Ask on the terminal until `parse` accepts the answer (Enter alone: none).
+fn ask<T>(
+    editor: &mut rustyline::DefaultEditor,
+    question: &str,
+    parse: impl Fn(&str) -> Result<T, Error>,
+) -> Result<Option<T>, Error> {
     for _ in 0..5 {
-        match editor.readline("peer address (HOST:PORT, Enter to wait for one): ") {
+        match editor.readline(question) {
             Ok(line) if line.trim().is_empty() => return Ok(None),
-            Ok(line) => match parse_addr(line.trim()) {
-                Ok(addr) => return Ok(Some(addr)),
+            Ok(line) => match parse(line.trim()) {
+                Ok(value) => return Ok(Some(value)),
                 Err(e) => eprintln!("{e}"),
             },
-            Err(_) => return Err(Error::Other("no peer address given".into())),
+            Err(_) => return Err(Error::Other("no peer given".into())),
         }
     }
-    Err(Error::Other("no valid peer address given".into()))
+    Err(Error::Other("no valid peer given".into()))
 }
 
 struct ChatState {
@@ -292,6 +454,8 @@ struct ChatState {
     prompt: Arc<Mutex<String>>,
     legacy: bool,
     read_encoding: Encoding,
+    /// Identity and paired peers (duet mode only).
+    contacts: Option<Contacts>,
     sent: Sent,
     /// Messages typed but not yet accepted by the outbox (backpressure).
     pending: VecDeque<String>,
@@ -336,7 +500,7 @@ impl ChatState {
             let want_input = self.pending.is_empty() && link.protocol.has_room() && !self.quitting;
             link.wait(deadline, if want_input { input.fd() } else { None }, None)?;
         }
-        if let Conversation::Duet(s) = &mut link.protocol {
+        if let Conversation::Duet { secure: s, .. } = &mut link.protocol {
             s.close();
             let _ = link.poll();
         }
@@ -352,9 +516,8 @@ impl ChatState {
     fn show_events(&mut self, link: &mut Link<net::HostStack, Conversation>, out: &mut Output) {
         while let Some(shown) = link.protocol.next_shown(self.read_encoding) {
             match shown {
-                Shown::Message { from, text } => {
-                    let who = from.map_or_else(|| "?".to_owned(), |a| a.to_string());
-                    out.line(&format!("{who}: {text}"));
+                Shown::Message { from, who, text } => {
+                    out.line(&format!("{}: {text}", sender(who, from)));
                 }
                 Shown::Delivered(id) => {
                     self.sent.delivered += 1;
@@ -384,7 +547,7 @@ impl ChatState {
         let mut took = false;
         while let Some(text) = self.pending.front() {
             let result = match &mut link.protocol {
-                Conversation::Duet(s) => match s.send_text(Instant::now(), text) {
+                Conversation::Duet { secure: s, .. } => match s.send_text(Instant::now(), text) {
                     Ok(id) => {
                         self.sent.texts.insert(id, snippet(text));
                         self.sent.total += 1;
@@ -448,13 +611,25 @@ impl ChatState {
         match word {
             "quit" | "exit" | "q" => self.quit(link, out),
             "help" | "h" => out.line(&format!("* {HELP}")),
-            "peer" => match parse_addr(rest) {
-                Ok(addr) => {
-                    link.protocol.set_peer(addr);
-                    out.line(&format!("* talking to {addr}"));
+            "peer" => {
+                let found = match &self.contacts {
+                    Some(c) => c.find(rest).and_then(|t| match t.addr {
+                        Some(addr) => Ok((addr, Some(t.key.0), t.name)),
+                        None => Err(Error::Other(format!(
+                            "no address known for {}: /peer HOST:PORT",
+                            t.name
+                        ))),
+                    }),
+                    None => parse_addr(rest).map(|a| (a, None, a.to_string())),
+                };
+                match found {
+                    Ok((addr, key, name)) => {
+                        link.protocol.set_peer(addr, key);
+                        out.line(&format!("* talking to {name} at {addr}"));
+                    }
+                    Err(e) => out.line(&format!("* {e}")),
                 }
-                Err(e) => out.line(&format!("* {e}")),
-            },
+            }
             "nick" if !rest.is_empty() => {
                 self.name = rest.to_owned();
                 if let Ok(mut p) = self.prompt.lock() {
@@ -476,19 +651,20 @@ impl ChatState {
                     self.sent.failed,
                     link.protocol.in_flight()
                 );
-                if let Conversation::Duet(s) = &link.protocol {
-                    let st = s.stats();
+                if let Conversation::Duet { secure: s, .. } = &link.protocol {
                     line.push_str(&format!(
-                        "; peer {}; received {} messages; rejected {} malformed, {} oversized, {} foreign; \
-                         {} duplicates, {} retransmits; rto {}",
-                        if s.is_peer_up() { "up" } else { "not answering" },
-                        st.messages_in,
-                        st.malformed,
-                        st.oversized,
-                        st.foreign,
-                        st.duplicates,
-                        st.retransmits,
-                        s.rto()
+                        "; peer {}, {}; {}",
+                        if s.session().is_peer_up() {
+                            "up"
+                        } else {
+                            "not answering"
+                        },
+                        if s.is_established() {
+                            "encrypted"
+                        } else {
+                            "no keys yet"
+                        },
+                        counters(s)
                     ));
                 }
                 out.line(&line);
@@ -511,9 +687,27 @@ impl ChatState {
     }
 }
 
+/// What a secure session received and refused, for `/status` and `listen -v`.
+fn counters(s: &Secure) -> String {
+    let st = s.session_stats();
+    let sec = s.stats();
+    format!(
+        "received {} messages; rejected {} unauthenticated, {} replayed, {} from unpaired keys, \
+         {} while busy, {} malformed inside; {} duplicates, {} retransmits; {} handshakes",
+        st.messages_in,
+        sec.unauthenticated,
+        sec.replayed,
+        sec.unpaired,
+        sec.busy,
+        st.malformed + st.oversized,
+        st.duplicates,
+        st.retransmits,
+        sec.handshakes
+    )
+}
+
 /// `duet send`.
-pub fn send(args: SendArgs) -> Result<(), Error> {
-    let to = parse_addr(&args.to)?;
+pub fn send(args: SendArgs, dir: &Path) -> Result<(), Error> {
     let bind = parse_addr(&args.bind)?;
     let text = args.text.join(" ");
     if text.is_empty() {
@@ -532,26 +726,54 @@ pub fn send(args: SendArgs) -> Result<(), Error> {
         delivery_timeout: timeout,
         ..Config::default()
     };
-    let mut link = Link::bind_udp(bind, Conversation::new(&args.legacy, Some(to), config)?)?;
+    let (conversation, to) = if legacy {
+        let to = parse_addr(&args.to)?;
+        (Conversation::legacy(&args.legacy, Some(to)), to)
+    } else {
+        let contacts = Contacts::load(dir)?;
+        let target = contacts.find(&args.to)?;
+        let Some(to) = target.addr else {
+            return Err(Error::Other(format!(
+                "no address known for {}: --to HOST:PORT, or `duet pair add` with --addr",
+                target.name
+            )));
+        };
+        (Conversation::duet(&contacts, Some(&target), config)?, to)
+    };
+    let mut link = Link::bind_udp(bind, conversation)?;
     let mut out = Output::Lines;
     if legacy {
-        if let Conversation::Legacy(p) = &mut link.protocol {
-            let report = p
-                .send_text(&text)
-                .map_err(|e| Error::Other(e.to_string()))?;
-            while p_queued(&link) > 0 {
-                link.poll()?;
-            }
-            eprintln!(
-                "duet: sent {} datagram(s) to {to}; legacy mode: unacknowledged and unencrypted{}",
-                report.parts,
-                if report.unmappable > 0 {
-                    " (some characters sent as '?')"
-                } else {
-                    ""
+        let (mut parts, mut unmappable) = (0, 0);
+        for piece in &pieces {
+            // Bounded: each round sends at least one queued datagram or queues the piece.
+            for _ in 0..64 {
+                let Conversation::Legacy(p) = &mut link.protocol else {
+                    break;
+                };
+                match p.send_text(piece) {
+                    Ok(report) => {
+                        parts += report.parts;
+                        unmappable += report.unmappable;
+                        break;
+                    }
+                    Err(PlainSendError::QueueFull) => {
+                        link.poll()?;
+                    }
+                    Err(e) => return Err(Error::Other(e.to_string())),
                 }
-            );
+            }
         }
+        while link.protocol.in_flight() > 0 {
+            link.poll()?;
+        }
+        eprintln!(
+            "duet: sent {parts} datagram(s) to {to}; legacy mode: unacknowledged and unencrypted{}",
+            if unmappable > 0 {
+                " (some characters sent as '?')"
+            } else {
+                ""
+            }
+        );
         return Ok(());
     }
     let total = pieces.len();
@@ -561,7 +783,7 @@ pub fn send(args: SendArgs) -> Result<(), Error> {
     // Each piece may wait its turn for room and then its own delivery timeout.
     let give_up = Instant::now() + timeout.saturating_mul(total as u64 + 1);
     while delivered + failed < total {
-        if let Conversation::Duet(s) = &mut link.protocol {
+        if let Conversation::Duet { secure: s, .. } = &mut link.protocol {
             while let Some(piece) = pending.front() {
                 match s.send_text(Instant::now(), piece) {
                     Ok(_) => {
@@ -589,7 +811,7 @@ pub fn send(args: SendArgs) -> Result<(), Error> {
             link.wait(deadline, None, Some(give_up))?;
         }
     }
-    if let Conversation::Duet(s) = &mut link.protocol {
+    if let Conversation::Duet { secure: s, .. } = &mut link.protocol {
         s.close();
         let _ = link.poll();
     }
@@ -613,17 +835,19 @@ pub fn send(args: SendArgs) -> Result<(), Error> {
     }
 }
 
-fn p_queued(link: &Link<net::HostStack, Conversation>) -> usize {
-    link.protocol.in_flight()
-}
-
 /// `duet listen`.
-pub fn listen(args: ListenArgs) -> Result<(), Error> {
+pub fn listen(args: ListenArgs, dir: &Path) -> Result<(), Error> {
     let bind = parse_addr(&args.bind)?;
-    let mut link = Link::bind_udp(
-        bind,
-        Conversation::new(&args.legacy, None, Config::default())?,
-    )?;
+    let conversation = if args.legacy.legacy {
+        Conversation::legacy(&args.legacy, None)
+    } else {
+        let contacts = Contacts::load(dir)?;
+        if contacts.peers.iter().next().is_none() {
+            return Err(Error::NotPaired);
+        }
+        Conversation::duet(&contacts, None, Config::default())?
+    };
+    let mut link = Link::bind_udp(bind, conversation)?;
     let mut out = Output::Lines;
     banner(&mut out, &args.legacy, link.local_addr());
     let encoding = read_encoding(&args.legacy);
@@ -635,10 +859,9 @@ pub fn listen(args: ListenArgs) -> Result<(), Error> {
         let mut peer_left = false;
         while let Some(shown) = link.protocol.next_shown(encoding) {
             match shown {
-                Shown::Message { from, text } => {
+                Shown::Message { from, who, text } => {
                     received += 1;
-                    let who = from.map_or_else(|| "?".to_owned(), |a| a.to_string());
-                    out.line(&format!("{who}: {text}"));
+                    out.line(&format!("{}: {text}", sender(who, from)));
                 }
                 Shown::Oversized { from } => out.line(&format!(
                     "* dropped a datagram of more than {MAX_DATAGRAM} bytes from {from} (duet reads at most {MAX_DATAGRAM})"
@@ -651,13 +874,13 @@ pub fn listen(args: ListenArgs) -> Result<(), Error> {
             }
         }
         if args.count.is_some_and(|n| received >= n) {
-            let Conversation::Duet(s) = &link.protocol else {
+            let Conversation::Duet { secure: s, .. } = &link.protocol else {
                 break;
             };
             // Stay until the sender says goodbye or has been quiet for a while, so a lost
             // acknowledgement of the last message is answered when it is retransmitted.
             let now = Instant::now();
-            let heard = s.stats().datagrams_in;
+            let heard = s.session_stats().datagrams_in;
             let started = *linger_start.get_or_insert(now);
             let quiet_since = match linger_since {
                 Some((t, n)) if n == heard => t,
@@ -676,13 +899,9 @@ pub fn listen(args: ListenArgs) -> Result<(), Error> {
         link.wait(deadline, None, None)?;
     }
     if args.verbose
-        && let Conversation::Duet(s) = &link.protocol
+        && let Conversation::Duet { secure: s, .. } = &link.protocol
     {
-        let st = s.stats();
-        eprintln!(
-            "duet: {} messages; rejected {} malformed, {} oversized, {} foreign, {} stale datagrams; {} duplicates",
-            st.messages_in, st.malformed, st.oversized, st.foreign, st.stale, st.duplicates
-        );
+        eprintln!("duet: {}", counters(s));
     }
     Ok(())
 }

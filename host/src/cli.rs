@@ -1,11 +1,16 @@
 //! The command line.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 use duet_core::text::Encoding;
 
+use crate::keys::PeerKey;
+use crate::pair::Code;
+
 /// duet: a private chat for two people over UDP. No server: type an address and talk.
 #[derive(Debug, Parser)]
-#[command(name = "duet", version, args_conflicts_with_subcommands = true)]
+#[command(name = "duet", version)]
 pub struct Cli {
     /// What to do; without a command, duet starts a chat.
     #[command(subcommand)]
@@ -13,17 +18,29 @@ pub struct Cli {
     /// Chat options, when no command is given.
     #[command(flatten)]
     pub chat: ChatArgs,
+    /// Where duet keeps your identity and your peers [default: $XDG_CONFIG_HOME/duet, else
+    /// ~/.config/duet].
+    // Raw as typed: `keys::config_dir` resolves the default and creates the directory.
+    #[arg(long, global = true, env = "DUET_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
 }
 
 /// duet's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Chat with a peer: type lines, read theirs (the default).
-    Chat(ChatArgs),
+    Chat(ChatCommand),
     /// Send one message and exit once the peer acknowledged it.
     Send(SendArgs),
     /// Print every message received, one line each.
     Listen(ListenArgs),
+    /// Print your public key, and its fingerprint to compare by voice (creates your
+    /// identity on first use).
+    Id,
+    /// Pair with someone (`invite` / `join` with a one-time code), or add, list and remove
+    /// peers.
+    #[command(subcommand)]
+    Pair(PairCommand),
 }
 
 /// Options of the plain-datagram mode for legacy peers.
@@ -45,9 +62,9 @@ pub struct ChatArgs {
     /// Local address to listen on, ADDR:PORT.
     #[arg(long, default_value = "0.0.0.0:7789", value_name = "ADDR:PORT")]
     pub bind: String,
-    /// The peer's address, HOST:PORT. Without it duet asks (on a terminal), or talks to
-    /// whoever writes first.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Who to talk to: a paired peer's NAME, or HOST:PORT. Without it duet asks (on a
+    /// terminal), or talks to whichever paired peer writes first.
+    #[arg(long, value_name = "NAME|HOST:PORT")]
     pub peer: Option<String>,
     /// The name shown for your own messages.
     #[arg(long, env = "USER", default_value = "me")]
@@ -57,11 +74,22 @@ pub struct ChatArgs {
     pub legacy: LegacyArgs,
 }
 
+/// `duet chat [PEER]`.
+#[derive(Debug, Args, Clone)]
+pub struct ChatCommand {
+    /// Chat options.
+    #[command(flatten)]
+    pub args: ChatArgs,
+    /// The same as --peer: `duet chat alice`.
+    #[arg(value_name = "PEER", conflicts_with = "peer")]
+    pub with: Option<String>,
+}
+
 /// `duet send`.
 #[derive(Debug, Args, Clone)]
 pub struct SendArgs {
-    /// The peer's address, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Who to send to: a paired peer's NAME, or HOST:PORT (legacy mode: HOST:PORT).
+    #[arg(long, value_name = "NAME|HOST:PORT")]
     pub to: String,
     /// Local address to send from, ADDR:PORT (default: any address, a free port).
     #[arg(long, default_value = "0.0.0.0:0", value_name = "ADDR:PORT")]
@@ -99,4 +127,75 @@ pub struct ListenArgs {
 
 fn parse_encoding(s: &str) -> Result<Encoding, String> {
     s.parse().map_err(|e| format!("{e}"))
+}
+
+/// `duet pair ...`.
+#[derive(Debug, Subcommand)]
+pub enum PairCommand {
+    /// Add a peer whose public key you got another way (`duet id` prints it there).
+    Add(PairAddArgs),
+    /// List your peers: name, key, fingerprint, address (or -).
+    List,
+    /// Forget a peer.
+    Remove {
+        /// The peer's name.
+        #[arg(value_parser = parse_peer_name)]
+        name: String,
+    },
+    /// Show a one-time code, wait for the other person to join with it, and pair.
+    Invite(InviteArgs),
+    /// Join someone's invite with the code they read to you, and pair.
+    Join(JoinArgs),
+}
+
+/// `duet pair add`.
+#[derive(Debug, Args, Clone)]
+pub struct PairAddArgs {
+    /// What you will call them: 1 to 32 letters, digits, '-', '_' or '.'.
+    #[arg(value_parser = parse_peer_name)]
+    pub name: String,
+    /// Their public key, as `duet id` prints it there (44 characters of base64).
+    pub key: PeerKey,
+    /// Where to reach them, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+}
+
+/// `duet pair invite`.
+#[derive(Debug, Args, Clone)]
+pub struct InviteArgs {
+    /// What you will call the person who joins.
+    #[arg(value_parser = parse_peer_name)]
+    pub name: String,
+    /// Local address to wait on, ADDR:PORT.
+    #[arg(long, default_value = "0.0.0.0:7789", value_name = "ADDR:PORT")]
+    pub bind: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+}
+
+/// `duet pair join`.
+#[derive(Debug, Args, Clone)]
+pub struct JoinArgs {
+    /// What you will call the person who invited you.
+    #[arg(value_parser = parse_peer_name)]
+    pub name: String,
+    /// The code the inviter shows, e.g. 1234-5678.
+    pub code: Code,
+    /// The inviter's address, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Local address to send from, ADDR:PORT (default: any address, a free port).
+    #[arg(long, default_value = "0.0.0.0:0", value_name = "ADDR:PORT")]
+    pub bind: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+}
+
+fn parse_peer_name(s: &str) -> Result<String, String> {
+    crate::keys::check_name(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
 }

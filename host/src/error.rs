@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Exit codes, documented in the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +29,12 @@ pub enum ExitCode {
     NoAnswer = 8,
     /// The peer answered but some messages were not acknowledged.
     NotDelivered = 9,
+    /// A key file can be read (the identity) or written (the peers) by other users.
+    InsecureKeyFile = 10,
+    /// Pairing failed: the code did not match, or the other side stopped the exchange.
+    PairingFailed = 11,
+    /// No paired peer to talk to (duet talks only to paired peers).
+    NotPaired = 12,
 }
 
 /// What went wrong, in words a user can act on.
@@ -75,6 +82,33 @@ pub enum Error {
         /// How many were sent.
         total: usize,
     },
+    /// Not paired with anyone yet.
+    NotPaired,
+    /// A name that is not in the peers file.
+    UnknownPeer {
+        /// The name given.
+        name: String,
+        /// The names that are paired.
+        paired: String,
+    },
+    /// A key file's permissions let other users read it (or write it, for the peers file).
+    InsecureKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A file of the config directory cannot be read, written or understood.
+    Config {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong, never quoting a secret.
+        problem: String,
+    },
+    /// A peer was refused: bad or duplicate name, duplicate key, unknown name.
+    Peer(crate::keys::PeerError),
+    /// `duet pair invite`/`join` did not pair.
+    Pairing(crate::pair::PairFailure),
     /// Anything else.
     Other(String),
 }
@@ -97,6 +131,11 @@ impl Error {
             Error::TooLong { .. } => ExitCode::TooLong,
             Error::NoAnswer { .. } => ExitCode::NoAnswer,
             Error::NotDelivered { .. } => ExitCode::NotDelivered,
+            Error::NotPaired => ExitCode::NotPaired,
+            Error::UnknownPeer { .. } => ExitCode::BadAddress,
+            Error::InsecureKeyFile { .. } => ExitCode::InsecureKeyFile,
+            Error::Config { .. } | Error::Peer(_) => ExitCode::Failure,
+            Error::Pairing(failure) => failure.exit_code(),
             Error::Other(_) => ExitCode::Failure,
         }
     }
@@ -147,6 +186,32 @@ impl fmt::Display for Error {
                     "{failed} of {total} messages were not acknowledged by the peer"
                 )
             }
+            Error::NotPaired => f.write_str(
+                "not paired with anyone yet: duet talks only to paired peers. Pair with \
+                 `duet pair invite NAME` here and `duet pair join NAME CODE --addr HOST:PORT` there, \
+                 or exchange `duet id` keys and `duet pair add NAME KEY --addr HOST:PORT`",
+            ),
+            Error::InsecureKeyFile { path, mode } => {
+                let (read, write) = (mode & 0o044 != 0, mode & 0o022 != 0);
+                let how = match (read, write) {
+                    (true, true) => "readable and writable",
+                    (true, false) => "readable",
+                    (false, true) => "writable",
+                    (false, false) => "accessible",
+                };
+                let path = path.display();
+                write!(
+                    f,
+                    "{path} is {how} by others (mode {mode:04o}); run: chmod 600 {path}"
+                )
+            }
+            Error::Config { path, problem } => write!(f, "{}: {problem}", path.display()),
+            Error::Peer(e) => e.fmt(f),
+            Error::Pairing(e) => e.fmt(f),
+            Error::UnknownPeer { name, paired } => write!(
+                f,
+                "no paired peer is called '{name}' (paired: {paired}); give a name from `duet pair list` or HOST:PORT"
+            ),
             Error::Other(text) => f.write_str(text),
         }
     }

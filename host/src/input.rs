@@ -27,6 +27,34 @@ pub enum Input {
     Interrupt,
 }
 
+/// Puts the terminal back as it was when duet started, however duet leaves: the line editor
+/// switches it to raw mode while it reads, and may still be reading when duet exits.
+pub struct TerminalRestore(Option<rustix::termios::Termios>);
+
+impl TerminalRestore {
+    /// Remember the terminal's settings now.
+    pub fn save() -> Self {
+        TerminalRestore(rustix::termios::tcgetattr(io::stdin()).ok())
+    }
+}
+
+impl Drop for TerminalRestore {
+    fn drop(&mut self) {
+        if let Some(settings) = &self.0 {
+            let _ = rustix::termios::tcsetattr(
+                io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                settings,
+            );
+        }
+    }
+}
+
+/// Whether a typed line is the command to leave.
+pub fn is_quit(line: &str) -> bool {
+    matches!(line.trim(), "/quit" | "/exit" | "/q")
+}
+
 /// The receiving end of the input thread.
 pub struct InputPipe {
     lines: Receiver<Input>,
@@ -105,7 +133,12 @@ impl InputPipe {
                         Err(ReadlineError::Interrupted) => Input::Interrupt,
                         Err(_) => Input::Eof,
                     };
-                    let end = !matches!(input, Input::Line(_));
+                    // After /quit the editor must not take the terminal again: the program is
+                    // leaving, and an editor still reading would leave the terminal raw.
+                    let end = match &input {
+                        Input::Line(line) => is_quit(line),
+                        _ => true,
+                    };
                     if !hand_over(&tx, &mut wake_tx, input) || end {
                         return;
                     }

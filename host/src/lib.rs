@@ -9,8 +9,10 @@ pub mod app;
 pub mod cli;
 pub mod error;
 pub mod input;
+pub mod keys;
 pub mod link;
 pub mod net;
+pub mod pair;
 pub mod ui;
 
 use cli::{Cli, Command};
@@ -18,10 +20,17 @@ use error::Error;
 
 /// Run the command line's command.
 pub fn run(cli: Cli) -> Result<(), Error> {
+    let dir = keys::config_dir(cli.config_dir)?;
     match cli.command {
-        None => app::chat(cli.chat),
-        Some(Command::Chat(args)) => app::chat(args),
-        Some(Command::Send(args)) => app::send(args),
-        Some(Command::Listen(args)) => app::listen(args),
+        None => app::chat(cli.chat, &dir),
+        Some(Command::Chat(chat)) => {
+            let mut args = chat.args;
+            args.peer = args.peer.or(chat.with);
+            app::chat(args, &dir)
+        }
+        Some(Command::Send(args)) => app::send(args, &dir),
+        Some(Command::Listen(args)) => app::listen(args, &dir),
+        Some(Command::Id) => pair::id(&dir, &mut std::io::stdout().lock()),
+        Some(Command::Pair(command)) => pair::run(&dir, command, &mut std::io::stdout().lock()),
     }
 }

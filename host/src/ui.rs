@@ -70,7 +70,9 @@ impl Output {
                 let _ = out.flush();
             }
             Output::Terminal(printer) => {
-                let _ = printer.print(line);
+                // With the newline the line stays above the prompt even when the editor is
+                // not reading at that moment (it would otherwise be drawn over).
+                let _ = printer.print(format!("{line}\n"));
             }
         }
     }

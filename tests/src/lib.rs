@@ -1,6 +1,8 @@
 //! Helpers shared by duet's end-to-end tests.
 
+pub mod peers;
 pub mod process;
+pub mod relay;
 pub mod sim;
 
-pub use process::{Proc, duet_bin, free_port, local};
+pub use process::{Home, Proc, duet_bin, free_port, local, paired};

@@ -1,13 +1,18 @@
-//! The `duet` binary over std UDP on loopback: chat in line mode, send/listen, errors with
-//! their exit codes, and bad input that must change nothing.
+//! The `duet` binary over std UDP on loopback, between paired duets (each with a config
+//! directory of its own): chat in line mode, send/listen, errors with their exit codes, and
+//! bad input that must change nothing.
 
 use std::net::UdpSocket;
 use std::process::Command;
 use std::time::Duration;
 
-use duet_tests::{Proc, duet_bin, free_port, local};
+use duet_tests::{Home, duet_bin, free_port, local, paired};
 
 const T: Duration = Duration::from_secs(20);
+
+fn run(home: &Home, args: &[&str]) -> (i32, String) {
+    run_duet(&home.args(args))
+}
 
 fn run_duet(args: &[&str]) -> (i32, String) {
     let out = Command::new(duet_bin())
@@ -23,34 +28,19 @@ fn run_duet(args: &[&str]) -> (i32, String) {
 }
 
 #[test]
-fn two_duets_chat_both_ways_in_line_mode() {
+fn two_paired_duets_chat_both_ways_in_line_mode() {
     let (pa, pb) = (free_port(), free_port());
-    let mut a = Proc::duet(&[
-        "chat",
-        "--bind",
-        &local(pa),
-        "--peer",
-        &local(pb),
-        "--name",
-        "alice",
-    ]);
-    let mut b = Proc::duet(&[
-        "chat",
-        "--bind",
-        &local(pb),
-        "--peer",
-        &local(pa),
-        "--name",
-        "bob",
-    ]);
+    let (ha, hb) = paired(Some(&local(pa)), Some(&local(pb)));
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(pa), "--name", "alice"]);
+    let mut b = hb.duet(&["chat", "--peer", "a", "--bind", &local(pb), "--name", "bob"]);
     a.expect("* listening on", T);
     b.expect("* listening on", T);
     a.type_line("hello bob 你好");
     a.type_line("second 🎉");
     b.type_line("hi alice");
-    b.expect(&format!("{}: hello bob 你好", local(pa)), T);
-    b.expect(&format!("{}: second 🎉", local(pa)), T);
-    a.expect(&format!("{}: hi alice", local(pb)), T);
+    b.expect(&format!("a@{}: hello bob 你好", local(pa)), T);
+    b.expect(&format!("a@{}: second 🎉", local(pa)), T);
+    a.expect(&format!("b@{}: hi alice", local(pb)), T);
     a.expect("delivered: second 🎉", T);
     b.expect("delivered: hi alice", T);
     a.close_stdin();
@@ -61,7 +51,7 @@ fn two_duets_chat_both_ways_in_line_mode() {
     let got: Vec<&String> = b
         .seen
         .iter()
-        .filter(|l| l.contains(&format!("{}: ", local(pa))))
+        .filter(|l| l.contains(&format!("a@{}: ", local(pa))))
         .collect();
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(
@@ -73,22 +63,19 @@ fn two_duets_chat_both_ways_in_line_mode() {
 #[test]
 fn send_and_listen_replace_the_tutorials_two_programs() {
     let (pl, ps) = (free_port(), free_port());
-    let mut listen = Proc::duet(&["listen", "--bind", &local(pl), "--count", "2"]);
+    let (hs, hl) = paired(None, Some(&local(pl)));
+    let mut listen = hl.duet(&["listen", "--bind", &local(pl), "--count", "2"]);
     listen.expect("* listening on", T);
-    let (code, out) = run_duet(&[
-        "send",
-        "--to",
-        &local(pl),
-        "--bind",
-        &local(ps),
-        "你好, 世界 🌏",
-    ]);
+    let (code, out) = run(
+        &hs,
+        &["send", "--to", "b", "--bind", &local(ps), "你好, 世界 🌏"],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("delivered"), "{out}");
-    // From a wildcard bind (the dual-stack socket), a second sender at another port.
-    let (code, out) = run_duet(&["send", "--to", &local(pl), "two", "words"]);
+    // By address, from a wildcard bind (the dual-stack socket), at another port.
+    let (code, out) = run(&hs, &["send", "--to", &local(pl), "two", "words"]);
     assert_eq!(code, 0, "{out}");
-    listen.expect(&format!("{}: 你好, 世界 🌏", local(ps)), T);
+    listen.expect(&format!("a@{}: 你好, 世界 🌏", local(ps)), T);
     listen.expect(": two words", T);
     assert!(listen.wait(T).success(), "{:?}", listen.seen);
 }
@@ -96,40 +83,51 @@ fn send_and_listen_replace_the_tutorials_two_programs() {
 #[test]
 fn send_to_a_port_where_nobody_listens_fails_with_exit_code_8() {
     let nobody = free_port();
-    let (code, out) = run_duet(&["send", "--to", &local(nobody), "--timeout", "2", "anyone?"]);
+    let (hs, _b) = paired(None, Some(&local(nobody)));
+    let (code, out) = run(&hs, &["send", "--to", "b", "--timeout", "2", "anyone?"]);
     assert_eq!(code, 8, "{out}");
     assert!(out.contains("never answered"), "{out}");
 }
 
 #[test]
 fn user_errors_have_their_own_exit_codes() {
-    let (code, out) = run_duet(&["send", "--to", "not-an-address", "x"]);
+    let (hs, _b) = paired(None, Some("127.0.0.1:9"));
+    let (code, out) = run(&hs, &["send", "--to", "nowhere:port", "x"]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("bad address"), "{out}");
+    let (code, out) = run(&hs, &["send", "--to", "carol", "x"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("no paired peer is called 'carol'"), "{out}");
+
+    let stranger = Home::new("unpaired");
+    let (code, out) = run(&stranger, &["send", "--to", "127.0.0.1:9", "x"]);
+    assert_eq!(code, 12, "{out}");
+    assert!(out.contains("not paired"), "{out}");
 
     let taken = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
-    let (code, out) = run_duet(&["listen", "--bind", &local(port), "--count", "1"]);
+    let (code, out) = run(&hs, &["listen", "--bind", &local(port), "--count", "1"]);
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("already in use"), "{out}");
 
     let long = "长".repeat(2000); // 6000 bytes: more than one message holds
-    let (code, out) = run_duet(&["send", "--to", &local(free_port()), "--no-split", &long]);
+    let (code, out) = run(&hs, &["send", "--to", "b", "--no-split", &long]);
     assert_eq!(code, 7, "{out}");
     assert!(out.contains("too long"), "{out}");
 
-    let (code, out) = run_duet(&["send", "--to", &local(1), "--encoding", "gbk", "x"]);
+    let (code, out) = run(&hs, &["send", "--to", "b", "--encoding", "gbk", "x"]);
     assert_eq!(code, 2, "--encoding needs --legacy: {out}");
 }
 
 #[test]
 fn long_text_arrives_whole_or_as_announced_pieces() {
     let pl = free_port();
-    let mut listen = Proc::duet(&["listen", "--bind", &local(pl), "--count", "3"]);
+    let (hs, hl) = paired(None, Some(&local(pl)));
+    let mut listen = hl.duet(&["listen", "--bind", &local(pl), "--count", "3"]);
     listen.expect("* listening on", T);
     // 3000 bytes: several parts on the wire, one message on screen.
     let one = "一二三四五六七八九十".repeat(100);
-    let (code, out) = run_duet(&["send", "--to", &local(pl), &one]);
+    let (code, out) = run(&hs, &["send", "--to", "b", &one]);
     assert_eq!(code, 0, "{out}");
     let line = listen.expect(": 一二三", T);
     assert!(
@@ -139,7 +137,7 @@ fn long_text_arrives_whole_or_as_announced_pieces() {
     );
     // 6000 bytes: more than one message holds, sent as two, cut on a character boundary.
     let long = "长".repeat(2000);
-    let (code, out) = run_duet(&["send", "--to", &local(pl), &long]);
+    let (code, out) = run(&hs, &["send", "--to", "b", &long]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("as 2 messages"), "{out}");
     let first = listen.expect(": 长", T);
@@ -155,7 +153,8 @@ fn long_text_arrives_whole_or_as_announced_pieces() {
 #[test]
 fn malformed_oversized_and_random_datagrams_change_nothing() {
     let pl = free_port();
-    let mut listen = Proc::duet(&["listen", "--bind", &local(pl), "--count", "1", "-v"]);
+    let (hs, hl) = paired(None, Some(&local(pl)));
+    let mut listen = hl.duet(&["listen", "--bind", &local(pl), "--count", "1", "-v"]);
     listen.expect("* listening on", T);
     let junk = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let to = local(pl);
@@ -174,15 +173,17 @@ fn malformed_oversized_and_random_datagrams_change_nothing() {
             .map(|j| (seed >> (j % 56)) as u8 ^ j as u8)
             .collect();
         if i % 5 == 0 && bytes.len() >= 4 {
-            bytes[..2].copy_from_slice(b"du"); // looks like a duet frame, is not one
-            bytes[2] = 1;
+            // Looks like a sealed duet datagram of each kind; is not one.
+            bytes[..2].copy_from_slice(b"du");
+            bytes[2] = 2;
+            bytes[3] = (i % 3) as u8 + 1;
         }
         if junk.send_to(&bytes, &to).is_ok() {
             sent += 1;
         }
     }
     assert!(sent > 250);
-    let (code, out) = run_duet(&["send", "--to", &to, "still here"]);
+    let (code, out) = run(&hs, &["send", "--to", "b", "still here"]);
     assert_eq!(code, 0, "{out}");
     listen.expect(": still here", T);
     assert!(listen.wait(T).success());
@@ -192,21 +193,19 @@ fn malformed_oversized_and_random_datagrams_change_nothing() {
         .find(|l| l.contains("rejected"))
         .cloned()
         .unwrap_or_default();
-    assert!(stats.contains("1 messages"), "{stats}");
-    assert!(
-        !stats.contains(" 0 malformed") && !stats.contains(" 0 oversized"),
-        "{stats}"
-    );
+    assert!(stats.contains("received 1 messages"), "{stats}");
+    assert!(!stats.contains("rejected 0 unauthenticated"), "{stats}");
 }
 
 #[test]
 fn piping_twenty_thousand_lines_delivers_every_one_in_order() {
     const LINES: usize = 20_000;
     let (pl, ps) = (free_port(), free_port());
+    let (hs, hl) = paired(None, Some(&local(pl)));
     let count = LINES.to_string();
-    let mut listen = Proc::duet(&["listen", "--bind", &local(pl), "--count", &count]);
+    let mut listen = hl.duet(&["listen", "--bind", &local(pl), "--count", &count]);
     listen.expect("* listening on", T);
-    let mut chat = Proc::duet(&["chat", "--bind", &local(ps), "--peer", &local(pl)]);
+    let mut chat = hs.duet(&["chat", "--bind", &local(ps), "--peer", "b"]);
     chat.expect("* listening on", T);
     // A writer thread: input arrives far faster than acknowledgements come back.
     let mut stdin = chat.take_stdin();

@@ -582,3 +582,46 @@ fn simultaneous_handshakes_settle_on_one_pair_of_keys() {
         net.now
     );
 }
+
+#[test]
+fn a_replayed_initiation_gets_no_answer_and_breaks_nothing() {
+    let mut rng = Rng(51);
+    let (mut a, mut b) = pair(&mut rng, SecureConfig::default());
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let t0 = Instant::ZERO;
+    let init = {
+        let t = a.secure.poll_transmit(t0, &mut buf).expect("initiation");
+        buf[..t.len].to_vec()
+    };
+    b.secure.handle_datagram(t0, addr(1), &init);
+    let t = b.secure.poll_transmit(t0, &mut buf).expect("response");
+    a.secure.handle_datagram(t0, addr(2), &buf[..t.len]);
+    // A confirms the keys with its first transport message.
+    let t = a
+        .secure
+        .poll_transmit(t0, &mut buf)
+        .expect("first transport");
+    b.secure.handle_datagram(t0, addr(1), &buf[..t.len]);
+    assert!(a.secure.is_established() && b.secure.is_established());
+    while b.secure.poll_transmit(t0, &mut buf).is_some() {}
+    // Much later an attacker replays the recorded initiation (not a retransmission).
+    let later = Instant::from_millis(60_000);
+    b.secure.handle_datagram(later, addr(9), &init);
+    b.secure.handle_timeout(later);
+    let answered = std::iter::from_fn(|| b.secure.poll_transmit(later, &mut buf).map(|t| t.dst))
+        .take(10)
+        .any(|dst| dst == addr(9));
+    assert!(!answered, "B answered a replayed initiation");
+    assert!(b.secure.stats().replayed >= 1);
+    // The real keys still work.
+    a.secure.send_text(later, "still private").expect("room");
+    a.secure.handle_timeout(later);
+    for _ in 0..10 {
+        let Some(t) = a.secure.poll_transmit(later, &mut buf) else {
+            break;
+        };
+        b.secure.handle_datagram(later, addr(1), &buf[..t.len]);
+    }
+    b.drain_events();
+    assert_eq!(b.shown, ["still private"]);
+}

@@ -1,0 +1,1427 @@
+//! `duet id`, `duet pair add/list/remove`, and the pairing exchange of `duet pair invite`
+//! and `duet pair join`: two machines trade their static public keys over UDP, and a
+//! one-time code of 8 digits, read aloud, proves to each side that the key it got is the
+//! other person's.
+//!
+//! The exchange runs a SPAKE2 password-authenticated key exchange (Ed25519 group, the
+//! joiner is side A, the inviter side B, the password is the code's 8 digits) and sends each
+//! static key sealed with ChaCha20-Poly1305 under a key derived from SPAKE2's result. Someone
+//! in the middle who does not know the code can neither read nor replace a key; a wrong
+//! code makes the first open fail, and both sides stop having saved nothing. The inviter
+//! answers exactly one join, so a guesser gets one guess in 10^8 per invite.
+//!
+//! Datagrams (all multi-byte fields are byte strings; `seal(k, n, aad, m)` is
+//! ChaCha20-Poly1305 with nonce `n` = the kind byte then 11 zero bytes, and the datagram's
+//! 20-byte header as associated data):
+//!
+//! ```text
+//! 0   11  magic "duet-pair/1"
+//! 11   1  kind: 1 HELLO, 2 REPLY, 3 CONFIRM, 4 DONE, 5 ABORT
+//! 12   8  exchange id, random, chosen by the joiner
+//! 20      body, by kind:
+//!         HELLO   joiner → inviter  SPAKE2 message A (33)                                  53
+//!         REPLY   inviter → joiner  SPAKE2 message B (33) ‖ seal(k_ij, 2, hdr, inviter key) 101
+//!         CONFIRM joiner → inviter  seal(k_ji, 3, hdr, joiner key) (48)                    68
+//!         DONE    inviter → joiner  seal(k_ij, 4, hdr, nothing) (16)                        36
+//!         ABORT   either way        reason (1): 1 code mismatch, 2 code used, 3 refused     21
+//! ```
+//!
+//! `k_ji` and `k_ij` are keyed BLAKE2s-256 of the labels `duet-pair/1 joiner to inviter` and
+//! `duet-pair/1 inviter to joiner` under SPAKE2's 32-byte key. A datagram of another
+//! magic, kind, length or exchange id is ignored. The joiner resends HELLO, then CONFIRM,
+//! every 500 ms; the inviter answers a repeated HELLO or CONFIRM with the same REPLY or
+//! DONE, answers a HELLO of another exchange with ABORT (code used), and lingers briefly
+//! after DONE for repeats. Each side saves the other only once the exchange is proven: the
+//! inviter on a CONFIRM that opens (before sending DONE), the joiner on a DONE that opens.
+//!
+//! The two state machines, [`Inviter`] and [`Joiner`], do no I/O; `invite` and `join` move
+//! their datagrams over a blocking std socket with read timeouts.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use blake2::Blake2sMac256;
+use blake2::digest::Mac;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use duet_core::MAX_DATAGRAM;
+use spake2::{Ed25519Group, Identity as SpakeIdentity, Password, Spake2};
+use zeroize::Zeroizing;
+
+use crate::cli::{InviteArgs, JoinArgs, PairAddArgs, PairCommand};
+use crate::error::{Error, ExitCode};
+use crate::keys::{Identity, Peer, PeerError, PeerKey, Peers};
+use crate::net;
+
+/// How often the joiner resends its HELLO or CONFIRM while no answer came.
+const RESEND: Duration = Duration::from_millis(500);
+/// How long the inviter stays after DONE when no repeated CONFIRM arrives: three resend
+/// intervals, so a lost DONE is answered again.
+const LINGER_QUIET: Duration = Duration::from_millis(1500);
+/// The longest the inviter lingers after DONE in any case.
+const LINGER_MAX: Duration = Duration::from_secs(10);
+/// Copies of a final ABORT: it is not resent on a timer (its sender is leaving), so a few
+/// copies stand in for retransmission.
+const ABORT_COPIES: usize = 3;
+/// Receive calls one exchange may make (each waits at least a millisecond, or handles a
+/// datagram): a bound on the loop even if the clock or the socket misbehave.
+const MAX_RECEIVES: u32 = 200_000;
+/// Draws of a random number before giving up on an unbiased code (each succeeds with
+/// probability 0.98).
+const CODE_TRIES: u32 = 64;
+
+/// SPAKE2 identities: bind the exchange to duet's pairing and to each side's role.
+const JOINER_ID: &[u8] = b"duet-pair-joiner";
+const INVITER_ID: &[u8] = b"duet-pair-inviter";
+const LABEL_JOINER_TO_INVITER: &[u8] = b"duet-pair/1 joiner to inviter";
+const LABEL_INVITER_TO_JOINER: &[u8] = b"duet-pair/1 inviter to joiner";
+
+/// `duet id`: print the public key on the first line, its fingerprint on the second.
+pub fn id(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
+    let key = Identity::load_or_create(dir)?.public();
+    printed(
+        writeln!(out, "{key}")
+            .and_then(|()| writeln!(out, "fingerprint: {}", key.fingerprint()))
+            .and_then(|()| out.flush()),
+    )
+}
+
+/// The result of printing: a reader that went away (`duet id | head -1`) is not an error.
+fn printed(result: io::Result<()>) -> Result<(), Error> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Run a `duet pair` command with the config directory `dir`.
+pub fn run(dir: &Path, command: PairCommand, out: &mut dyn Write) -> Result<(), Error> {
+    match command {
+        PairCommand::Add(args) => add(dir, args, out),
+        PairCommand::List => list(dir, out),
+        PairCommand::Remove { name } => {
+            let mut peers = Peers::load(dir)?;
+            let peer = peers.remove(&name)?;
+            peers.save(dir)?;
+            printed(
+                writeln!(
+                    out,
+                    "removed {} (fingerprint {})",
+                    peer.name,
+                    peer.key.fingerprint()
+                )
+                .and_then(|()| out.flush()),
+            )
+        }
+        PairCommand::Invite(args) => invite(dir, args, out),
+        PairCommand::Join(args) => join(dir, args, out),
+    }
+}
+
+fn add(dir: &Path, args: PairAddArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let addr = args.addr.as_deref().map(parse_addr).transpose()?;
+    let own = Identity::load_or_create(dir)?.public();
+    if args.key == own {
+        return Err(PeerError::OwnKey.into());
+    }
+    let mut peers = Peers::load(dir)?;
+    peers.add(Peer {
+        name: args.name.clone(),
+        key: args.key,
+        addr,
+    })?;
+    peers.save(dir)?;
+    writeln!(
+        out,
+        "added {} (fingerprint {}): compare it with what `duet id` prints there",
+        args.name,
+        args.key.fingerprint()
+    )?;
+    Ok(out.flush()?)
+}
+
+fn list(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
+    let peers = Peers::load(dir)?;
+    let width = peers.iter().map(|p| p.name.chars().count()).max();
+    let Some(width) = width else {
+        // On stderr: stdout stays one line per peer for scripts.
+        eprintln!("no peers yet: pair with `duet pair invite NAME`, or `duet pair add NAME KEY`");
+        return Ok(());
+    };
+    let mut lines = peers.iter().try_for_each(|peer| {
+        let addr = peer.addr.map_or_else(|| "-".to_owned(), |a| a.to_string());
+        writeln!(
+            out,
+            "{:<width$}  {}  {}  {addr}",
+            peer.name,
+            peer.key,
+            peer.key.fingerprint()
+        )
+    });
+    lines = lines.and_then(|()| out.flush());
+    printed(lines)
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, Error> {
+    net::resolve(text).map_err(|source| Error::BadAddress {
+        text: text.to_owned(),
+        source,
+    })
+}
+
+/// Refuse to start an exchange whose result could not be saved under `name`.
+fn check_name_free(dir: &Path, name: &str) -> Result<(), Error> {
+    match Peers::load(dir)?.get(name) {
+        Some(_) => Err(PeerError::DuplicateName(name.to_owned()).into()),
+        None => Ok(()),
+    }
+}
+
+/// Add `peer` to the peers file as it is now (another duet may have changed it since we
+/// looked), refusing our own key.
+fn save_peer(dir: &Path, own: PeerKey, peer: Peer) -> Result<(), Error> {
+    if peer.key == own {
+        return Err(PeerError::OwnKey.into());
+    }
+    let mut peers = Peers::load(dir)?;
+    peers.add(peer)?;
+    peers.save(dir)
+}
+
+/// Why pairing did not pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PairFailure {
+    /// The other side did not know the code (or someone tampered with the exchange).
+    CodeMismatch,
+    /// The inviter's code was already spent on another join.
+    CodeUsed,
+    /// The other side would not save the pairing (its own error says why).
+    Refused,
+    /// Nobody joined the invite in time.
+    NobodyJoined {
+        /// Seconds waited.
+        waited: u64,
+    },
+    /// Nobody answered the join in time.
+    NoInviter {
+        /// Where the joiner knocked.
+        addr: SocketAddr,
+        /// Seconds waited.
+        waited: u64,
+    },
+    /// The exchange began but did not finish in time.
+    Unfinished {
+        /// Seconds waited.
+        waited: u64,
+    },
+}
+
+impl PairFailure {
+    /// The exit code: 11 when the exchange was refused, 8 when it timed out.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            PairFailure::CodeMismatch | PairFailure::CodeUsed | PairFailure::Refused => {
+                ExitCode::PairingFailed
+            }
+            PairFailure::NobodyJoined { .. }
+            | PairFailure::NoInviter { .. }
+            | PairFailure::Unfinished { .. } => ExitCode::NoAnswer,
+        }
+    }
+}
+
+impl fmt::Display for PairFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("pairing failed: ")?;
+        match self {
+            PairFailure::CodeMismatch => f.write_str("the code did not match (nothing was saved)"),
+            PairFailure::CodeUsed => f.write_str(
+                "that code was already used by another join; ask for a new one \
+                 (`duet pair invite` there); nothing was saved",
+            ),
+            PairFailure::Refused => f.write_str(
+                "the other side refused to save the pairing (its error says why); \
+                 nothing was saved",
+            ),
+            PairFailure::NobodyJoined { waited } => {
+                write!(f, "nobody joined within {waited} s (nothing was saved)")
+            }
+            PairFailure::NoInviter { addr, waited } => write!(
+                f,
+                "nobody answered at {addr} within {waited} s (is `duet pair invite` \
+                 running there, on that port?); nothing was saved"
+            ),
+            PairFailure::Unfinished { waited } => write!(
+                f,
+                "the exchange did not finish within {waited} s; nothing was saved here \
+                 (see `duet pair list` on the other side)"
+            ),
+        }
+    }
+}
+
+/// A one-time pairing code: 8 decimal digits, shown as `1234-5678`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Code([u8; 8]);
+
+impl Code {
+    /// A uniformly random code from the system's generator.
+    pub fn random() -> Result<Code, Error> {
+        // The largest multiple of 10^8 below 2^32: drawing below it keeps every code
+        // equally likely.
+        const LIMIT: u32 = 42 * 100_000_000;
+        for _ in 0..CODE_TRIES {
+            let n = getrandom::u32()
+                .map_err(|e| Error::Other(format!("no randomness from the system: {e}")))?;
+            if n < LIMIT {
+                return Ok(Code::from_number(n % 100_000_000));
+            }
+        }
+        Err(Error::Other(
+            "the system's random generator keeps returning large numbers".into(),
+        ))
+    }
+
+    fn from_number(mut n: u32) -> Code {
+        let mut digits = [b'0'; 8];
+        for digit in digits.iter_mut().rev() {
+            // `n % 10` is below 10, so the cast cannot truncate.
+            *digit = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        Code(digits)
+    }
+
+    /// The 8 ASCII digits: SPAKE2's password.
+    fn digits(&self) -> &[u8; 8] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = |b: &[u8]| b.iter().map(|&d| char::from(d)).collect::<String>();
+        write!(f, "{}-{}", text(&self.0[..4]), text(&self.0[4..]))
+    }
+}
+
+impl fmt::Debug for Code {
+    /// The code is a secret while the invite runs: keep it out of debug output.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Code(****-****)")
+    }
+}
+
+/// A text that is not a pairing code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeParseError;
+
+impl fmt::Display for CodeParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a pairing code: expected 8 digits, like 1234-5678")
+    }
+}
+
+impl std::error::Error for CodeParseError {}
+
+impl FromStr for Code {
+    type Err = CodeParseError;
+
+    /// Accepts `1234-5678`, `12345678` and `1234 5678`.
+    fn from_str(s: &str) -> Result<Code, CodeParseError> {
+        let mut digits = [0u8; 8];
+        let mut count = 0;
+        for c in s.chars().filter(|&c| c != '-' && c != ' ') {
+            let slot = digits.get_mut(count).ok_or(CodeParseError)?;
+            if !c.is_ascii_digit() {
+                return Err(CodeParseError);
+            }
+            // An ASCII digit is one byte.
+            *slot = c as u8;
+            count += 1;
+        }
+        if count == digits.len() {
+            Ok(Code(digits))
+        } else {
+            Err(CodeParseError)
+        }
+    }
+}
+
+/// The datagrams of the exchange: layout, lengths, parsing. Parsing never panics: every
+/// slice is taken after the length check.
+mod wire {
+    /// Every datagram starts with this.
+    pub const MAGIC: &[u8; 11] = b"duet-pair/1";
+    /// The exchange id's length.
+    pub const EXCHANGE_LEN: usize = 8;
+    /// Magic, kind, exchange id.
+    pub const HEADER_LEN: usize = MAGIC.len() + 1 + EXCHANGE_LEN;
+    /// A SPAKE2 message in the Ed25519 group: side byte and a point.
+    pub const SPAKE_LEN: usize = 33;
+    /// ChaCha20-Poly1305's tag.
+    pub const TAG_LEN: usize = 16;
+    /// A sealed public key.
+    pub const SEALED_KEY_LEN: usize = 32 + TAG_LEN;
+
+    mod field {
+        use core::ops::Range;
+        pub const MAGIC: Range<usize> = 0..11;
+        pub const KIND: usize = 11;
+        pub const EXCHANGE: Range<usize> = 12..20;
+    }
+
+    /// An exchange id.
+    pub type ExchangeId = [u8; EXCHANGE_LEN];
+
+    /// What a datagram is.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(u8)]
+    pub enum Kind {
+        /// Joiner → inviter: SPAKE2 message A.
+        Hello = 1,
+        /// Inviter → joiner: SPAKE2 message B and the inviter's sealed key.
+        Reply = 2,
+        /// Joiner → inviter: the joiner's sealed key.
+        Confirm = 3,
+        /// Inviter → joiner: a sealed acknowledgement.
+        Done = 4,
+        /// Either way: the sender stopped, with a reason byte.
+        Abort = 5,
+    }
+
+    impl Kind {
+        fn from_byte(byte: u8) -> Option<Kind> {
+            Some(match byte {
+                1 => Kind::Hello,
+                2 => Kind::Reply,
+                3 => Kind::Confirm,
+                4 => Kind::Done,
+                5 => Kind::Abort,
+                _ => return None,
+            })
+        }
+
+        /// The body's exact length.
+        pub fn body_len(self) -> usize {
+            match self {
+                Kind::Hello => SPAKE_LEN,
+                Kind::Reply => SPAKE_LEN + SEALED_KEY_LEN,
+                Kind::Confirm => SEALED_KEY_LEN,
+                Kind::Done => TAG_LEN,
+                Kind::Abort => 1,
+            }
+        }
+
+        /// The AEAD nonce of this kind's sealed part: each key seals at most once per
+        /// kind, so a fixed nonce per kind is never reused with one key.
+        pub fn nonce(self) -> [u8; 12] {
+            let mut nonce = [0; 12];
+            nonce[0] = self as u8;
+            nonce
+        }
+    }
+
+    /// Why an ABORT was sent.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(u8)]
+    pub enum Reason {
+        /// The sender could not open what it got: the codes differ.
+        CodeMismatch = 1,
+        /// The inviter's code is spent on another exchange.
+        CodeUsed = 2,
+        /// The sender will not save the pairing.
+        Refused = 3,
+    }
+
+    impl Reason {
+        /// Unknown reasons read as a refusal.
+        pub fn from_byte(byte: u8) -> Reason {
+            match byte {
+                1 => Reason::CodeMismatch,
+                2 => Reason::CodeUsed,
+                _ => Reason::Refused,
+            }
+        }
+    }
+
+    /// A parsed datagram, borrowing it.
+    #[derive(Debug)]
+    pub struct Message<'a> {
+        /// Its kind.
+        pub kind: Kind,
+        /// Its exchange.
+        pub exchange: ExchangeId,
+        /// The header bytes, the sealed parts' associated data.
+        pub header: &'a [u8],
+        /// The body, of exactly `kind.body_len()` bytes.
+        pub body: &'a [u8],
+    }
+
+    /// Parse a datagram; `None` for anything that is not exactly one of ours.
+    pub fn parse(datagram: &[u8]) -> Option<Message<'_>> {
+        if datagram.len() < HEADER_LEN || datagram[field::MAGIC] != MAGIC[..] {
+            return None;
+        }
+        let kind = Kind::from_byte(datagram[field::KIND])?;
+        if datagram.len() != HEADER_LEN + kind.body_len() {
+            return None;
+        }
+        let exchange = datagram[field::EXCHANGE].try_into().ok()?;
+        let (header, body) = datagram.split_at(HEADER_LEN);
+        Some(Message {
+            kind,
+            exchange,
+            header,
+            body,
+        })
+    }
+
+    /// The header of a datagram.
+    pub fn header(kind: Kind, exchange: &ExchangeId) -> [u8; HEADER_LEN] {
+        let mut header = [0; HEADER_LEN];
+        header[field::MAGIC].copy_from_slice(MAGIC);
+        header[field::KIND] = kind as u8;
+        header[field::EXCHANGE].copy_from_slice(exchange);
+        header
+    }
+
+    /// An ABORT datagram.
+    pub fn abort(exchange: &ExchangeId, reason: Reason) -> Vec<u8> {
+        let mut datagram = header(Kind::Abort, exchange).to_vec();
+        datagram.push(reason as u8);
+        datagram
+    }
+}
+
+use wire::{ExchangeId, Kind, Reason};
+
+impl From<Reason> for PairFailure {
+    fn from(reason: Reason) -> Self {
+        match reason {
+            Reason::CodeMismatch => PairFailure::CodeMismatch,
+            Reason::CodeUsed => PairFailure::CodeUsed,
+            Reason::Refused => PairFailure::Refused,
+        }
+    }
+}
+
+/// The two sealing keys derived from SPAKE2's key, one per direction.
+struct DirectionKeys {
+    joiner_to_inviter: Zeroizing<[u8; 32]>,
+    inviter_to_joiner: Zeroizing<[u8; 32]>,
+}
+
+impl DirectionKeys {
+    /// `None` if SPAKE2's key is not 32 bytes (it always is for this group).
+    fn derive(spake_key: &[u8]) -> Option<DirectionKeys> {
+        let prf = |label: &[u8]| -> Option<Zeroizing<[u8; 32]>> {
+            let mut mac = <Blake2sMac256 as KeyInit>::new_from_slice(spake_key).ok()?;
+            mac.update(label);
+            Some(Zeroizing::new(mac.finalize().into_bytes().into()))
+        };
+        if spake_key.len() != 32 {
+            return None;
+        }
+        Some(DirectionKeys {
+            joiner_to_inviter: prf(LABEL_JOINER_TO_INVITER)?,
+            inviter_to_joiner: prf(LABEL_INVITER_TO_JOINER)?,
+        })
+    }
+}
+
+fn seal(key: &[u8; 32], kind: Kind, header: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+    ChaCha20Poly1305::new(&Key::from(*key))
+        .encrypt(
+            &Nonce::from(kind.nonce()),
+            Payload {
+                msg: plaintext,
+                aad: header,
+            },
+        )
+        // Only a plaintext of many gigabytes fails; ours are 32 bytes or none.
+        .map_err(|_| Error::Other("pairing: encryption failed".into()))
+}
+
+fn open(key: &[u8; 32], kind: Kind, header: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    ChaCha20Poly1305::new(&Key::from(*key))
+        .decrypt(
+            &Nonce::from(kind.nonce()),
+            Payload {
+                msg: sealed,
+                aad: header,
+            },
+        )
+        .ok()
+}
+
+fn open_key(key: &[u8; 32], kind: Kind, header: &[u8], sealed: &[u8]) -> Option<PeerKey> {
+    let plain = open(key, kind, header, sealed)?;
+    Some(PeerKey(plain.as_slice().try_into().ok()?))
+}
+
+fn password(code: &Code) -> Password {
+    Password::new(code.digits())
+}
+
+/// What the inviter's side makes of a datagram.
+#[derive(Debug, PartialEq, Eq)]
+enum InviterStep {
+    /// Not for this exchange, or a repeat needing no answer.
+    Ignore,
+    /// Send this back to the datagram's sender.
+    Answer(Vec<u8>),
+    /// Someone else tried the spent code: send them this ABORT and tell the user.
+    Intruder(Vec<u8>),
+    /// The joiner proved the code and sent this key: save it, then `confirm` (or `refuse`).
+    Verified(PeerKey),
+    /// Stopped: send the ABORT, if any, back to the sender.
+    Failed(PairFailure, Option<Vec<u8>>),
+}
+
+enum InviterState {
+    /// The code is unused.
+    Waiting,
+    /// The code is spent on this exchange: waiting for its CONFIRM.
+    Answered {
+        exchange: ExchangeId,
+        hello: Vec<u8>,
+        reply: Vec<u8>,
+        keys: DirectionKeys,
+    },
+    /// The joiner's key opened; the driver is saving it.
+    Verified {
+        exchange: ExchangeId,
+        confirm: Vec<u8>,
+        keys: DirectionKeys,
+    },
+    /// Saved and acknowledged: repeats of the CONFIRM get the same DONE.
+    Paired {
+        exchange: ExchangeId,
+        confirm: Vec<u8>,
+        done: Vec<u8>,
+    },
+    /// Stopped.
+    Failed,
+}
+
+/// The inviter's side of the exchange (SPAKE2 side B), without I/O.
+///
+/// Call order: `handle` each datagram; after `InviterStep::Verified`, `confirm` once the key
+/// is saved or `refuse` if it cannot be; keep calling `handle` after `confirm` to answer
+/// repeats.
+struct Inviter {
+    code: Code,
+    own: PeerKey,
+    state: InviterState,
+}
+
+impl Inviter {
+    fn new(code: Code, own: PeerKey) -> Inviter {
+        Inviter {
+            code,
+            own,
+            state: InviterState::Waiting,
+        }
+    }
+
+    /// Whether the code is spent on an exchange.
+    fn started(&self) -> bool {
+        !matches!(self.state, InviterState::Waiting)
+    }
+
+    fn handle(&mut self, datagram: &[u8]) -> Result<InviterStep, Error> {
+        let Some(msg) = wire::parse(datagram) else {
+            return Ok(InviterStep::Ignore);
+        };
+        let ours = |exchange: &ExchangeId| *exchange == msg.exchange;
+        Ok(match (&self.state, msg.kind) {
+            (InviterState::Waiting, Kind::Hello) => self.answer_hello(datagram, &msg)?,
+            (
+                InviterState::Answered {
+                    exchange,
+                    hello,
+                    reply,
+                    ..
+                },
+                Kind::Hello,
+            ) if ours(exchange) => {
+                if datagram == hello.as_slice() {
+                    InviterStep::Answer(reply.clone())
+                } else {
+                    InviterStep::Ignore
+                }
+            }
+            (
+                InviterState::Answered { exchange, .. }
+                | InviterState::Verified { exchange, .. }
+                | InviterState::Paired { exchange, .. },
+                Kind::Hello,
+            ) if !ours(exchange) => {
+                InviterStep::Intruder(wire::abort(&msg.exchange, Reason::CodeUsed))
+            }
+            (InviterState::Answered { exchange, keys, .. }, Kind::Confirm) if ours(exchange) => {
+                let exchange = *exchange;
+                match open_key(&keys.joiner_to_inviter, Kind::Confirm, msg.header, msg.body) {
+                    Some(key) => {
+                        let InviterState::Answered { keys, .. } =
+                            std::mem::replace(&mut self.state, InviterState::Failed)
+                        else {
+                            return Ok(InviterStep::Ignore);
+                        };
+                        self.state = InviterState::Verified {
+                            exchange,
+                            confirm: datagram.to_vec(),
+                            keys,
+                        };
+                        InviterStep::Verified(key)
+                    }
+                    None => {
+                        self.state = InviterState::Failed;
+                        InviterStep::Failed(
+                            PairFailure::CodeMismatch,
+                            Some(wire::abort(&exchange, Reason::CodeMismatch)),
+                        )
+                    }
+                }
+            }
+            (
+                InviterState::Paired {
+                    exchange,
+                    confirm,
+                    done,
+                },
+                Kind::Confirm,
+            ) if ours(exchange) => {
+                if datagram == confirm.as_slice() {
+                    InviterStep::Answer(done.clone())
+                } else {
+                    InviterStep::Ignore
+                }
+            }
+            (InviterState::Answered { exchange, .. }, Kind::Abort) if ours(exchange) => {
+                self.state = InviterState::Failed;
+                let reason = Reason::from_byte(msg.body.first().copied().unwrap_or(0));
+                InviterStep::Failed(reason.into(), None)
+            }
+            _ => InviterStep::Ignore,
+        })
+    }
+
+    /// The first HELLO spends the code, if it is a SPAKE2 message at all.
+    fn answer_hello(
+        &mut self,
+        datagram: &[u8],
+        msg: &wire::Message<'_>,
+    ) -> Result<InviterStep, Error> {
+        let (spake, message_b) = Spake2::<Ed25519Group>::start_b(
+            &password(&self.code),
+            &SpakeIdentity::new(JOINER_ID),
+            &SpakeIdentity::new(INVITER_ID),
+        );
+        // Not a valid point: noise, not a guess; the code stays unused.
+        let Ok(spake_key) = spake.finish(msg.body) else {
+            return Ok(InviterStep::Ignore);
+        };
+        let spake_key = Zeroizing::new(spake_key);
+        let Some(keys) = DirectionKeys::derive(&spake_key) else {
+            return Ok(InviterStep::Ignore);
+        };
+        let header = wire::header(Kind::Reply, &msg.exchange);
+        let sealed = seal(&keys.inviter_to_joiner, Kind::Reply, &header, &self.own.0)?;
+        let reply = [&header[..], &message_b, &sealed].concat();
+        self.state = InviterState::Answered {
+            exchange: msg.exchange,
+            hello: datagram.to_vec(),
+            reply: reply.clone(),
+            keys,
+        };
+        Ok(InviterStep::Answer(reply))
+    }
+
+    /// The joiner's key is saved: the DONE to send (again for each repeated CONFIRM).
+    fn confirm(&mut self) -> Result<Vec<u8>, Error> {
+        let InviterState::Verified {
+            exchange,
+            confirm,
+            keys,
+        } = std::mem::replace(&mut self.state, InviterState::Failed)
+        else {
+            return Err(Error::Other("pairing: confirm before verify".into()));
+        };
+        let header = wire::header(Kind::Done, &exchange);
+        let sealed = seal(&keys.inviter_to_joiner, Kind::Done, &header, &[])?;
+        let done = [&header[..], &sealed].concat();
+        self.state = InviterState::Paired {
+            exchange,
+            confirm,
+            done: done.clone(),
+        };
+        Ok(done)
+    }
+
+    /// The joiner's key cannot be saved: the ABORT to send.
+    fn refuse(&mut self) -> Option<Vec<u8>> {
+        match std::mem::replace(&mut self.state, InviterState::Failed) {
+            InviterState::Verified { exchange, .. } => {
+                Some(wire::abort(&exchange, Reason::Refused))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What the joiner's side makes of a datagram.
+#[derive(Debug, PartialEq, Eq)]
+enum JoinerStep {
+    /// Not for this exchange, or a repeat.
+    Ignore,
+    /// The inviter proved the code and sent this key: `confirm` (or `refuse`).
+    Verified(PeerKey),
+    /// The inviter saved our key and acknowledged it: save theirs.
+    Paired(PeerKey),
+    /// Stopped: send the ABORT, if any, to the inviter.
+    Failed(PairFailure, Option<Vec<u8>>),
+}
+
+enum JoinerState {
+    /// Sending HELLO, waiting for REPLY.
+    Hello {
+        spake: Option<Spake2<Ed25519Group>>,
+        hello: Vec<u8>,
+    },
+    /// The inviter's key opened; the driver decides.
+    Verified { key: PeerKey, keys: DirectionKeys },
+    /// Sending CONFIRM, waiting for DONE.
+    Confirming {
+        key: PeerKey,
+        keys: DirectionKeys,
+        confirm: Vec<u8>,
+    },
+    /// Paired or stopped.
+    Over,
+}
+
+/// The joiner's side of the exchange (SPAKE2 side A), without I/O.
+///
+/// Call order: send `datagram()` now and every [`RESEND`] while it is `Some`; `handle` each
+/// datagram received; after `JoinerStep::Verified`, `confirm` (then keep resending) or
+/// `refuse`.
+struct Joiner {
+    own: PeerKey,
+    exchange: ExchangeId,
+    state: JoinerState,
+}
+
+impl Joiner {
+    fn new(code: &Code, own: PeerKey, exchange: ExchangeId) -> Joiner {
+        let (spake, message_a) = Spake2::<Ed25519Group>::start_a(
+            &password(code),
+            &SpakeIdentity::new(JOINER_ID),
+            &SpakeIdentity::new(INVITER_ID),
+        );
+        let hello = [&wire::header(Kind::Hello, &exchange)[..], &message_a].concat();
+        Joiner {
+            own,
+            exchange,
+            state: JoinerState::Hello {
+                spake: Some(spake),
+                hello,
+            },
+        }
+    }
+
+    /// The datagram to (re)send, if any.
+    fn datagram(&self) -> Option<&[u8]> {
+        match &self.state {
+            JoinerState::Hello { hello, .. } => Some(hello),
+            JoinerState::Confirming { confirm, .. } => Some(confirm),
+            JoinerState::Verified { .. } | JoinerState::Over => None,
+        }
+    }
+
+    /// Whether the inviter answered.
+    fn answered(&self) -> bool {
+        !matches!(self.state, JoinerState::Hello { .. })
+    }
+
+    fn handle(&mut self, datagram: &[u8]) -> JoinerStep {
+        let Some(msg) = wire::parse(datagram) else {
+            return JoinerStep::Ignore;
+        };
+        if msg.exchange != self.exchange {
+            return JoinerStep::Ignore;
+        }
+        let mismatch = || {
+            JoinerStep::Failed(
+                PairFailure::CodeMismatch,
+                Some(wire::abort(&msg.exchange, Reason::CodeMismatch)),
+            )
+        };
+        match (&mut self.state, msg.kind) {
+            (JoinerState::Hello { spake, .. }, Kind::Reply) => {
+                let Some(spake) = spake.take() else {
+                    return JoinerStep::Ignore;
+                };
+                self.state = JoinerState::Over;
+                let (message_b, sealed) = msg.body.split_at(wire::SPAKE_LEN);
+                let Ok(spake_key) = spake.finish(message_b) else {
+                    return mismatch();
+                };
+                let spake_key = Zeroizing::new(spake_key);
+                let Some(keys) = DirectionKeys::derive(&spake_key) else {
+                    return mismatch();
+                };
+                match open_key(&keys.inviter_to_joiner, Kind::Reply, msg.header, sealed) {
+                    Some(key) => {
+                        self.state = JoinerState::Verified { key, keys };
+                        JoinerStep::Verified(key)
+                    }
+                    None => mismatch(),
+                }
+            }
+            (JoinerState::Confirming { key, keys, .. }, Kind::Done) => {
+                match open(&keys.inviter_to_joiner, Kind::Done, msg.header, msg.body) {
+                    Some(_) => {
+                        let key = *key;
+                        self.state = JoinerState::Over;
+                        JoinerStep::Paired(key)
+                    }
+                    // Not from whoever holds the keys: keep waiting for the real DONE.
+                    None => JoinerStep::Ignore,
+                }
+            }
+            (JoinerState::Hello { .. } | JoinerState::Confirming { .. }, Kind::Abort) => {
+                self.state = JoinerState::Over;
+                let reason = Reason::from_byte(msg.body.first().copied().unwrap_or(0));
+                JoinerStep::Failed(reason.into(), None)
+            }
+            _ => JoinerStep::Ignore,
+        }
+    }
+
+    /// Send our key: the CONFIRM, which `datagram` now returns for resending.
+    fn confirm(&mut self) -> Result<Vec<u8>, Error> {
+        let JoinerState::Verified { key, keys } =
+            std::mem::replace(&mut self.state, JoinerState::Over)
+        else {
+            return Err(Error::Other("pairing: confirm before verify".into()));
+        };
+        let header = wire::header(Kind::Confirm, &self.exchange);
+        let sealed = seal(&keys.joiner_to_inviter, Kind::Confirm, &header, &self.own.0)?;
+        let confirm = [&header[..], &sealed].concat();
+        self.state = JoinerState::Confirming {
+            key,
+            keys,
+            confirm: confirm.clone(),
+        };
+        Ok(confirm)
+    }
+
+    /// Do not pair after all: the ABORT to send.
+    fn refuse(&mut self) -> Vec<u8> {
+        self.state = JoinerState::Over;
+        wire::abort(&self.exchange, Reason::Refused)
+    }
+}
+
+/// A blocking UDP socket with a bounded receive loop.
+struct Endpoint {
+    socket: UdpSocket,
+    buf: [u8; MAX_DATAGRAM],
+    receives: u32,
+}
+
+impl Endpoint {
+    fn bind(addr: SocketAddr) -> Result<Endpoint, Error> {
+        let socket = UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+        Ok(Endpoint {
+            socket,
+            buf: [0; MAX_DATAGRAM],
+            receives: 0,
+        })
+    }
+
+    /// The next datagram's sender and length, or `None` once `until` has passed.
+    fn recv_until(&mut self, until: Instant) -> Result<Option<(SocketAddr, usize)>, Error> {
+        loop {
+            self.receives += 1;
+            if self.receives > MAX_RECEIVES {
+                return Err(Error::Other(
+                    "pairing stopped: too many stray datagrams".into(),
+                ));
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            // A zero timeout would mean "block forever"; `left` is positive here.
+            self.socket.set_read_timeout(Some(left))?;
+            match self.socket.recv_from(&mut self.buf) {
+                Ok((len, from)) => return Ok(Some((net::canonical(from), len))),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                        // An ICMP error for an earlier datagram: not ours to act on.
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionReset
+                    ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Send, treating an unreachable peer as an error (the first datagram shows it at once).
+    fn send(&self, datagram: &[u8], to: SocketAddr) -> Result<(), Error> {
+        match self.socket.send_to(datagram, to) {
+            Ok(_) => Ok(()),
+            // An ICMP error left over from an earlier datagram; the next try may pass.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+            Err(source) => Err(Error::Unreachable { peer: to, source }),
+        }
+    }
+}
+
+fn exchange_id() -> Result<ExchangeId, Error> {
+    let mut id = [0; wire::EXCHANGE_LEN];
+    getrandom::fill(&mut id)
+        .map_err(|e| Error::Other(format!("no randomness from the system: {e}")))?;
+    Ok(id)
+}
+
+fn paired_line(out: &mut dyn Write, name: &str, key: &PeerKey) -> Result<(), Error> {
+    writeln!(
+        out,
+        "paired with {name} (fingerprint {})",
+        key.fingerprint()
+    )?;
+    Ok(out.flush()?)
+}
+
+/// `duet pair invite`: show a code, answer one join, save the joiner.
+fn invite(dir: &Path, args: InviteArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let own = Identity::load_or_create(dir)?.public();
+    check_name_free(dir, &args.name)?;
+    let bind = parse_addr(&args.bind)?;
+    let mut endpoint = Endpoint::bind(bind)?;
+    let local = endpoint.socket.local_addr()?;
+    let code = Code::random()?;
+    writeln!(
+        out,
+        "code: {code} (one-time; waiting on {local} for up to {} s)",
+        args.timeout
+    )?;
+    writeln!(
+        out,
+        "on the other computer, run: duet pair join NAME {code} --addr ADDRESS-OF-THIS-COMPUTER:{}",
+        local.port()
+    )?;
+    out.flush()?;
+
+    let mut inviter = Inviter::new(code, own);
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        let Some((from, len)) = endpoint.recv_until(deadline)? else {
+            let waited = args.timeout;
+            return Err(Error::Pairing(if inviter.started() {
+                PairFailure::Unfinished { waited }
+            } else {
+                PairFailure::NobodyJoined { waited }
+            }));
+        };
+        match inviter.handle(&endpoint.buf[..len])? {
+            InviterStep::Ignore => {}
+            InviterStep::Answer(datagram) => {
+                // Best effort: the joiner resends until an answer gets through, and a
+                // forged sender address must not end the invite.
+                let _ = endpoint.send(&datagram, from);
+            }
+            InviterStep::Intruder(abort) => {
+                // Best effort: the intruder's trouble is not ours.
+                let _ = endpoint.send(&abort, from);
+                eprintln!("duet: refused a second join from {from}: the code is already in use");
+            }
+            InviterStep::Verified(key) => {
+                let peer = Peer {
+                    name: args.name.clone(),
+                    key,
+                    addr: Some(from),
+                };
+                if let Err(e) = save_peer(dir, own, peer) {
+                    if let Some(abort) = inviter.refuse() {
+                        for _ in 0..ABORT_COPIES {
+                            let _ = endpoint.send(&abort, from);
+                        }
+                    }
+                    return Err(e);
+                }
+                let done = inviter.confirm()?;
+                // Saved already: a failed send only means the joiner times out.
+                let _ = endpoint.send(&done, from);
+                paired_line(out, &args.name, &key)?;
+                linger(&mut endpoint, &mut inviter, deadline);
+                return Ok(());
+            }
+            InviterStep::Failed(failure, abort) => {
+                if let Some(abort) = abort {
+                    for _ in 0..ABORT_COPIES {
+                        let _ = endpoint.send(&abort, from);
+                    }
+                }
+                return Err(Error::Pairing(failure));
+            }
+        }
+    }
+}
+
+/// After DONE, answer repeated CONFIRMs (their DONE was lost) until they stop.
+fn linger(endpoint: &mut Endpoint, inviter: &mut Inviter, deadline: Instant) {
+    let start = Instant::now();
+    let end = (start + LINGER_MAX).min(deadline.max(start + LINGER_QUIET));
+    let mut quiet_until = start + LINGER_QUIET;
+    // Errors end the lingering only: the pairing is saved and acknowledged.
+    while let Ok(Some((from, len))) = endpoint.recv_until(quiet_until.min(end)) {
+        match inviter.handle(&endpoint.buf[..len]) {
+            Ok(InviterStep::Answer(datagram)) => {
+                let _ = endpoint.send(&datagram, from);
+                quiet_until = Instant::now() + LINGER_QUIET;
+            }
+            Ok(InviterStep::Intruder(abort)) => {
+                let _ = endpoint.send(&abort, from);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `duet pair join`: knock at the inviter with the code, save the inviter.
+fn join(dir: &Path, args: JoinArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let own = Identity::load_or_create(dir)?.public();
+    check_name_free(dir, &args.name)?;
+    let inviter_addr = parse_addr(&args.addr)?;
+    let mut bind = parse_addr(&args.bind)?;
+    // The default bind is IPv4's wildcard; an IPv6 inviter needs IPv6's.
+    if bind.ip().is_unspecified() && bind.is_ipv4() != inviter_addr.is_ipv4() {
+        bind.set_ip(match inviter_addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        });
+    }
+    let mut endpoint = Endpoint::bind(bind)?;
+    let mut joiner = Joiner::new(&args.code, own, exchange_id()?);
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut next_send = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            let waited = args.timeout;
+            return Err(Error::Pairing(if joiner.answered() {
+                PairFailure::Unfinished { waited }
+            } else {
+                PairFailure::NoInviter {
+                    addr: inviter_addr,
+                    waited,
+                }
+            }));
+        }
+        if now >= next_send {
+            if let Some(datagram) = joiner.datagram() {
+                endpoint.send(datagram, inviter_addr)?;
+            }
+            next_send = now + RESEND;
+        }
+        let Some((_, len)) = endpoint.recv_until(next_send.min(deadline))? else {
+            continue;
+        };
+        // The sender's address is not checked: the exchange id and the sealed parts say
+        // who the datagram is from, and a multi-homed inviter may answer from another
+        // address than the one we knocked at.
+        match joiner.handle(&endpoint.buf[..len]) {
+            JoinerStep::Ignore => {}
+            JoinerStep::Verified(key) => {
+                // Refuse before sending our key, so the inviter saves nothing either.
+                let refusal = if key == own {
+                    Some(Error::from(PeerError::OwnKey))
+                } else {
+                    Peers::load(dir)?.by_key(&key).map(|p| {
+                        Error::from(PeerError::DuplicateKey {
+                            existing: p.name.clone(),
+                        })
+                    })
+                };
+                if let Some(e) = refusal {
+                    let abort = joiner.refuse();
+                    for _ in 0..ABORT_COPIES {
+                        let _ = endpoint.send(&abort, inviter_addr);
+                    }
+                    return Err(e);
+                }
+                let confirm = joiner.confirm()?;
+                endpoint.send(&confirm, inviter_addr)?;
+                next_send = Instant::now() + RESEND;
+            }
+            JoinerStep::Paired(key) => {
+                let peer = Peer {
+                    name: args.name.clone(),
+                    key,
+                    addr: Some(inviter_addr),
+                };
+                save_peer(dir, own, peer)?;
+                return paired_line(out, &args.name, &key);
+            }
+            JoinerStep::Failed(failure, abort) => {
+                if let Some(abort) = abort {
+                    for _ in 0..ABORT_COPIES {
+                        let _ = endpoint.send(&abort, inviter_addr);
+                    }
+                }
+                return Err(Error::Pairing(failure));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITER_KEY: PeerKey = PeerKey([0x11; 32]);
+    const JOINER_KEY: PeerKey = PeerKey([0x22; 32]);
+    const EXCHANGE: ExchangeId = *b"exchange";
+
+    fn code(text: &str) -> Code {
+        text.parse().unwrap()
+    }
+
+    /// Run HELLO → REPLY → CONFIRM → DONE between the two machines in memory.
+    fn pair(inviter_code: &str, joiner_code: &str) -> (Inviter, Joiner, JoinerStep) {
+        let mut inviter = Inviter::new(code(inviter_code), INVITER_KEY);
+        let mut joiner = Joiner::new(&code(joiner_code), JOINER_KEY, EXCHANGE);
+        let hello = joiner.datagram().unwrap().to_vec();
+        let InviterStep::Answer(reply) = inviter.handle(&hello).unwrap() else {
+            panic!("no REPLY");
+        };
+        let step = joiner.handle(&reply);
+        (inviter, joiner, step)
+    }
+
+    #[test]
+    fn the_right_code_trades_both_keys() {
+        let (mut inviter, mut joiner, step) = pair("1234-5678", "12345678");
+        assert_eq!(step, JoinerStep::Verified(INVITER_KEY));
+        let confirm = joiner.confirm().unwrap();
+        assert_eq!(joiner.datagram(), Some(&confirm[..]), "CONFIRM is resent");
+        assert_eq!(
+            inviter.handle(&confirm).unwrap(),
+            InviterStep::Verified(JOINER_KEY)
+        );
+        let done = inviter.confirm().unwrap();
+        assert_eq!(joiner.handle(&done), JoinerStep::Paired(INVITER_KEY));
+        assert_eq!(joiner.datagram(), None, "nothing left to send");
+    }
+
+    #[test]
+    fn a_wrong_code_fails_on_both_sides() {
+        let (mut inviter, _joiner, step) = pair("1234-5678", "1234-5679");
+        let JoinerStep::Failed(PairFailure::CodeMismatch, Some(abort)) = step else {
+            panic!("joiner did not detect the mismatch: {step:?}");
+        };
+        assert_eq!(
+            inviter.handle(&abort).unwrap(),
+            InviterStep::Failed(PairFailure::CodeMismatch, None)
+        );
+        // The code is spent: a new HELLO, even with the right code, is refused.
+        let second = Joiner::new(&code("1234-5678"), JOINER_KEY, *b"another!");
+        let hello = second.datagram().unwrap().to_vec();
+        assert_eq!(inviter.handle(&hello).unwrap(), InviterStep::Ignore);
+    }
+
+    #[test]
+    fn a_joiner_that_never_opens_the_reply_cannot_confirm() {
+        // A guesser with the wrong code sends a CONFIRM sealed under its own keys.
+        let mut inviter = Inviter::new(code("1111-1111"), INVITER_KEY);
+        let mut guesser = Joiner::new(&code("2222-2222"), JOINER_KEY, EXCHANGE);
+        let hello = guesser.datagram().unwrap().to_vec();
+        let InviterStep::Answer(_) = inviter.handle(&hello).unwrap() else {
+            panic!("no REPLY");
+        };
+        let keys = DirectionKeys::derive(&[7; 32]).unwrap();
+        let header = wire::header(Kind::Confirm, &EXCHANGE);
+        let sealed = seal(&keys.joiner_to_inviter, Kind::Confirm, &header, &[0x33; 32]).unwrap();
+        let forged = [&header[..], &sealed].concat();
+        let InviterStep::Failed(PairFailure::CodeMismatch, Some(abort)) =
+            inviter.handle(&forged).unwrap()
+        else {
+            panic!("a forged CONFIRM was not refused");
+        };
+        // The guesser, still waiting for a REPLY it could open, learns of the mismatch.
+        assert_eq!(
+            guesser.handle(&abort),
+            JoinerStep::Failed(PairFailure::CodeMismatch, None)
+        );
+    }
+
+    #[test]
+    fn a_tampered_reply_is_a_mismatch() {
+        let mut inviter = Inviter::new(code("1234-5678"), INVITER_KEY);
+        let mut joiner = Joiner::new(&code("1234-5678"), JOINER_KEY, EXCHANGE);
+        let hello = joiner.datagram().unwrap().to_vec();
+        let InviterStep::Answer(mut reply) = inviter.handle(&hello).unwrap() else {
+            panic!("no REPLY");
+        };
+        // Someone in the middle swaps a byte of the sealed key.
+        let last = reply.len() - 20;
+        reply[last] ^= 1;
+        assert!(matches!(
+            joiner.handle(&reply),
+            JoinerStep::Failed(PairFailure::CodeMismatch, Some(_))
+        ));
+    }
+
+    #[test]
+    fn repeats_get_the_same_answer_and_other_joins_are_refused() {
+        let mut inviter = Inviter::new(code("1234-5678"), INVITER_KEY);
+        let mut joiner = Joiner::new(&code("1234-5678"), JOINER_KEY, EXCHANGE);
+        let hello = joiner.datagram().unwrap().to_vec();
+        let first = inviter.handle(&hello).unwrap();
+        assert_eq!(inviter.handle(&hello).unwrap(), first, "repeat of HELLO");
+        let InviterStep::Answer(reply) = first else {
+            panic!("no REPLY");
+        };
+        let mut other = Joiner::new(&code("1234-5678"), JOINER_KEY, *b"intruder");
+        let other_hello = other.datagram().unwrap().to_vec();
+        let InviterStep::Intruder(abort) = inviter.handle(&other_hello).unwrap() else {
+            panic!("second join not refused");
+        };
+        assert_eq!(
+            other.handle(&abort),
+            JoinerStep::Failed(PairFailure::CodeUsed, None)
+        );
+        assert_eq!(joiner.handle(&reply), JoinerStep::Verified(INVITER_KEY));
+        assert_eq!(joiner.handle(&reply), JoinerStep::Ignore, "repeat of REPLY");
+        let confirm = joiner.confirm().unwrap();
+        assert_eq!(
+            inviter.handle(&confirm).unwrap(),
+            InviterStep::Verified(JOINER_KEY)
+        );
+        let done = inviter.confirm().unwrap();
+        assert_eq!(
+            inviter.handle(&confirm).unwrap(),
+            InviterStep::Answer(done.clone()),
+            "repeat of CONFIRM"
+        );
+        assert_eq!(joiner.handle(&done), JoinerStep::Paired(INVITER_KEY));
+    }
+
+    #[test]
+    fn foreign_and_stale_datagrams_are_ignored() {
+        let mut inviter = Inviter::new(code("1234-5678"), INVITER_KEY);
+        let mut joiner = Joiner::new(&code("1234-5678"), JOINER_KEY, EXCHANGE);
+        let hello = joiner.datagram().unwrap().to_vec();
+        let mut wrong_magic = hello.clone();
+        wrong_magic[0] = b'D';
+        let mut not_a_point = hello.clone();
+        // y = 2 is not the y of any point of the curve.
+        not_a_point[wire::HEADER_LEN + 1..].fill(0);
+        not_a_point[wire::HEADER_LEN + 1] = 2;
+        for junk in [
+            &b""[..],
+            b"hello",
+            &wrong_magic,
+            &hello[..hello.len() - 1],
+            &[&hello[..], b"x"].concat(),
+            &not_a_point,
+        ] {
+            assert_eq!(
+                inviter.handle(junk).unwrap(),
+                InviterStep::Ignore,
+                "{junk:?}"
+            );
+        }
+        assert!(!inviter.started(), "junk spent the code");
+        // A DONE or ABORT of another exchange does not reach the joiner.
+        let stale = wire::abort(b"previous", Reason::CodeMismatch);
+        assert_eq!(joiner.handle(&stale), JoinerStep::Ignore);
+        assert!(matches!(
+            inviter.handle(&hello).unwrap(),
+            InviterStep::Answer(_)
+        ));
+    }
+
+    #[test]
+    fn a_refusal_reaches_the_other_side() {
+        let (mut inviter, mut joiner, step) = pair("1234-5678", "1234-5678");
+        assert_eq!(step, JoinerStep::Verified(INVITER_KEY));
+        let confirm = joiner.confirm().unwrap();
+        assert_eq!(
+            inviter.handle(&confirm).unwrap(),
+            InviterStep::Verified(JOINER_KEY)
+        );
+        let abort = inviter.refuse().unwrap();
+        assert_eq!(
+            joiner.handle(&abort),
+            JoinerStep::Failed(PairFailure::Refused, None)
+        );
+    }
+
+    #[test]
+    fn datagrams_have_the_documented_sizes() {
+        let (mut inviter, mut joiner, _) = pair("1234-5678", "1234-5678");
+        let hello = Joiner::new(&code("1234-5678"), JOINER_KEY, EXCHANGE)
+            .datagram()
+            .unwrap()
+            .to_vec();
+        assert_eq!(hello.len(), 53);
+        assert_eq!(&hello[..12], b"duet-pair/1\x01");
+        assert_eq!(&hello[12..20], &EXCHANGE);
+        let confirm = joiner.confirm().unwrap();
+        assert_eq!(confirm.len(), 68);
+        inviter.handle(&confirm).unwrap();
+        assert_eq!(inviter.confirm().unwrap().len(), 36);
+        assert_eq!(wire::abort(&EXCHANGE, Reason::Refused).len(), 21);
+        let mut fresh = Inviter::new(code("1234-5678"), INVITER_KEY);
+        let InviterStep::Answer(reply) = fresh.handle(&hello).unwrap() else {
+            panic!("no REPLY");
+        };
+        assert_eq!(reply.len(), 101);
+    }
+
+    #[test]
+    fn codes_print_as_two_groups_of_four_and_parse_loosely() {
+        let c = code("0012 3456");
+        assert_eq!(c.to_string(), "0012-3456");
+        assert_eq!(code("00123456"), c);
+        assert_eq!(format!("{c:?}"), "Code(****-****)");
+        for bad in [
+            "",
+            "1234-567",
+            "1234-56789",
+            "abcd-efgh",
+            "１２３４-５６７８",
+        ] {
+            assert_eq!(bad.parse::<Code>(), Err(CodeParseError), "{bad}");
+        }
+        for _ in 0..20 {
+            let text = Code::random().unwrap().to_string();
+            assert_eq!(text.len(), 9);
+            assert_eq!(text.as_bytes()[4], b'-');
+            assert_eq!(text.parse::<Code>().unwrap().to_string(), text);
+        }
+        assert_eq!(Code::from_number(7).to_string(), "0000-0007");
+        assert_eq!(Code::from_number(99_999_999).to_string(), "9999-9999");
+    }
+
+    #[test]
+    fn direction_keys_differ() {
+        let keys = DirectionKeys::derive(&[1; 32]).unwrap();
+        assert_ne!(*keys.joiner_to_inviter, *keys.inviter_to_joiner);
+        assert!(DirectionKeys::derive(&[1; 31]).is_none());
+    }
+}
