@@ -35,7 +35,7 @@ use crate::MAX_DATAGRAM;
 use crate::driver::{Protocol, Transmit};
 use crate::text;
 use crate::time::{Duration, Instant};
-use crate::wire::frame::MAX_PAYLOAD;
+use crate::wire::frame::{ID_LEN, MAX_PAYLOAD};
 use crate::wire::{AckInfo, Body, Frame, Repr};
 
 /// Parts one session can hold unacknowledged (and outcomes not yet polled).
@@ -45,7 +45,10 @@ pub const WINDOW: usize = 8;
 /// Parts one message may have.
 pub const MAX_PARTS: usize = 4;
 /// The longest message in bytes of UTF-8 that a receiver can reassemble.
-pub const MAX_MESSAGE: usize = MAX_PARTS * MAX_PAYLOAD;
+pub const MAX_MESSAGE: usize = MAX_PARTS * PART_TEXT;
+/// Text bytes one part carries at most (the first part also carries the message id; every
+/// part is cut to the same size so a message's split does not depend on where it starts).
+pub const PART_TEXT: usize = MAX_PAYLOAD - ID_LEN;
 
 /// Timing of a session. The defaults suit a LAN or the Internet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +186,8 @@ pub struct Stats {
 struct OutPart {
     seq: u32,
     message: MessageId,
+    /// The message's id on the wire (sent with the first part).
+    id: u64,
     first: bool,
     last: bool,
     text: String<MAX_PAYLOAD>,
@@ -199,7 +204,10 @@ struct OutPart {
     early: bool,
     /// Order of its latest transmission among all transmissions: RACK's "sent before".
     order: u32,
+    /// Acknowledged, cumulatively or selectively: no need to send it again.
     acked: bool,
+    /// Covered by the cumulative acknowledgement: the peer's application has its message.
+    consumed: bool,
     /// Its message was reported delivered or failed; the part only waits to be popped.
     done: bool,
 }
@@ -215,6 +223,7 @@ enum Outcome {
 #[derive(Debug)]
 struct InPart {
     seq: u32,
+    id: u64,
     first: bool,
     last: bool,
     text: String<MAX_PAYLOAD>,
@@ -239,6 +248,12 @@ struct Inbound {
     slots: [Option<InPart>; WINDOW],
     /// The message being reassembled, or a whole one waiting for the application.
     message: String<MAX_MESSAGE>,
+    /// The id of `message`.
+    message_id: u64,
+    /// The seq of `message`'s first part while it is being reassembled or waits for the
+    /// application: the cumulative acknowledgement stops there, so a sender hears
+    /// "delivered" only once the application took the message.
+    message_start: Option<u32>,
     /// `message` is whole and waits for [`Session::poll_event`].
     ready: bool,
     /// `message` was handed out; clear it on the next call.
@@ -255,6 +270,8 @@ impl Inbound {
             skip_to: 0,
             slots: Default::default(),
             message: String::new(),
+            message_id: 0,
+            message_start: None,
             ready: false,
             taken: false,
             discarding: false,
@@ -271,6 +288,8 @@ impl Inbound {
             // A half-assembled message from the old epoch can never be completed.
             self.message.clear();
         }
+        // Seqs of the old epoch mean nothing in the new one.
+        self.message_start = None;
         self.discarding = false;
     }
 
@@ -284,7 +303,7 @@ impl Inbound {
             .filter(|p| p.seq == seq)
     }
 
-    fn insert(&mut self, seq: u32, first: bool, last: bool, text: &str) -> Received {
+    fn insert(&mut self, seq: u32, id: u64, first: bool, last: bool, text: &str) -> Received {
         if seq < self.next_deliver {
             return Received::Duplicate;
         }
@@ -301,6 +320,7 @@ impl Inbound {
         };
         *slot = Some(InPart {
             seq,
+            id,
             first,
             last,
             text,
@@ -308,19 +328,19 @@ impl Inbound {
         Received::Accepted
     }
 
-    /// The cumulative and selective acknowledgement of what is held.
+    /// The acknowledgement of what is held: cumulative up to the first part the application
+    /// has not taken, selective for parts held beyond it.
     fn ack(&self) -> Option<AckInfo> {
         if self.epoch == 0 {
             return None;
         }
-        let mut next = self.next_deliver;
-        while next < self.window_end() && self.slot(next).is_some() {
-            next += 1;
-        }
+        let next = self.message_start.unwrap_or(self.next_deliver);
         let mut bits = 0u32;
         for i in 0..32u32 {
             let seq = next.saturating_add(1 + i);
-            if seq < self.window_end() && self.slot(seq).is_some() {
+            let held =
+                seq < self.next_deliver || (seq < self.window_end() && self.slot(seq).is_some());
+            if held {
                 bits |= 1 << i;
             }
         }
@@ -331,12 +351,17 @@ impl Inbound {
         })
     }
 
-    /// Clear a message the application has been handed.
-    fn release_taken(&mut self) {
+    /// Clear a message the application has been handed; returns whether there was one
+    /// (its acknowledgement can go out now).
+    fn release_taken(&mut self) -> bool {
         if self.taken {
             self.taken = false;
             self.ready = false;
             self.message.clear();
+            self.message_start = None;
+            true
+        } else {
+            false
         }
     }
 
@@ -360,6 +385,7 @@ impl Inbound {
                     }
                     // The sender gave up on this part: the message it belonged to is lost.
                     self.message.clear();
+                    self.message_start = None;
                     self.discarding = true;
                     self.next_deliver = if self.slots.iter().all(Option::is_none) {
                         self.skip_to
@@ -373,6 +399,8 @@ impl Inbound {
             if part.first {
                 // A new message starts; anything half-assembled was abandoned by the sender.
                 self.message.clear();
+                self.message_id = part.id;
+                self.message_start = Some(seq);
                 self.discarding = false;
             } else if self.message.is_empty() {
                 // Its first part is gone: drop the rest of that message.
@@ -385,6 +413,7 @@ impl Inbound {
             if self.message.push_str(&part.text).is_err() {
                 // Longer than any message a duet sends: drop it whole.
                 self.message.clear();
+                self.message_start = None;
                 self.discarding = !part.last;
                 continue;
             }
@@ -542,16 +571,29 @@ impl Session {
     }
 
     /// Queue a message. It is split into parts on character boundaries; the returned id is
-    /// named again by exactly one `Delivered` or `Failed` event.
+    /// named again by exactly one `Delivered` or `Failed` event. Its id on the wire is made
+    /// from this session's epoch and sequence numbers, unique for this run.
     pub fn send_text(&mut self, now: Instant, text: &str) -> Result<MessageId, SendError> {
-        let _ = now;
+        let id = (u64::from(self.epoch) << 32) | u64::from(self.next_seq);
+        self.send_message(now, id, text)
+    }
+
+    /// Queue a message with the id `id`, which the receiver sees with it
+    /// ([`Session::message_id`]). Give a message the same id when it is sent again after a
+    /// restart, and the receiver can recognise it.
+    pub fn send_message(
+        &mut self,
+        now: Instant,
+        id: u64,
+        text: &str,
+    ) -> Result<MessageId, SendError> {
         if self.closed || self.close_pending {
             return Err(SendError::Closed);
         }
         if text.is_empty() {
             return Err(SendError::Empty);
         }
-        let parts = text::split(text, MAX_PAYLOAD).count();
+        let parts = text::split(text, PART_TEXT).count();
         if parts > MAX_PARTS {
             return Err(SendError::TooLong);
         }
@@ -563,13 +605,14 @@ impl Session {
             .checked_add(parts as u32)
             .ok_or(SendError::Exhausted)?;
         let message = MessageId(first_seq);
-        for (i, part) in text::split(text, MAX_PAYLOAD).enumerate() {
+        for (i, part) in text::split(text, PART_TEXT).enumerate() {
             let Ok(part_text) = String::try_from(part) else {
                 return Err(SendError::TooLong);
             };
             let part = OutPart {
                 seq: first_seq + i as u32,
                 message,
+                id,
                 first: i == 0,
                 last: i + 1 == parts,
                 text: part_text,
@@ -581,6 +624,7 @@ impl Session {
                 early: false,
                 order: 0,
                 acked: false,
+                consumed: false,
                 done: false,
             };
             // has_room() checked the space above.
@@ -620,7 +664,7 @@ impl Session {
 
     /// Feed one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.inbound.release_taken();
+        self.ack_pending |= self.inbound.release_taken();
         bump(&mut self.stats.datagrams_in);
         if datagram.len() > MAX_DATAGRAM {
             bump(&mut self.stats.oversized);
@@ -658,10 +702,11 @@ impl Session {
                 seq,
                 first,
                 last,
+                id,
                 text,
             } => {
                 self.ack_pending = true;
-                match self.inbound.insert(seq, first, last, text) {
+                match self.inbound.insert(seq, id, first, last, text) {
                     Received::Accepted => {}
                     Received::Duplicate => bump(&mut self.stats.duplicates),
                     Received::OutOfWindow => bump(&mut self.stats.out_of_window),
@@ -716,7 +761,11 @@ impl Session {
         let mut newest_order = None;
         let mut sample = None;
         for part in self.outbox.iter_mut() {
-            if part.acked || part.done || part.transmissions == 0 || !ack.covers(part.seq) {
+            if part.done || part.transmissions == 0 || !ack.covers(part.seq) {
+                continue;
+            }
+            part.consumed |= part.seq < ack.next;
+            if part.acked {
                 continue;
             }
             part.acked = true;
@@ -766,7 +815,8 @@ impl Session {
         self.rto = rto.max(self.config.min_rto).min(self.config.max_rto);
     }
 
-    /// Report messages whose parts are all acknowledged, and pop finished parts.
+    /// Report messages whose parts are all covered by the cumulative acknowledgement (the
+    /// peer's application took them), and pop finished parts.
     fn complete_messages(&mut self) {
         let mut index = 0;
         while let Some(part) = self.outbox.get(index) {
@@ -775,7 +825,7 @@ impl Session {
             let mut all_acked = true;
             let mut end = index;
             while let Some(p) = self.outbox.get(end).filter(|p| p.message == message) {
-                all_acked &= p.acked;
+                all_acked &= p.consumed;
                 end += 1;
             }
             if all_acked && !done {
@@ -813,7 +863,9 @@ impl Session {
             let mut expired = false;
             let mut end = index;
             while let Some(p) = self.outbox.get(end).filter(|p| p.message == message) {
-                expired |= !p.done && !p.acked && p.first_sent.is_some_and(|t| now >= t + timeout);
+                // A part the peer holds but its application never took fails too.
+                expired |=
+                    !p.done && !p.consumed && p.first_sent.is_some_and(|t| now >= t + timeout);
                 end += 1;
             }
             if expired {
@@ -901,6 +953,7 @@ impl Session {
             Body::Data {
                 seq: part.seq,
                 first: part.first,
+                id: if part.first { part.id } else { 0 },
                 last: part.last,
                 text: &part.text,
             }
@@ -939,10 +992,22 @@ impl Session {
         Some(Transmit { dst: peer, len })
     }
 
+    /// The id its sender gave the message last returned as [`Event::Message`] (see
+    /// [`Session::send_message`]): the same in every retransmission and across restarts, so
+    /// an application that stores messages can recognise one it already has.
+    pub fn message_id(&self) -> u64 {
+        self.inbound.message_id
+    }
+
     /// The next thing to show, if any. A `Message` borrows the session until the next call.
+    ///
+    /// A message is acknowledged to its sender (who then reports it delivered) only after the
+    /// application took it and called in again: store it before the next call, and a crash
+    /// can never lose a message its sender saw delivered.
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
-        if self.inbound.taken {
-            self.inbound.release_taken();
+        if self.inbound.release_taken() {
+            // The application has the message now: acknowledge it.
+            self.ack_pending = true;
             if self.inbound.deliver() {
                 bump(&mut self.stats.messages_in);
             }

@@ -15,7 +15,6 @@ use duet_core::secure::{PublicKey, Secure, SecureConfig, StaticKeys};
 use duet_core::session::{self, Config, Event, MessageId, SendError};
 use duet_core::text::{self, Encoding};
 use duet_core::time::{Duration, Instant};
-use duet_core::wire::frame::MAX_PAYLOAD;
 use duet_core::{MAX_DATAGRAM, Transmit};
 
 use crate::cli::{ChatArgs, LegacyArgs, ListenArgs, SendArgs};
@@ -335,7 +334,7 @@ fn messages_of(text: &str, legacy: bool) -> Vec<String> {
             .map(str::to_owned)
             .collect();
     }
-    let parts: Vec<&str> = text::split(text, MAX_PAYLOAD).collect();
+    let parts: Vec<&str> = text::split(text, session::PART_TEXT).collect();
     parts
         .chunks(session::MAX_PARTS)
         .map(|c| c.concat())

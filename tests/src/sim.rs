@@ -556,8 +556,9 @@ impl Pair {
     }
 }
 
-/// What a driver does at `now`: expire timers, collect datagrams to send (into `out`, as
-/// `(from, to, bytes)`), show events.
+/// What a host does at `now`: expire timers, show events, then collect datagrams to send
+/// (into `out`, as `(from, to, bytes)`) — events first, because taking a message is what
+/// lets the session acknowledge it — and show what sending produced.
 fn run_endpoint(
     endpoint: &mut Endpoint,
     now: Instant,
@@ -565,6 +566,9 @@ fn run_endpoint(
 ) {
     let mut buf = [0u8; MAX_DATAGRAM];
     endpoint.session.handle_timeout(now);
+    while let Some(event) = endpoint.session.poll_event() {
+        endpoint.log.entries.push((now, event.into()));
+    }
     while let Some(transmit) = endpoint.session.poll_transmit(now, &mut buf) {
         out.push((endpoint.addr, transmit.dst, buf[..transmit.len].to_vec()));
     }

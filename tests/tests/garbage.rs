@@ -90,6 +90,12 @@ impl Victim {
         self.session.handle_datagram(self.now, from, bytes);
         let after = self.session.stats();
         self.session.handle_timeout(self.now);
+        // Events first, as a host does: taking a message is what lets it be acknowledged.
+        while let Some(event) = self.session.poll_event() {
+            if let Event::Message(text) = event {
+                self.shown.push(text.to_owned());
+            }
+        }
         let mut buf = [0u8; MAX_DATAGRAM];
         while let Some(t) = self.session.poll_transmit(self.now, &mut buf) {
             assert!(t.len <= MAX_DATAGRAM);
@@ -97,11 +103,6 @@ impl Victim {
                 parse(&buf[..t.len]).is_some(),
                 "the session sent a bad frame"
             );
-        }
-        while let Some(event) = self.session.poll_event() {
-            if let Event::Message(text) = event {
-                self.shown.push(text.to_owned());
-            }
         }
         assert!(
             self.session.poll_timeout().is_none_or(|t| t > self.now),
@@ -400,7 +401,8 @@ fn every_valid_repr_survives_emit_then_parse() {
         let _report = SeedOnPanic(seed);
         let mut rng = Rng::new(seed);
         for _ in 0..ITERATIONS / 4 {
-            let text = random_text(&mut rng, MAX_PAYLOAD);
+            // Room for the id a first part carries.
+            let text = random_text(&mut rng, MAX_PAYLOAD - duet_core::wire::frame::ID_LEN);
             let base = rng.next_u64() as u32;
             let ack = rng.chance(0.5).then(|| AckInfo {
                 epoch: (rng.next_u64() as u32).max(1),
@@ -411,12 +413,17 @@ fn every_valid_repr_survives_emit_then_parse() {
                 0 => Body::Ack,
                 1 => Body::Ping,
                 2 => Body::Close,
-                _ => Body::Data {
-                    seq: base.saturating_add(rng.below(100) as u32),
-                    first: rng.chance(0.5),
-                    last: rng.chance(0.5),
-                    text: &text,
-                },
+                _ => {
+                    let first = rng.chance(0.5);
+                    Body::Data {
+                        seq: base.saturating_add(rng.below(100) as u32),
+                        first,
+                        last: rng.chance(0.5),
+                        // Only a first part carries an id on the wire.
+                        id: if first { rng.next_u64() } else { 0 },
+                        text: &text,
+                    }
+                }
             };
             let repr = Repr {
                 epoch: (rng.next_u64() as u32).max(1),

@@ -14,7 +14,8 @@
 //! |                      ack (next expected seq)                  |
 //! |                      ack bits                                 |
 //! +---------------------------------------------------------------+
-//! |                      payload (UTF-8 text) ...                 |
+//! |        message id (8 bytes, first part of a message only)     |
+//! |                      text (UTF-8) ...                         |
 //! +---------------------------------------------------------------+
 //! ```
 //! All integers are big-endian. `docs/PROTOCOL.md` gives every field's meaning and the
@@ -56,6 +57,9 @@ pub const MAGIC: [u8; 2] = *b"du";
 pub const VERSION: u8 = 1;
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = field::PAYLOAD;
+/// Bytes of the message id at the start of a message's first part.
+pub const ID_LEN: usize = 8;
+
 /// The most payload bytes one frame carries, so that the sealed frame fits [`MAX_DATAGRAM`].
 pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - super::sealed::OVERHEAD - HEADER_LEN;
 
@@ -298,11 +302,14 @@ pub enum Body<'a> {
     Data {
         /// The part's sequence number in the sender's epoch.
         seq: u32,
-        /// This part starts a message.
+        /// This part starts a message (its payload begins with the message id).
         first: bool,
         /// This part ends a message.
         last: bool,
-        /// The part's text: never empty, at most [`MAX_PAYLOAD`] bytes.
+        /// The message's id, chosen by its sender and the same in every retransmission,
+        /// also across restarts; carried by the first part only (zero in the others).
+        id: u64,
+        /// The part's text: never empty; with the id at most [`MAX_PAYLOAD`] bytes.
         text: &'a str,
     },
     /// Acknowledgement only.
@@ -375,11 +382,24 @@ impl<'a> Repr<'a> {
                 }
                 let buffer: &'a T = frame.buffer;
                 let payload: &'a [u8] = &buffer.as_ref()[HEADER_LEN..total];
-                let text = core::str::from_utf8(payload).map_err(|_| Error)?;
+                let first = f & flags::FIRST != 0;
+                let (id, text) = if first {
+                    // The id, then at least one byte of text.
+                    if payload.len() <= ID_LEN {
+                        return Err(Error);
+                    }
+                    let mut id = [0u8; ID_LEN];
+                    id.copy_from_slice(&payload[..ID_LEN]);
+                    (u64::from_be_bytes(id), &payload[ID_LEN..])
+                } else {
+                    (0, payload)
+                };
+                let text = core::str::from_utf8(text).map_err(|_| Error)?;
                 Body::Data {
                     seq: frame.seq(),
-                    first: f & flags::FIRST != 0,
+                    first,
                     last: f & flags::LAST != 0,
+                    id,
                     text,
                 }
             }
@@ -398,13 +418,16 @@ impl<'a> Repr<'a> {
 
     /// The number of bytes [`Self::emit`] writes.
     pub fn buffer_len(&self) -> usize {
-        HEADER_LEN + self.payload().len()
+        HEADER_LEN + self.payload_len()
     }
 
-    fn payload(&self) -> &'a [u8] {
+    fn payload_len(&self) -> usize {
         match self.body {
-            Body::Data { text, .. } => text.as_bytes(),
-            _ => &[],
+            Body::Data {
+                first: true, text, ..
+            } => ID_LEN + text.len(),
+            Body::Data { text, .. } => text.len(),
+            _ => 0,
         }
     }
 
@@ -412,7 +435,7 @@ impl<'a> Repr<'a> {
     ///
     /// Text longer than [`MAX_PAYLOAD`] is not a valid `Repr`; the session never builds one.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, frame: &mut Frame<&mut T>) {
-        let payload = self.payload();
+        let payload_len = self.payload_len();
         let (kind, flag_bits, seq, encoding) = match self.body {
             Body::Data {
                 seq, first, last, ..
@@ -435,7 +458,7 @@ impl<'a> Repr<'a> {
         frame.set_kind(kind);
         frame.set_flags(flag_bits);
         frame.set_encoding(encoding as u8);
-        frame.set_payload_len(u16::try_from(payload.len()).unwrap_or(u16::MAX));
+        frame.set_payload_len(u16::try_from(payload_len).unwrap_or(u16::MAX));
         frame.set_epoch(self.epoch);
         frame.set_seq(seq);
         frame.set_base(self.base);
@@ -447,7 +470,19 @@ impl<'a> Repr<'a> {
         frame.set_ack_epoch(ack.epoch);
         frame.set_ack(ack.next);
         frame.set_ack_bits(ack.bits);
-        frame.payload_mut().copy_from_slice(payload);
+        if let Body::Data {
+            first, id, text, ..
+        } = self.body
+        {
+            let payload = frame.payload_mut();
+            let text_at = if first {
+                payload[..ID_LEN].copy_from_slice(&id.to_be_bytes());
+                ID_LEN
+            } else {
+                0
+            };
+            payload[text_at..].copy_from_slice(text.as_bytes());
+        }
     }
 }
 
@@ -455,11 +490,13 @@ impl<'a> Repr<'a> {
 mod test {
     use super::*;
 
-    /// docs/PROTOCOL.md, test vector 1: a one-part message "hi 你好".
-    static DATA_BYTES: [u8; 41] = [
-        0x64, 0x75, 0x01, 0x01, 0x03, 0x01, 0x00, 0x09, 0x01, 0x02, 0x03, 0x04, 0x00, 0x00, 0x00,
+    /// docs/PROTOCOL.md, test vector 1: a one-part message "hi 你好" with id
+    /// 0x1122334455667788.
+    static DATA_BYTES: [u8; 49] = [
+        0x64, 0x75, 0x01, 0x01, 0x03, 0x01, 0x00, 0x11, 0x01, 0x02, 0x03, 0x04, 0x00, 0x00, 0x00,
         0x07, 0x00, 0x00, 0x00, 0x05, 0x0a, 0x0b, 0x0c, 0x0d, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00,
-        0x00, 0x05, 0x68, 0x69, 0x20, 0xe4, 0xbd, 0xa0, 0xe5, 0xa5, 0xbd,
+        0x00, 0x05, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x68, 0x69, 0x20, 0xe4, 0xbd,
+        0xa0, 0xe5, 0xa5, 0xbd,
     ];
 
     /// docs/PROTOCOL.md, test vector 2: a PING from a sender that has heard nothing yet.
@@ -482,6 +519,7 @@ mod test {
                 seq: 7,
                 first: true,
                 last: true,
+                id: 0x1122_3344_5566_7788,
                 text: "hi 你好",
             },
         }
@@ -504,33 +542,38 @@ mod test {
         assert_eq!(frame.kind(), kind::DATA);
         assert_eq!(frame.flags(), flags::FIRST | flags::LAST);
         assert_eq!(frame.encoding(), TextEncoding::Utf8 as u8);
-        assert_eq!(frame.payload_len(), 9);
+        assert_eq!(frame.payload_len(), 17);
         assert_eq!(frame.epoch(), 0x0102_0304);
         assert_eq!(frame.seq(), 7);
         assert_eq!(frame.base(), 5);
         assert_eq!(frame.ack_epoch(), 0x0a0b_0c0d);
         assert_eq!(frame.ack(), 3);
         assert_eq!(frame.ack_bits(), 0b101);
-        assert_eq!(frame.payload(), "hi 你好".as_bytes());
+        assert_eq!(
+            &frame.payload()[..8],
+            &0x1122_3344_5566_7788u64.to_be_bytes()
+        );
+        assert_eq!(&frame.payload()[8..], "hi 你好".as_bytes());
     }
 
     #[test]
     fn test_construct() {
-        let mut bytes = [0xa5u8; 41];
+        let mut bytes = [0xa5u8; 49];
         let mut frame = Frame::new_unchecked(&mut bytes[..]);
         frame.set_magic(*b"du");
         frame.set_version(1);
         frame.set_kind(kind::DATA);
         frame.set_flags(flags::FIRST | flags::LAST);
         frame.set_encoding(TextEncoding::Utf8 as u8);
-        frame.set_payload_len(9);
+        frame.set_payload_len(17);
         frame.set_epoch(0x0102_0304);
         frame.set_seq(7);
         frame.set_base(5);
         frame.set_ack_epoch(0x0a0b_0c0d);
         frame.set_ack(3);
         frame.set_ack_bits(0b101);
-        frame.payload_mut().copy_from_slice("hi 你好".as_bytes());
+        frame.payload_mut()[..8].copy_from_slice(&[0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);
+        frame.payload_mut()[8..].copy_from_slice("hi 你好".as_bytes());
         assert_eq!(frame.into_inner(), &DATA_BYTES[..]);
     }
 
@@ -588,7 +631,7 @@ mod test {
         assert!(parse_bytes(&mutate(4, 0x04)).is_err(), "unknown flag");
         assert!(parse_bytes(&mutate(5, 0)).is_err(), "data without encoding");
         assert!(parse_bytes(&mutate(5, 2)).is_err(), "unknown encoding");
-        assert!(parse_bytes(&mutate(35, 0xff)).is_err(), "invalid UTF-8");
+        assert!(parse_bytes(&mutate(43, 0xff)).is_err(), "invalid UTF-8");
         assert!(parse_bytes(&mutate(19, 8)).is_err(), "base above seq");
         let mut zero_epoch = DATA_BYTES;
         zero_epoch[8..12].fill(0);
@@ -602,18 +645,24 @@ mod test {
             parse_bytes(&ping_with_flags).is_err(),
             "flags on a control frame"
         );
-        let mut trailing = [0u8; 42];
-        trailing[..41].copy_from_slice(&DATA_BYTES);
+        let mut trailing = [0u8; 50];
+        trailing[..49].copy_from_slice(&DATA_BYTES);
         assert!(parse_bytes(&trailing).is_err(), "trailing bytes");
         let mut empty = PING_BYTES;
         empty[3] = kind::DATA;
         empty[5] = TextEncoding::Utf8 as u8;
         assert!(parse_bytes(&empty).is_err(), "empty data");
+        let mut id_only = DATA_BYTES;
+        id_only[7] = 8;
+        assert!(
+            parse_bytes(&id_only[..40]).is_err(),
+            "a first part with an id and no text"
+        );
     }
 
     #[test]
     fn test_largest_payload_fits_when_sealed() {
-        let text = core::str::from_utf8(&[b'x'; MAX_PAYLOAD]).unwrap();
+        let text = core::str::from_utf8(&[b'x'; MAX_PAYLOAD - ID_LEN]).unwrap();
         let repr = Repr {
             epoch: 1,
             base: 0,
@@ -622,6 +671,7 @@ mod test {
                 seq: 0,
                 first: true,
                 last: true,
+                id: u64::MAX,
                 text,
             },
         };
