@@ -342,6 +342,16 @@ impl Secure {
         self.session.send_text(now, text)
     }
 
+    /// Queue a message with a chosen id (see [`Session::send_message`]).
+    pub fn send_message(
+        &mut self,
+        now: Instant,
+        id: u64,
+        text: &str,
+    ) -> Result<MessageId, SendError> {
+        self.session.send_message(now, id, text)
+    }
+
     /// The next thing to show (see [`Session::poll_event`]).
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
         self.session.poll_event()
@@ -350,6 +360,22 @@ impl Secure {
     /// Say goodbye (see [`Session::close`]).
     pub fn close(&mut self) {
         self.session.close();
+    }
+
+    /// Our own static public key, which peers pair with.
+    pub fn public_key(&self) -> PublicKey {
+        self.keys.public
+    }
+
+    /// Accept handshakes from `key` too (at most [`MAX_PEERS`] keys; when full, the oldest
+    /// added is forgotten), without choosing it as the peer.
+    pub fn allow(&mut self, key: PublicKey) {
+        if !self.allowed.contains(&key) {
+            if self.allowed.is_full() {
+                self.allowed.remove(0);
+            }
+            let _ = self.allowed.push(key);
+        }
     }
 
     /// The static key of the peer we talk to, once known.
@@ -379,13 +405,10 @@ impl Secure {
 
     /// Talk to another paired peer from now on (it is added to the allowed keys).
     pub fn set_peer(&mut self, now: Instant, key: PublicKey, addr: SocketAddr) {
-        if !self.allowed.contains(&key) {
-            if self.allowed.is_full() {
-                self.allowed.pop();
-            }
-            let _ = self.allowed.push(key);
-        }
-        if self.peer_key != Some(key) {
+        self.allow(key);
+        // Another person, or the same one somewhere else (likely a new run there, which has
+        // none of our keys): start over with a fresh handshake.
+        if self.peer_key != Some(key) || self.endpoint != Some(addr) {
             self.current = None;
             self.previous = None;
             self.next = None;
@@ -527,8 +550,9 @@ impl Secure {
             return;
         }
         if let Some(mine) = &self.initiating {
-            if mine.peer == peer && self.keys.public < peer {
-                // Both started at once: the smaller key stays initiator.
+            if mine.peer == peer && self.keys.public < peer && self.endpoint == Some(from) {
+                // Both started at once: the smaller key stays initiator. (From another
+                // address the peer is evidently not where our initiation goes: answer it.)
                 return;
             }
             self.initiating = None;

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,12 +18,14 @@ use duet_core::text::{self, Encoding};
 use duet_core::time::{Duration, Instant};
 use duet_core::{MAX_DATAGRAM, Transmit};
 
-use crate::cli::{ChatArgs, LegacyArgs, ListenArgs, SendArgs};
+use crate::cli::{ChatArgs, HistoryArgs, LegacyArgs, ListenArgs, SendArgs};
 use crate::error::Error;
 use crate::input::{Input, InputPipe, TerminalRestore};
 use crate::keys::{Identity, PeerKey, Peers};
 use crate::link::Link;
 use crate::net;
+use crate::store::{Direction, Store};
+use crate::transport::{self, Stack};
 use crate::ui::{self, Output};
 
 /// How long `listen --count` stays after its last message when the sender does not say
@@ -175,7 +178,10 @@ enum Shown {
     Message {
         from: Option<SocketAddr>,
         who: Option<String>,
+        /// The text as shown (control characters escaped).
         text: String,
+        /// For duet messages: who sent it, its id and its exact text, to store.
+        stored: Option<(PeerKey, u64, String)>,
     },
     Delivered(MessageId),
     Failed(MessageId, session::FailReason),
@@ -220,23 +226,34 @@ impl Conversation {
                     .peer_key()
                     .and_then(|k| names.iter().find(|(key, _)| *key == k))
                     .map(|(_, name)| name.clone());
-                Some(match s.poll_event()? {
+                let key = s.peer_key().map(PeerKey);
+                let mut shown = match s.poll_event()? {
                     Event::Message(text) => Shown::Message {
                         from,
                         who,
                         text: ui::escaped(text),
+                        stored: key.map(|k| (k, 0, text.to_owned())),
                     },
                     Event::Delivered(id) => Shown::Delivered(id),
                     Event::Failed(id, why) => Shown::Failed(id, why),
                     Event::PeerUp(addr) => Shown::PeerUp(addr),
                     Event::PeerDown => Shown::PeerDown,
-                })
+                };
+                if let Shown::Message {
+                    stored: Some((_, uid, _)),
+                    ..
+                } = &mut shown
+                {
+                    *uid = s.session().message_id();
+                }
+                Some(shown)
             }
             Conversation::Legacy(p) => Some(match p.poll_event()? {
                 PlainEvent::Datagram { from, bytes } => Shown::Message {
                     from: Some(from),
                     who: None,
                     text: ui::legacy_text(bytes, read_encoding).0,
+                    stored: None,
                 },
                 PlainEvent::Oversized { from } => Shown::Oversized { from },
             }),
@@ -344,7 +361,8 @@ fn messages_of(text: &str, legacy: bool) -> Vec<String> {
 /// Book-keeping of own messages: what each id said, how many were delivered or failed.
 #[derive(Default)]
 struct Sent {
-    texts: HashMap<MessageId, String>,
+    /// A quote of each message in flight, and its id in the store if it is stored.
+    texts: HashMap<MessageId, (String, Option<u64>)>,
     delivered: usize,
     failed: usize,
     total: usize,
@@ -362,7 +380,7 @@ pub fn chat(args: ChatArgs, dir: &Path) -> Result<(), Error> {
     } else {
         None
     };
-    let (conversation, contacts, talking_to) = if args.legacy.legacy {
+    let (conversation, contacts, talking_to, outbox_peer) = if args.legacy.legacy {
         let mut peer = peer_text.as_deref().map(parse_addr).transpose()?;
         if let (None, Some(ed)) = (peer, editor.as_mut()) {
             peer = ask(
@@ -375,6 +393,7 @@ pub fn chat(args: ChatArgs, dir: &Path) -> Result<(), Error> {
             Conversation::legacy(&args.legacy, peer),
             None,
             peer.map(|p| p.to_string()),
+            None,
         )
     } else {
         let contacts = Contacts::load(dir)?;
@@ -390,13 +409,14 @@ pub fn chat(args: ChatArgs, dir: &Path) -> Result<(), Error> {
             return Err(Error::NotPaired);
         }
         let conversation = Conversation::duet(&contacts, target.as_ref(), Config::default())?;
-        let shown = target.map(|t| match t.addr {
+        let shown = target.as_ref().map(|t| match t.addr {
             Some(addr) => format!("{} at {addr}", t.name),
             None => format!("{} (waiting for them to write: no address known)", t.name),
         });
-        (conversation, Some(contacts), shown)
+        let key = target.map(|t| t.key);
+        (conversation, Some(contacts), shown, key)
     };
-    let mut link = Link::bind_udp(bind, conversation)?;
+    let mut link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
     let (mut out, mut input) = match editor {
         Some(mut ed) => {
             let printer = ed
@@ -420,12 +440,20 @@ pub fn chat(args: ChatArgs, dir: &Path) -> Result<(), Error> {
         prompt,
         legacy: args.legacy.legacy,
         read_encoding: read_encoding(&args.legacy),
+        store: if contacts.is_some() {
+            Some(Store::open(dir)?)
+        } else {
+            None
+        },
         contacts,
         sent: Sent::default(),
         pending: VecDeque::new(),
+        outbox_peer,
+        kept: Vec::new(),
         quitting: false,
         interactive,
     };
+    chat.resume_outbox(&mut out);
     chat.run(&mut link, &mut out, &mut input)
 }
 
@@ -457,9 +485,23 @@ struct ChatState {
     contacts: Option<Contacts>,
     sent: Sent,
     /// Messages typed but not yet accepted by the outbox (backpressure).
-    pending: VecDeque<String>,
+    pending: VecDeque<Pending>,
+    /// The history and durable outbox (duet mode).
+    store: Option<Store>,
+    /// The paired peer typed messages are stored for, when one was named.
+    outbox_peer: Option<PeerKey>,
+    /// Stored messages that failed this time: sent again when the peer is back.
+    kept: Vec<Pending>,
     quitting: bool,
     interactive: bool,
+}
+
+/// A message waiting for room in the session's outbox.
+#[derive(Clone, Debug)]
+struct Pending {
+    text: String,
+    /// Its id in the store, when it is stored (and so survives a restart).
+    uid: Option<u64>,
 }
 
 const HELP: &str = "commands: /peer HOST:PORT (talk to someone else), /nick NAME, /status, /quit, /help; \
@@ -468,7 +510,7 @@ const HELP: &str = "commands: /peer HOST:PORT (talk to someone else), /nick NAME
 impl ChatState {
     fn run(
         &mut self,
-        link: &mut Link<net::HostStack, Conversation>,
+        link: &mut Link<Stack, Conversation>,
         out: &mut Output,
         input: &mut InputPipe,
     ) -> Result<(), Error> {
@@ -512,23 +554,57 @@ impl ChatState {
         Ok(())
     }
 
-    fn show_events(&mut self, link: &mut Link<net::HostStack, Conversation>, out: &mut Output) {
+    fn show_events(&mut self, link: &mut Link<Stack, Conversation>, out: &mut Output) {
         while let Some(shown) = link.protocol.next_shown(self.read_encoding) {
             match shown {
-                Shown::Message { from, who, text } => {
+                Shown::Message { from, who, text, stored } => {
+                    // Stored before it is shown, and before the next event is asked for
+                    // (which is what acknowledges it): a crash cannot lose it.
+                    if let (Some(store), Some((key, uid, raw))) = (&self.store, &stored) {
+                        match store.receive(key, *uid, raw) {
+                            Ok(true) => {}
+                            // Stored by an earlier run: a retransmission, not a new message.
+                            Ok(false) => continue,
+                            Err(e) => out.line(&format!("* {e}")),
+                        }
+                    }
                     out.line(&format!("{}: {text}", sender(who, from)));
                 }
                 Shown::Delivered(id) => {
                     self.sent.delivered += 1;
-                    let text = self.sent.texts.remove(&id).unwrap_or_default();
+                    let (text, uid) = self.sent.texts.remove(&id).unwrap_or_default();
+                    if let (Some(store), Some(key), Some(uid)) = (&self.store, &self.outbox_peer, uid)
+                        && let Err(e) = store.mark_delivered(key, uid)
+                    {
+                        out.line(&format!("* {e}"));
+                    }
                     out.line(&format!("* {id} delivered: {text}"));
                 }
                 Shown::Failed(id, why) => {
                     self.sent.failed += 1;
-                    let text = self.sent.texts.remove(&id).unwrap_or_default();
-                    out.line(&format!("* {id} FAILED ({why}): {text}"));
+                    let (text, uid) = self.sent.texts.remove(&id).unwrap_or_default();
+                    if let Some(uid) = uid {
+                        out.line(&format!(
+                            "* {id} not delivered yet ({why}); kept in the outbox, sent again when the peer is back: {text}"
+                        ));
+                        if let Some(store) = &self.store
+                            && let Some(key) = &self.outbox_peer
+                            && let Ok(unsent) = store.unsent(key)
+                            && let Some((_, full)) = unsent.into_iter().find(|(u, _)| *u == uid)
+                        {
+                            self.kept.push(Pending { text: full, uid: Some(uid) });
+                        }
+                    } else {
+                        out.line(&format!("* {id} FAILED ({why}): {text}"));
+                    }
                 }
-                Shown::PeerUp(addr) => out.line(&format!("* peer {addr} is up")),
+                Shown::PeerUp(addr) => {
+                    out.line(&format!("* peer {addr} is up"));
+                    if !self.kept.is_empty() {
+                        out.line(&format!("* sending {} kept message(s) again", self.kept.len()));
+                        self.pending.extend(self.kept.drain(..));
+                    }
+                }
                 Shown::PeerDown => out.line("* peer is down (it left, or stopped answering)"),
                 Shown::Oversized { from } => out.line(&format!(
                     "* dropped a datagram of more than {MAX_DATAGRAM} bytes from {from} (duet reads at most {MAX_DATAGRAM})"
@@ -538,17 +614,16 @@ impl ChatState {
     }
 
     /// Offer typed messages to the protocol; returns whether any was taken.
-    fn queue_pending(
-        &mut self,
-        link: &mut Link<net::HostStack, Conversation>,
-        out: &mut Output,
-    ) -> bool {
+    fn queue_pending(&mut self, link: &mut Link<Stack, Conversation>, out: &mut Output) -> bool {
         let mut took = false;
-        while let Some(text) = self.pending.front() {
+        while let Some(Pending { text, uid }) = self.pending.front() {
             let result = match &mut link.protocol {
-                Conversation::Duet { secure: s, .. } => match s.send_text(Instant::now(), text) {
+                Conversation::Duet { secure: s, .. } => match match uid {
+                    Some(uid) => s.send_message(Instant::now(), *uid, text),
+                    None => s.send_text(Instant::now(), text),
+                } {
                     Ok(id) => {
-                        self.sent.texts.insert(id, snippet(text));
+                        self.sent.texts.insert(id, (snippet(text), *uid));
                         self.sent.total += 1;
                         Ok(())
                     }
@@ -584,7 +659,7 @@ impl ChatState {
     fn handle_input(
         &mut self,
         input: Input,
-        link: &mut Link<net::HostStack, Conversation>,
+        link: &mut Link<Stack, Conversation>,
         out: &mut Output,
     ) {
         let line = match input {
@@ -595,13 +670,12 @@ impl ChatState {
             }
         };
         if let Some(literal) = line.strip_prefix("//") {
-            self.pending
-                .extend(messages_of(&format!("/{literal}"), self.legacy));
+            self.enqueue(&format!("/{literal}"), out);
             return;
         }
         let Some(command) = line.strip_prefix('/') else {
             if !line.is_empty() {
-                self.pending.extend(messages_of(&line, self.legacy));
+                self.enqueue(&line, out);
             }
             return;
         };
@@ -625,6 +699,10 @@ impl ChatState {
                     Ok((addr, key, name)) => {
                         link.protocol.set_peer(addr, key);
                         out.line(&format!("* talking to {name} at {addr}"));
+                        if let Some(key) = key {
+                            self.outbox_peer = Some(PeerKey(key));
+                            self.resume_outbox(out);
+                        }
                     }
                     Err(e) => out.line(&format!("* {e}")),
                 }
@@ -672,7 +750,52 @@ impl ChatState {
         }
     }
 
-    fn quit(&mut self, link: &Link<net::HostStack, Conversation>, out: &mut Output) {
+    /// Queue typed text: stored first when it is for a named paired peer, so it survives
+    /// a restart.
+    fn enqueue(&mut self, text: &str, out: &mut Output) {
+        for piece in messages_of(text, self.legacy) {
+            let uid = match (&self.store, &self.outbox_peer) {
+                (Some(store), Some(key)) => match store.queue_out(key, &piece) {
+                    Ok(uid) => Some(uid),
+                    Err(e) => {
+                        out.line(&format!("* {e}; sending without keeping it"));
+                        None
+                    }
+                },
+                _ => None,
+            };
+            self.pending.push_back(Pending { text: piece, uid });
+        }
+    }
+
+    /// Queue what earlier runs left undelivered for the current peer.
+    fn resume_outbox(&mut self, out: &mut Output) {
+        let (Some(store), Some(key)) = (&self.store, &self.outbox_peer) else {
+            return;
+        };
+        match store.unsent(key) {
+            Ok(unsent) if !unsent.is_empty() => {
+                out.line(&format!(
+                    "* {} message(s) from before are queued for this peer",
+                    unsent.len()
+                ));
+                let queued: Vec<u64> = self.pending.iter().filter_map(|p| p.uid).collect();
+                self.pending.extend(
+                    unsent
+                        .into_iter()
+                        .filter(|(uid, _)| !queued.contains(uid))
+                        .map(|(uid, text)| Pending {
+                            text,
+                            uid: Some(uid),
+                        }),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => out.line(&format!("* {e}")),
+        }
+    }
+
+    fn quit(&mut self, link: &Link<Stack, Conversation>, out: &mut Output) {
         if self.quitting {
             return;
         }
@@ -725,6 +848,7 @@ pub fn send(args: SendArgs, dir: &Path) -> Result<(), Error> {
         delivery_timeout: timeout,
         ..Config::default()
     };
+    let mut durable = None;
     let (conversation, to) = if legacy {
         let to = parse_addr(&args.to)?;
         (Conversation::legacy(&args.legacy, Some(to)), to)
@@ -737,9 +861,10 @@ pub fn send(args: SendArgs, dir: &Path) -> Result<(), Error> {
                 target.name
             )));
         };
+        durable = Some((Store::open(dir)?, target.key, target.name.clone()));
         (Conversation::duet(&contacts, Some(&target), config)?, to)
     };
-    let mut link = Link::bind_udp(bind, conversation)?;
+    let mut link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
     let mut out = Output::Lines;
     if legacy {
         let (mut parts, mut unmappable) = (0, 0);
@@ -776,16 +901,26 @@ pub fn send(args: SendArgs, dir: &Path) -> Result<(), Error> {
         return Ok(());
     }
     let total = pieces.len();
-    let mut pending: VecDeque<String> = pieces.into();
+    // Stored first: what cannot be delivered now is sent by the next chat with this peer.
+    let mut pending: VecDeque<(u64, String)> = VecDeque::new();
+    for piece in pieces {
+        let uid = match &durable {
+            Some((store, key, _)) => store.queue_out(key, &piece)?,
+            None => 0,
+        };
+        pending.push_back((uid, piece));
+    }
+    let mut uids: HashMap<MessageId, u64> = HashMap::new();
     let mut heard = false;
     let (mut delivered, mut failed) = (0, 0);
     // Each piece may wait its turn for room and then its own delivery timeout.
     let give_up = Instant::now() + timeout.saturating_mul(total as u64 + 1);
     while delivered + failed < total {
         if let Conversation::Duet { secure: s, .. } = &mut link.protocol {
-            while let Some(piece) = pending.front() {
-                match s.send_text(Instant::now(), piece) {
-                    Ok(_) => {
+            while let Some((uid, piece)) = pending.front() {
+                match s.send_message(Instant::now(), *uid, piece) {
+                    Ok(id) => {
+                        uids.insert(id, *uid);
                         pending.pop_front();
                     }
                     Err(SendError::OutboxFull) => break,
@@ -796,7 +931,12 @@ pub fn send(args: SendArgs, dir: &Path) -> Result<(), Error> {
         let deadline = link.poll()?;
         while let Some(shown) = link.protocol.next_shown(Encoding::Utf8) {
             match shown {
-                Shown::Delivered(_) => delivered += 1,
+                Shown::Delivered(id) => {
+                    delivered += 1;
+                    if let (Some((store, key, _)), Some(uid)) = (&durable, uids.get(&id)) {
+                        store.mark_delivered(key, *uid)?;
+                    }
+                }
                 Shown::Failed(..) => failed += 1,
                 Shown::PeerUp(_) => heard = true,
                 _ => {}
@@ -824,29 +964,102 @@ pub fn send(args: SendArgs, dir: &Path) -> Result<(), Error> {
             }
         ));
         Ok(())
-    } else if !heard {
-        Err(Error::NoAnswer {
-            peer: to,
-            waited: args.timeout,
-        })
     } else {
+        if let Some((_, _, name)) = &durable {
+            eprintln!(
+                "duet: kept in the outbox: sent again the next time you chat with {name} (`duet chat {name}`)"
+            );
+        }
+        if !heard {
+            return Err(Error::NoAnswer {
+                peer: to,
+                waited: args.timeout,
+            });
+        }
         Err(Error::NotDelivered { failed, total })
     }
+}
+
+/// `duet history`: stored messages, oldest first.
+pub fn history(args: HistoryArgs, dir: &Path) -> Result<(), Error> {
+    let contacts = Contacts::load(dir)?;
+    let peer = match &args.peer {
+        Some(name) => {
+            Some(
+                contacts
+                    .peers
+                    .get(name)
+                    .map(|p| p.key)
+                    .ok_or_else(|| Error::UnknownPeer {
+                        name: name.clone(),
+                        paired: contacts.names(),
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let store = Store::open(dir)?;
+    if args.check {
+        let verdict = store.integrity()?;
+        println!("integrity: {verdict}");
+        return if verdict == "ok" {
+            Ok(())
+        } else {
+            Err(Error::Other("the history file is damaged".into()))
+        };
+    }
+    let mut out = std::io::stdout().lock();
+    for entry in store.history(peer.as_ref(), args.search.as_deref(), args.limit)? {
+        let name = entry
+            .peer
+            .parse::<PeerKey>()
+            .ok()
+            .and_then(|k| contacts.peers.by_key(&k))
+            .map_or_else(
+                || entry.peer.chars().take(8).collect::<String>(),
+                |p| p.name.clone(),
+            );
+        let when = chrono::DateTime::from_timestamp_millis(entry.created_ms)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let (arrow, state) = match entry.direction {
+            Direction::In => ("<-", String::new()),
+            Direction::Out => ("->", format!(" [{}]", entry.state)),
+        };
+        // A closed stdout (`| head`) ends the listing quietly.
+        if writeln!(
+            out,
+            "{when} {arrow} {name}: {}{state}",
+            ui::escaped(&entry.text)
+        )
+        .is_err()
+        {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// `duet listen`.
 pub fn listen(args: ListenArgs, dir: &Path) -> Result<(), Error> {
     let bind = parse_addr(&args.bind)?;
-    let conversation = if args.legacy.legacy {
-        Conversation::legacy(&args.legacy, None)
+    let (conversation, store) = if args.legacy.legacy {
+        (Conversation::legacy(&args.legacy, None), None)
     } else {
         let contacts = Contacts::load(dir)?;
         if contacts.peers.iter().next().is_none() {
             return Err(Error::NotPaired);
         }
-        Conversation::duet(&contacts, None, Config::default())?
+        (
+            Conversation::duet(&contacts, None, Config::default())?,
+            Some(Store::open(dir)?),
+        )
     };
-    let mut link = Link::bind_udp(bind, conversation)?;
+    let mut link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
     let mut out = Output::Lines;
     banner(&mut out, &args.legacy, link.local_addr());
     let encoding = read_encoding(&args.legacy);
@@ -858,7 +1071,14 @@ pub fn listen(args: ListenArgs, dir: &Path) -> Result<(), Error> {
         let mut peer_left = false;
         while let Some(shown) = link.protocol.next_shown(encoding) {
             match shown {
-                Shown::Message { from, who, text } => {
+                Shown::Message { from, who, text, stored } => {
+                    // Stored before it is shown and acknowledged; one stored by an earlier
+                    // run is a retransmission and is not shown again.
+                    if let (Some(store), Some((key, uid, raw))) = (&store, &stored)
+                        && !store.receive(key, *uid, raw)?
+                    {
+                        continue;
+                    }
                     received += 1;
                     out.line(&format!("{}: {text}", sender(who, from)));
                 }

@@ -1,5 +1,6 @@
 //! The command line.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -7,6 +8,7 @@ use duet_core::text::Encoding;
 
 use crate::keys::PeerKey;
 use crate::pair::Code;
+use crate::tap::{IfaceAddr, MacAddr};
 
 /// duet: a private chat for two people over UDP. No server: type an address and talk.
 #[derive(Debug, Parser)]
@@ -41,6 +43,25 @@ pub enum Command {
     /// peers.
     #[command(subcommand)]
     Pair(PairCommand),
+    /// Show stored messages, oldest first: what you sent (with its state) and received.
+    History(HistoryArgs),
+}
+
+/// `duet history`.
+#[derive(Debug, Args, Clone)]
+pub struct HistoryArgs {
+    /// Only messages with this paired peer.
+    #[arg(value_name = "NAME")]
+    pub peer: Option<String>,
+    /// Only messages containing this text.
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    /// At most this many (the latest).
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub limit: u64,
+    /// Check the history file's integrity instead, and print the verdict.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Options of the plain-datagram mode for legacy peers.
@@ -54,6 +75,29 @@ pub struct LegacyArgs {
     /// Default: auto when receiving, utf-8 when sending.
     #[arg(long, value_parser = parse_encoding, requires = "legacy")]
     pub encoding: Option<Encoding>,
+}
+
+/// Where `--help` lists the TAP options.
+const TAP_HEADING: &str = "TAP mode (Linux)";
+
+/// Options of TAP mode: duet's own network stack (smoltcp, as on the board) on a TAP device
+/// instead of the operating system's UDP.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TapArgs {
+    /// Run duet's own network stack on this Linux TAP device (create it first: see the
+    /// README). Needs root, CAP_NET_ADMIN, or a tap created for your user.
+    #[arg(long, value_name = "IFNAME", requires = "ip", help_heading = TAP_HEADING)]
+    pub tap: Option<String>,
+    /// duet's IPv4 address and prefix on the tap's network, e.g. 192.168.77.2/24 (not the
+    /// address the tap has on this machine). --bind gives the port.
+    #[arg(long, value_name = "ADDR/PREFIX", requires = "tap", help_heading = TAP_HEADING)]
+    pub ip: Option<IfaceAddr>,
+    /// Where datagrams to other networks go (default: only the tap's network is reached).
+    #[arg(long, value_name = "ADDR", requires = "tap", help_heading = TAP_HEADING)]
+    pub gateway: Option<Ipv4Addr>,
+    /// duet's Ethernet address on the tap [default: 02:00 and the four bytes of --ip].
+    #[arg(long, value_name = "MAC", requires = "tap", help_heading = TAP_HEADING)]
+    pub mac: Option<MacAddr>,
 }
 
 /// `duet chat`.
@@ -72,6 +116,9 @@ pub struct ChatArgs {
     /// Plain-datagram mode.
     #[command(flatten)]
     pub legacy: LegacyArgs,
+    /// TAP mode.
+    #[command(flatten)]
+    pub tap: TapArgs,
 }
 
 /// `duet chat [PEER]`.
@@ -103,6 +150,9 @@ pub struct SendArgs {
     /// Plain-datagram mode.
     #[command(flatten)]
     pub legacy: LegacyArgs,
+    /// TAP mode.
+    #[command(flatten)]
+    pub tap: TapArgs,
     /// The text; several words are joined with spaces.
     #[arg(required = true, num_args = 1.., value_name = "TEXT")]
     pub text: Vec<String>,
@@ -123,6 +173,9 @@ pub struct ListenArgs {
     /// Plain-datagram mode.
     #[command(flatten)]
     pub legacy: LegacyArgs,
+    /// TAP mode.
+    #[command(flatten)]
+    pub tap: TapArgs,
 }
 
 fn parse_encoding(s: &str) -> Result<Encoding, String> {

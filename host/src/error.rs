@@ -35,6 +35,8 @@ pub enum ExitCode {
     PairingFailed = 11,
     /// No paired peer to talk to (duet talks only to paired peers).
     NotPaired = 12,
+    /// `--tap`: the TAP device is missing, not a tap, down, busy, or not allowed.
+    Tap = 13,
 }
 
 /// What went wrong, in words a user can act on.
@@ -105,6 +107,13 @@ pub enum Error {
         /// What is wrong, never quoting a secret.
         problem: String,
     },
+    /// `--tap`: the device cannot be used, or the TAP options do not fit together.
+    Tap {
+        /// The device's name.
+        device: String,
+        /// What is wrong, and how to fix it.
+        problem: String,
+    },
     /// A peer was refused: bad or duplicate name, duplicate key, unknown name.
     Peer(crate::keys::PeerError),
     /// `duet pair invite`/`join` did not pair.
@@ -136,6 +145,7 @@ impl Error {
             Error::InsecureKeyFile { .. } => ExitCode::InsecureKeyFile,
             Error::Config { .. } | Error::Peer(_) => ExitCode::Failure,
             Error::Pairing(failure) => failure.exit_code(),
+            Error::Tap { .. } => ExitCode::Tap,
             Error::Other(_) => ExitCode::Failure,
         }
     }
@@ -206,6 +216,9 @@ impl fmt::Display for Error {
                 )
             }
             Error::Config { path, problem } => write!(f, "{}: {problem}", path.display()),
+            Error::Tap { device, problem } => {
+                write!(f, "cannot use TAP device {device}: {problem}")
+            }
             Error::Peer(e) => e.fmt(f),
             Error::Pairing(e) => e.fmt(f),
             Error::UnknownPeer { name, paired } => write!(

@@ -13,6 +13,9 @@ pub mod keys;
 pub mod link;
 pub mod net;
 pub mod pair;
+pub mod store;
+pub mod tap;
+pub mod transport;
 pub mod ui;
 
 use cli::{Cli, Command};
@@ -30,6 +33,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         }
         Some(Command::Send(args)) => app::send(args, &dir),
         Some(Command::Listen(args)) => app::listen(args, &dir),
+        Some(Command::History(args)) => app::history(args, &dir),
         Some(Command::Id) => pair::id(&dir, &mut std::io::stdout().lock()),
         Some(Command::Pair(command)) => pair::run(&dir, command, &mut std::io::stdout().lock()),
     }

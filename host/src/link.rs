@@ -34,6 +34,11 @@ pub trait Transport: UdpFullStack<Error = io::Error> {
     fn wait_fd<'a>(&'a self, socket: &'a Self::UdpSocket) -> io::Result<BorrowedFd<'a>>;
     /// The local address of a bound socket.
     fn local_addr(&self, socket: &Self::UdpSocket) -> io::Result<SocketAddr>;
+    /// Do the stack's own timed work (a user-space stack's ARP retries, say) and return when
+    /// it next has some; the link wakes by then. The operating system's UDP has none.
+    fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
+        Ok(None)
+    }
 }
 
 impl Transport for HostStack {
@@ -92,28 +97,36 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         self.local
     }
 
-    /// Run the driver once. A send that fails at once is returned as `Unreachable` the
-    /// first time it happens (the protocol retransmits; the caller decides whether to go
-    /// on); a receive failure is fatal.
+    /// Run the driver once, then the stack's own timers; the earlier of their deadlines. A
+    /// send that fails at once is returned as `Unreachable` the first time it happens (the
+    /// protocol retransmits; the caller decides whether to go on); a receive failure is
+    /// fatal.
     pub fn poll(&mut self) -> Result<Option<Instant>, Error> {
-        match self
+        let deadline = match self
             .driver
             .poll(&mut self.stack, &HostClock, &mut self.protocol)
         {
-            Ok(deadline) => Ok(deadline),
+            Ok(deadline) => deadline,
             Err(DriveError::Send { dst, error }) => {
                 let kind = error.kind();
-                if self.last_send_error.replace(kind) == Some(kind) {
-                    // Already reported; poll again soon rather than spin.
-                    return Ok(Some(Instant::now() + duet_core::Duration::from_millis(100)));
+                if self.last_send_error.replace(kind) != Some(kind) {
+                    return Err(Error::Unreachable {
+                        peer: dst,
+                        source: error,
+                    });
                 }
-                Err(Error::Unreachable {
-                    peer: dst,
-                    source: error,
-                })
+                // Already reported; poll again soon rather than spin.
+                Some(Instant::now() + duet_core::Duration::from_millis(100))
             }
-            Err(DriveError::Receive(e)) => Err(Error::Other(format!("receive failed: {e}"))),
-        }
+            Err(DriveError::Receive(e)) => {
+                return Err(Error::Other(format!("receive failed: {e}")));
+            }
+        };
+        let stack = self
+            .stack
+            .poll_stack()
+            .map_err(|e| Error::Other(format!("network failed: {e}")))?;
+        Ok(earliest(deadline, stack))
     }
 
     /// Wait until a datagram may have arrived, `deadline` passed, or (with `input`) the
@@ -124,10 +137,7 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         input: Option<BorrowedFd<'_>>,
         limit: Option<Instant>,
     ) -> Result<Woke, Error> {
-        let deadline = match (deadline, limit) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = earliest(deadline, limit);
         let now = Instant::now();
         let timeout = deadline.map(|d| {
             let ms = d.saturating_duration_since(now).as_millis();
@@ -150,5 +160,13 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         }
         let input = fds.get(1).is_some_and(|fd| !fd.revents().is_empty());
         Ok(Woke { input })
+    }
+}
+
+/// The earlier of two optional deadlines (`None`: never).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

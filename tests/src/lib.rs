@@ -2,6 +2,7 @@
 
 pub mod peers;
 pub mod process;
+pub mod qemu;
 pub mod relay;
 pub mod sim;
 

@@ -127,6 +127,18 @@ impl Home {
         );
     }
 
+    /// Run `duet --config-dir HOME ARGS...` to completion; its exit code and stdout.
+    pub fn run(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(duet_bin())
+            .args(self.args(args))
+            .output()
+            .expect("run duet");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     /// Spawn `duet --config-dir HOME ARGS...`.
     pub fn duet(&self, args: &[&str]) -> Proc {
         Proc::duet(&self.args(args))
@@ -150,6 +162,28 @@ pub fn paired(a_addr: Option<&str>, b_addr: Option<&str>) -> (Home, Home) {
 /// `127.0.0.1:port`.
 pub fn local(port: u16) -> String {
     format!("127.0.0.1:{port}")
+}
+
+/// Send each line read from `from` (prefixed) until it ends. Bytes that are not UTF-8 are
+/// replaced rather than ending the reading: an unread pipe would stall the process.
+fn forward_lines(from: impl std::io::Read, prefix: &str, to: &mpsc::Sender<String>) {
+    let mut reader = BufReader::new(from);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    buf.pop();
+                }
+                let line = format!("{prefix}{}", String::from_utf8_lossy(&buf));
+                if to.send(line).is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// A running process whose output lines arrive on a channel.
@@ -185,20 +219,8 @@ impl Proc {
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
         let tx2 = tx.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx2.send(format!("stderr: {line}")).is_err() {
-                    return;
-                }
-            }
-        });
+        thread::spawn(move || forward_lines(out, "", &tx));
+        thread::spawn(move || forward_lines(err, "stderr: ", &tx2));
         let stdin = child.stdin.take();
         Proc {
             child,
@@ -280,6 +302,17 @@ impl Proc {
             }
             // Short bounded wait: process exit has no readiness event we can block on here.
             thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kill the process at once (SIGKILL: no clean-up of any kind), and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Keep what it printed before dying.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+            self.seen.push(line);
+            self.matched.push(false);
         }
     }
 

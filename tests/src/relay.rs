@@ -52,6 +52,8 @@ pub struct Relay {
     a: SocketAddr,
     b: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// Drop everything B sends, while set.
+    mute_b: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     /// What it did.
     pub stats: Arc<RelayStats>,
@@ -92,14 +94,17 @@ impl Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(RelayStats::default());
         let (stop2, stats2) = (Arc::clone(&stop), Arc::clone(&stats));
+        let mute_b = Arc::new(AtomicBool::new(false));
+        let mute_b2 = Arc::clone(&mute_b);
         eprintln!("relay between {a} and {b}: seed {seed}, {mischief:?}");
         let thread = std::thread::spawn(move || {
-            run(sa, sb, a, b, mischief, Rng(seed), &stop2, &stats2);
+            run(sa, sb, a, b, mischief, Rng(seed), &stop2, &mute_b2, &stats2);
         });
         Relay {
             a: a_addr,
             b: b_addr,
             stop,
+            mute_b,
             thread: Some(thread),
             stats,
             seed,
@@ -114,6 +119,11 @@ impl Relay {
     /// Where side B sends (B's peer address).
     pub fn b_addr(&self) -> SocketAddr {
         self.b
+    }
+
+    /// Drop everything B sends (its acknowledgements, say) while `muted`.
+    pub fn mute_b(&self, muted: bool) {
+        self.mute_b.store(muted, Ordering::Relaxed);
     }
 }
 
@@ -135,6 +145,7 @@ fn run(
     m: Mischief,
     mut rng: Rng,
     stop: &AtomicBool,
+    mute_b: &AtomicBool,
     stats: &RelayStats,
 ) {
     let mut held: BinaryHeap<Held> = BinaryHeap::new();
@@ -153,7 +164,7 @@ fn run(
                 idle = false;
                 // Only the two processes may use the relay.
                 let expected = if from_a { a } else { b };
-                if src != expected {
+                if src != expected || (!from_a && mute_b.load(Ordering::Relaxed)) {
                     continue;
                 }
                 stats.seen.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,583 @@
+//! The serial console: a line editor, a few commands (`/id`, `/pair`, `/peer`, `/status`,
+//! `/help`) and one line per chat event, over any `embedded-io` byte stream (the CMSDK UART
+//! here; a USB CDC port or another UART when ported).
+//!
+//! It never blocks the network loop on input: [`Console::poll_input`] takes only the bytes
+//! `read_ready` says are there. Output is plain text, one event per line, ending in CRLF
+//! because the terminal on the other end is in raw mode (QEMU's `-serial stdio`), and it is
+//! always valid UTF-8: typed characters are echoed whole, never a torn multi-byte sequence.
+//!
+//! What it prints (the tests read these lines):
+//! - `msg ADDR: TEXT` — a message from the peer, exactly once and in order;
+//! - `queued #ID` — a typed line became message `#ID`;
+//! - `delivered #ID: TEXT` / `failed #ID: TEXT (REASON)` — what became of it (TEXT cut to
+//!   a preview);
+//! - `peer up ADDR` / `peer down`;
+//! - `duet id KEY` — the board's public key, at boot and for `/id`, to pair a host with;
+//! - `paired with KEY at ADDR`, `peer set to ADDR` — after `/pair` and `/peer`;
+//! - `status: ...` lines for `/status`; `error: ...` for what it refused.
+//!
+//! Control characters in a peer's text are printed escaped (`\u{1b}`), so a message cannot
+//! move the cursor or change the terminal.
+
+use core::net::SocketAddr;
+
+use duet_core::session::OUTBOX_PARTS;
+use duet_core::{Event, Instant, MessageId, Secure};
+use embedded_io::{Read, ReadReady, Write};
+use heapless::{Deque, String, Vec};
+
+use crate::base64;
+use crate::lan9118;
+
+/// The longest typed line: the longest message a duet peer can reassemble.
+pub const LINE_MAX: usize = duet_core::session::MAX_MESSAGE;
+/// Bytes of a sent message kept to show next to its `delivered`/`failed` line.
+const PREVIEW_MAX: usize = 48;
+/// Bytes taken from the UART per [`Console::poll_input`] at most, so a paste cannot hold
+/// up the network loop for long.
+const INPUT_BUDGET: usize = 256;
+
+/// What the board knows about itself, for `/status`: gathered by the caller only when the
+/// command is typed.
+pub struct BoardStatus {
+    /// The board's IPv4 address.
+    pub address: [u8; 4],
+    /// Its subnet's prefix length.
+    pub prefix_len: u8,
+    /// The default route.
+    pub gateway: [u8; 4],
+    /// duet's UDP port.
+    pub port: u16,
+    /// The Ethernet address.
+    pub mac: [u8; 6],
+    /// Milliseconds since boot.
+    pub uptime_ms: u64,
+    /// The Ethernet chip's counters.
+    pub nic: lan9118::Stats,
+    /// Datagrams the driver dropped because smoltcp's send buffer was full.
+    pub send_would_block: u32,
+    /// Errors the driver loop got from the network stack.
+    pub network_errors: u32,
+    /// Typed bytes lost because the loop read the UART too late.
+    pub uart_overruns: u32,
+    /// Deepest stack use since reset, in bytes.
+    pub stack_used: usize,
+    /// RAM taken by statics (`.data` and `.bss`), in bytes.
+    pub static_ram: usize,
+}
+
+/// Where the line editor is in an escape sequence (arrow keys and such are ignored).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    None,
+    /// After ESC.
+    Started,
+    /// After ESC `[`: until a final byte in 0x40..=0x7e.
+    Csi,
+}
+
+/// The console over the byte stream `T`, its typed line kept in `'a` storage (a static on
+/// the board, so a long line never sits on the stack).
+pub struct Console<'a, T> {
+    screen: Screen<T>,
+    line: &'a mut Vec<u8, LINE_MAX>,
+    /// The line outgrew [`LINE_MAX`]; it is refused when it ends.
+    overflow: bool,
+    /// The last line ended with CR: a following LF is the same line end.
+    after_cr: bool,
+    escape: Escape,
+}
+
+/// The output side: the byte stream and what it needs to remember to print events.
+struct Screen<T> {
+    io: T,
+    /// The board's public key.
+    id: [u8; 32],
+    /// Previews of sent messages not yet reported delivered or failed.
+    sent: Deque<(MessageId, String<PREVIEW_MAX>), OUTBOX_PARTS>,
+}
+
+impl<'a, T: Read + ReadReady + Write> Console<'a, T> {
+    /// A console on `io`, editing lines in `line`.
+    pub fn new(io: T, line: &'a mut Vec<u8, LINE_MAX>) -> Self {
+        line.clear();
+        Console {
+            screen: Screen {
+                io,
+                id: [0; 32],
+                sent: Deque::new(),
+            },
+            line,
+            overflow: false,
+            after_cr: false,
+            escape: Escape::None,
+        }
+    }
+
+    /// The byte stream, e.g. to read a UART's counters.
+    pub fn io(&self) -> &T {
+        &self.screen.io
+    }
+
+    /// Print one line of text (a boot message, say), keeping any half-typed input below it.
+    pub fn say(&mut self, args: core::fmt::Arguments<'_>) {
+        self.screen.begin_event(self.line);
+        let _ = self.screen.io.write_fmt(args);
+        self.screen.end_event(self.line);
+    }
+
+    /// Remember and print the board's public key, as `duet id` prints a host's: what a
+    /// host pairs with (`/id` and `/status` show it again).
+    pub fn show_id(&mut self, public_key: [u8; 32]) {
+        self.screen.id = public_key;
+        self.screen.begin_event(self.line);
+        self.screen.id();
+        self.screen.end_event(self.line);
+    }
+
+    /// Print every event the session has, one line each.
+    pub fn show_events(&mut self, session: &mut Secure) {
+        // poll_event does not change the peer, so one reading serves the whole batch.
+        let peer = session.peer_addr();
+        while let Some(event) = session.poll_event() {
+            self.screen.begin_event(self.line);
+            self.screen.event(event, peer);
+            self.screen.end_event(self.line);
+        }
+    }
+
+    /// Take the typed bytes that are ready (never waiting for more) and act on each
+    /// finished line: a command, or a message for `session`.
+    pub fn poll_input(
+        &mut self,
+        session: &mut Secure,
+        now: Instant,
+        mut status: impl FnMut() -> BoardStatus,
+    ) {
+        for _ in 0..INPUT_BUDGET {
+            if !matches!(self.screen.io.read_ready(), Ok(true)) {
+                return;
+            }
+            let mut byte = [0u8; 1];
+            if !matches!(self.screen.io.read(&mut byte), Ok(1)) {
+                return;
+            }
+            if self.edit(byte[0]) {
+                if self.overflow {
+                    let _ = write!(
+                        self.screen.io,
+                        "error: line longer than {LINE_MAX} bytes, not sent\r\n"
+                    );
+                } else {
+                    self.screen.run_line(self.line, session, now, &mut status);
+                }
+                self.line.clear();
+                self.overflow = false;
+            }
+        }
+    }
+
+    /// Apply one typed byte to the line; true when the line is finished.
+    fn edit(&mut self, byte: u8) -> bool {
+        let after_cr = core::mem::replace(&mut self.after_cr, false);
+        match self.escape {
+            Escape::Started => {
+                self.escape = if byte == b'[' {
+                    Escape::Csi
+                } else {
+                    Escape::None
+                };
+                return false;
+            }
+            Escape::Csi => {
+                if (0x40..=0x7e).contains(&byte) {
+                    self.escape = Escape::None;
+                }
+                return false;
+            }
+            Escape::None => {}
+        }
+        let io = &mut self.screen.io;
+        match byte {
+            b'\n' if after_cr => false,
+            b'\r' | b'\n' => {
+                self.after_cr = byte == b'\r';
+                let _ = io.write_all(b"\r\n");
+                true
+            }
+            // Backspace and DEL: drop the last character, whole (UTF-8 continuation bytes
+            // are 0b10xx_xxxx).
+            0x08 | 0x7f => {
+                let Some(char) = last_char(self.line).and_then(|c| core::str::from_utf8(c).ok())
+                else {
+                    // Nothing, or a torn sequence that was never echoed: just drop bytes.
+                    while self.line.pop().is_some_and(|b| b & 0xc0 == 0x80) {}
+                    return false;
+                };
+                let wide = char.chars().next().is_some_and(is_wide);
+                let bytes = char.len();
+                self.line.truncate(self.line.len() - bytes);
+                let _ = io.write_all(if wide {
+                    b"\x08\x08  \x08\x08"
+                } else {
+                    b"\x08 \x08"
+                });
+                false
+            }
+            // Ctrl-U: forget the line.
+            0x15 => {
+                self.line.clear();
+                self.overflow = false;
+                let _ = io.write_all(b"\r\x1b[K");
+                false
+            }
+            0x1b => {
+                self.escape = Escape::Started;
+                false
+            }
+            byte if byte < 0x20 => false,
+            byte => {
+                if self.line.push(byte).is_err() {
+                    self.overflow = true;
+                } else if let Some(char) = last_char(self.line) {
+                    // Echo whole characters only: the console never shows a torn UTF-8
+                    // sequence, even for a moment.
+                    let _ = io.write_all(char);
+                }
+                false
+            }
+        }
+    }
+}
+
+impl<T: Write> Screen<T> {
+    fn event(&mut self, event: Event<'_>, peer: Option<SocketAddr>) {
+        match event {
+            Event::Message(text) => {
+                match peer {
+                    Some(peer) => {
+                        let _ = write!(self.io, "msg {peer}: ");
+                    }
+                    None => {
+                        let _ = write!(self.io, "msg: ");
+                    }
+                }
+                write_escaped(&mut self.io, text);
+            }
+            Event::Delivered(id) => {
+                let _ = write!(self.io, "delivered {id}: ");
+                let preview = self.take_preview(id);
+                write_escaped(&mut self.io, &preview);
+            }
+            Event::Failed(id, reason) => {
+                let _ = write!(self.io, "failed {id}: ");
+                let preview = self.take_preview(id);
+                write_escaped(&mut self.io, &preview);
+                let _ = write!(self.io, " ({reason})");
+            }
+            Event::PeerUp(addr) => {
+                let _ = write!(self.io, "peer up {addr}");
+            }
+            Event::PeerDown => {
+                let _ = write!(self.io, "peer down");
+            }
+        }
+    }
+
+    fn run_line(
+        &mut self,
+        line: &[u8],
+        session: &mut Secure,
+        now: Instant,
+        status: &mut impl FnMut() -> BoardStatus,
+    ) {
+        let Ok(text) = core::str::from_utf8(line) else {
+            let _ = self
+                .io
+                .write_all(b"error: the line is not valid UTF-8, not sent\r\n");
+            return;
+        };
+        let text = text.trim_end();
+        if text.is_empty() {
+            return;
+        }
+        let (command, argument) = text.split_once(' ').unwrap_or((text, ""));
+        match command {
+            "/help" => self.help(),
+            "/status" => self.status(session, &status()),
+            "/id" => {
+                self.id();
+                let _ = self.io.write_all(b"\r\n");
+            }
+            "/pair" => {
+                let mut words = argument.split_whitespace();
+                let key = words.next().and_then(base64::decode_key);
+                let addr = words.next().and_then(|a| a.parse::<SocketAddr>().ok());
+                match (key, addr, words.next()) {
+                    (Some(key), Some(addr), None) => {
+                        session.set_peer(now, key, addr);
+                        let _ = write!(self.io, "paired with ");
+                        let _ = self.io.write_all(&base64::encode_key(&key));
+                        let _ = write!(self.io, " at {addr}\r\n");
+                    }
+                    _ => {
+                        let _ = self.io.write_all(
+                            b"error: /pair wants KEY IP:PORT: the peer's public key as \
+                              `duet id` prints it, and where it is (10.0.2.2:PORT is the \
+                              host under QEMU)\r\n",
+                        );
+                    }
+                }
+            }
+            "/peer" => match (argument.trim().parse::<SocketAddr>(), session.peer_key()) {
+                (Ok(peer), Some(key)) => {
+                    session.set_peer(now, key, peer);
+                    let _ = write!(self.io, "peer set to {peer}\r\n");
+                }
+                (Ok(_), None) => {
+                    let _ = self
+                        .io
+                        .write_all(b"error: no peer key yet: /pair KEY IP:PORT first\r\n");
+                }
+                (Err(_), _) => {
+                    let _ = write!(
+                        self.io,
+                        "error: /peer wants IPv4:PORT, e.g. /peer 10.0.2.2:7788\r\n"
+                    );
+                }
+            },
+            _ if command.starts_with("//") => self.send(session, now, &text[1..]),
+            _ if command.starts_with('/') => {
+                let _ = write!(
+                    self.io,
+                    "error: unknown command {command}; /help lists them\r\n"
+                );
+            }
+            _ => self.send(session, now, text),
+        }
+    }
+
+    fn send(&mut self, session: &mut Secure, now: Instant, text: &str) {
+        if session.peer_key().is_none() {
+            let _ = self
+                .io
+                .write_all(b"error: not sent: no peer yet: /pair KEY IP:PORT first\r\n");
+            return;
+        }
+        match session.send_text(now, text) {
+            Ok(id) => {
+                if self.sent.is_full() {
+                    self.sent.pop_front();
+                }
+                let _ = self.sent.push_back((id, preview(text)));
+                let _ = write!(self.io, "queued {id}\r\n");
+            }
+            Err(error) => {
+                let _ = write!(self.io, "error: not sent: {error}\r\n");
+            }
+        }
+    }
+
+    fn help(&mut self) {
+        let _ = self.io.write_all(
+            b"commands:\r\n\
+              \x20 /status            address, peer, counters\r\n\
+              \x20 /id                the board's public key, to pair a host with\r\n\
+              \x20 /pair KEY IP:PORT  talk to the peer with public KEY at IP:PORT\r\n\
+              \x20 /peer IP:PORT      the same peer, at another address\r\n\
+              \x20 /help              this list\r\n\
+              any other line is sent as a message (start it with // to send a leading /)\r\n",
+        );
+    }
+
+    fn id(&mut self) {
+        let _ = self.io.write_all(b"duet id ");
+        let _ = self.io.write_all(&base64::encode_key(&self.id));
+    }
+
+    fn status(&mut self, secure: &Secure, board: &BoardStatus) {
+        let session = secure.session();
+        let [a, b, c, d] = board.address;
+        let [g0, g1, g2, g3] = board.gateway;
+        let m = board.mac;
+        let _ = write!(
+            self.io,
+            "status: board {a}.{b}.{c}.{d}/{} port {}, gateway {g0}.{g1}.{g2}.{g3}, \
+             mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, up {}.{:03} s\r\n",
+            board.prefix_len,
+            board.port,
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[4],
+            m[5],
+            board.uptime_ms / 1000,
+            board.uptime_ms % 1000,
+        );
+        let _ = match session.peer() {
+            Some(peer) => write!(
+                self.io,
+                "status: peer {peer} {}, epoch {:#010x}, rto {}, pending {}\r\n",
+                if session.is_peer_up() { "up" } else { "down" },
+                session.epoch(),
+                session.rto(),
+                session.pending(),
+            ),
+            None => write!(self.io, "status: no peer yet\r\n"),
+        };
+        let _ = self.io.write_all(b"status: ");
+        self.id();
+        let _ = match secure.peer_key() {
+            Some(key) => {
+                let _ = self.io.write_all(b", peer key ");
+                let _ = self.io.write_all(&base64::encode_key(&key));
+                write!(
+                    self.io,
+                    ", keys {}\r\n",
+                    if secure.is_established() {
+                        "established"
+                    } else {
+                        "not yet"
+                    }
+                )
+            }
+            None => write!(self.io, ", no peer key: /pair KEY IP:PORT\r\n"),
+        };
+        let x = secure.stats();
+        let _ = write!(
+            self.io,
+            "status: sealed: handshakes {}, unauthenticated {}, replayed {}, unpaired {}, \
+             busy {}\r\n",
+            x.handshakes, x.unauthenticated, x.replayed, x.unpaired, x.busy,
+        );
+        let s = session.stats();
+        let _ = write!(
+            self.io,
+            "status: datagrams in {} out {}, messages in {}, malformed {}, oversized {}, \
+             foreign {}, duplicates {}, out of window {}, retransmits {}\r\n",
+            s.datagrams_in,
+            s.datagrams_out,
+            s.messages_in,
+            s.malformed,
+            s.oversized,
+            s.foreign,
+            s.duplicates,
+            s.out_of_window,
+            s.retransmits,
+        );
+        let n = board.nic;
+        let _ = write!(
+            self.io,
+            "status: nic frames in {} out {}, rx errors {}, rx dropped {}, tx errors {}, \
+             tx busy {}; send would block {}, network errors {}, uart overruns {}\r\n\
+             status: ram {} bytes static, {} bytes stack at most\r\n",
+            n.rx_frames,
+            n.tx_frames,
+            n.rx_errors,
+            n.rx_dropped,
+            n.tx_errors,
+            n.tx_busy,
+            board.send_would_block,
+            board.network_errors,
+            board.uart_overruns,
+            board.static_ram,
+            board.stack_used,
+        );
+    }
+
+    fn take_preview(&mut self, id: MessageId) -> String<PREVIEW_MAX> {
+        // Ids are reported in the order they were queued, so this is nearly always the
+        // front; a full turn of the queue keeps it right if not.
+        let mut found = String::new();
+        for _ in 0..self.sent.len() {
+            let Some((sent_id, text)) = self.sent.pop_front() else {
+                break;
+            };
+            if sent_id == id {
+                found = text;
+            } else {
+                let _ = self.sent.push_back((sent_id, text));
+            }
+        }
+        found
+    }
+
+    /// Make room for an event line: a half-typed line is wiped and drawn again after it.
+    fn begin_event(&mut self, line: &[u8]) {
+        if !line.is_empty() {
+            let _ = self.io.write_all(b"\r\x1b[K");
+        }
+    }
+
+    fn end_event(&mut self, line: &[u8]) {
+        let _ = self.io.write_all(b"\r\n");
+        // Redraw the half-typed line up to its last whole character.
+        let whole = match core::str::from_utf8(line) {
+            Ok(text) => text.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        let _ = self.io.write_all(&line[..whole]);
+    }
+}
+
+/// Whether a terminal draws `c` two columns wide (CJK, Hangul, fullwidth forms, most
+/// emoji): what erasing it with backspaces must cover.
+fn is_wide(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x1100..=0x115f
+            | 0x2e80..=0xa4cf
+            | 0xac00..=0xd7a3
+            | 0xf900..=0xfaff
+            | 0xfe30..=0xfe4f
+            | 0xff00..=0xff60
+            | 0xffe0..=0xffe6
+            | 0x1f300..=0x1f64f
+            | 0x1f900..=0x1f9ff
+            | 0x20000..=0x3fffd
+    )
+}
+
+/// The bytes of `line`'s last character if the last byte completed a valid one.
+fn last_char(line: &[u8]) -> Option<&[u8]> {
+    // A UTF-8 character is at most 4 bytes: look back that far for its first byte.
+    let start = line.len().saturating_sub(4);
+    (start..line.len()).rev().find_map(|i| {
+        let tail = &line[i..];
+        let is_first = tail.first().is_some_and(|b| b & 0xc0 != 0x80);
+        is_first.then(|| core::str::from_utf8(tail).ok().map(str::as_bytes))?
+    })
+}
+
+/// `text` cut to at most [`PREVIEW_MAX`] bytes on a character boundary, `…` marking a cut.
+fn preview(text: &str) -> String<PREVIEW_MAX> {
+    let mut out = String::new();
+    if out.push_str(text).is_ok() {
+        return out;
+    }
+    for c in text.chars() {
+        if out.len() + c.len_utf8() + '…'.len_utf8() > PREVIEW_MAX {
+            break;
+        }
+        let _ = out.push(c);
+    }
+    let _ = out.push('…');
+    out
+}
+
+/// Write `text` with its control characters escaped.
+fn write_escaped<W: Write>(io: &mut W, text: &str) {
+    let mut rest = text;
+    while let Some(at) = rest.find(char::is_control) {
+        let (plain, tail) = rest.split_at(at);
+        let _ = io.write_all(plain.as_bytes());
+        let mut chars = tail.chars();
+        if let Some(c) = chars.next() {
+            let _ = write!(io, "{}", c.escape_default());
+        }
+        rest = chars.as_str();
+    }
+    let _ = io.write_all(rest.as_bytes());
+}

@@ -1,0 +1,170 @@
+//! The host's transports as one type, so every mode runs the same `Link<Stack, _>`: the
+//! operating system's UDP ([`HostStack`]), or duet's own smoltcp stack on a TAP device
+//! ([`TapStack`], `--tap`). [`open`] picks one from the command line.
+//!
+//! Contract: a [`Socket`] is only ever used with the [`Stack`] variant that made it; a
+//! mismatch is an `InvalidInput` error, never a panic.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::BorrowedFd;
+
+use duet_core::smoltcp_stack;
+use duet_core::time::Instant;
+use embedded_nal::{UdpClientStack, UdpFullStack, nb};
+
+use crate::cli::TapArgs;
+use crate::error::Error;
+use crate::link::Transport;
+use crate::net::{HostSocket, HostStack};
+use crate::tap::{TapConfig, TapStack};
+
+/// The transport a mode runs on.
+pub enum Stack {
+    /// The operating system's UDP.
+    Udp(HostStack),
+    /// smoltcp on a TAP device.
+    Tap(Box<TapStack>),
+}
+
+/// A socket of a [`Stack`].
+pub enum Socket {
+    /// A socket of [`Stack::Udp`].
+    Udp(HostSocket),
+    /// A socket of [`Stack::Tap`].
+    Tap(smoltcp_stack::UdpSocket),
+}
+
+/// The stack the command line asks for: std UDP binding `bind`'s address, or, with
+/// `--tap`, smoltcp on that device with `--ip` (then `bind`'s address must be that address
+/// or unspecified; its port is the port either way).
+pub fn open(bind: SocketAddr, tap: &TapArgs) -> Result<Stack, Error> {
+    let Some(device) = &tap.tap else {
+        return Ok(Stack::Udp(HostStack::new(bind.ip())));
+    };
+    let refuse = |problem: String| Error::Tap {
+        device: device.clone(),
+        problem,
+    };
+    let addr = tap
+        .ip
+        .ok_or_else(|| refuse("--ip ADDRESS/PREFIX is required with --tap".into()))?;
+    let bind_ip = bind.ip().to_canonical();
+    if !bind_ip.is_unspecified() && bind_ip != IpAddr::V4(addr.ip) {
+        return Err(refuse(format!(
+            "--bind {bind} is not duet's address there: with --tap duet is {} (--ip); \
+             bind {}:{} or 0.0.0.0:{}",
+            addr.ip,
+            addr.ip,
+            bind.port(),
+            bind.port()
+        )));
+    }
+    let config = TapConfig {
+        device: device.clone(),
+        addr,
+        gateway: tap.gateway,
+        mac: tap.mac,
+    };
+    Ok(Stack::Tap(Box::new(TapStack::open(&config)?)))
+}
+
+fn mismatch() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "socket of another transport")
+}
+
+impl Transport for Stack {
+    fn wait_fd<'a>(&'a self, socket: &'a Socket) -> io::Result<BorrowedFd<'a>> {
+        match (self, socket) {
+            (Stack::Udp(s), Socket::Udp(socket)) => s.wait_fd(socket),
+            (Stack::Tap(s), Socket::Tap(socket)) => s.wait_fd(socket),
+            _ => Err(mismatch()),
+        }
+    }
+
+    fn local_addr(&self, socket: &Socket) -> io::Result<SocketAddr> {
+        match (self, socket) {
+            (Stack::Udp(s), Socket::Udp(socket)) => Transport::local_addr(s, socket),
+            (Stack::Tap(s), Socket::Tap(socket)) => s.local_addr(socket),
+            _ => Err(mismatch()),
+        }
+    }
+
+    fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
+        match self {
+            Stack::Udp(s) => s.poll_stack(),
+            Stack::Tap(s) => s.poll_stack(),
+        }
+    }
+}
+
+impl UdpClientStack for Stack {
+    type UdpSocket = Socket;
+    type Error = io::Error;
+
+    fn socket(&mut self) -> io::Result<Socket> {
+        match self {
+            Stack::Udp(s) => s.socket().map(Socket::Udp),
+            Stack::Tap(s) => s.socket().map(Socket::Tap),
+        }
+    }
+
+    fn connect(&mut self, socket: &mut Socket, remote: SocketAddr) -> io::Result<()> {
+        match (self, socket) {
+            (Stack::Udp(s), Socket::Udp(socket)) => s.connect(socket, remote),
+            (Stack::Tap(s), Socket::Tap(socket)) => s.connect(socket, remote),
+            _ => Err(mismatch()),
+        }
+    }
+
+    fn send(&mut self, socket: &mut Socket, buffer: &[u8]) -> nb::Result<(), io::Error> {
+        match (self, socket) {
+            (Stack::Udp(s), Socket::Udp(socket)) => s.send(socket, buffer),
+            (Stack::Tap(s), Socket::Tap(socket)) => s.send(socket, buffer),
+            _ => Err(nb::Error::Other(mismatch())),
+        }
+    }
+
+    fn receive(
+        &mut self,
+        socket: &mut Socket,
+        buffer: &mut [u8],
+    ) -> nb::Result<(usize, SocketAddr), io::Error> {
+        match (self, socket) {
+            (Stack::Udp(s), Socket::Udp(socket)) => s.receive(socket, buffer),
+            (Stack::Tap(s), Socket::Tap(socket)) => s.receive(socket, buffer),
+            _ => Err(nb::Error::Other(mismatch())),
+        }
+    }
+
+    fn close(&mut self, socket: Socket) -> io::Result<()> {
+        match (self, socket) {
+            (Stack::Udp(s), Socket::Udp(socket)) => s.close(socket),
+            (Stack::Tap(s), Socket::Tap(socket)) => s.close(socket),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+impl UdpFullStack for Stack {
+    fn bind(&mut self, socket: &mut Socket, local_port: u16) -> io::Result<()> {
+        match (self, socket) {
+            (Stack::Udp(s), Socket::Udp(socket)) => s.bind(socket, local_port),
+            (Stack::Tap(s), Socket::Tap(socket)) => s.bind(socket, local_port),
+            _ => Err(mismatch()),
+        }
+    }
+
+    fn send_to(
+        &mut self,
+        socket: &mut Socket,
+        remote: SocketAddr,
+        buffer: &[u8],
+    ) -> nb::Result<(), io::Error> {
+        match (self, socket) {
+            (Stack::Udp(s), Socket::Udp(socket)) => s.send_to(socket, remote, buffer),
+            (Stack::Tap(s), Socket::Tap(socket)) => s.send_to(socket, remote, buffer),
+            _ => Err(nb::Error::Other(mismatch())),
+        }
+    }
+}

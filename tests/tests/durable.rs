@@ -1,0 +1,191 @@
+//! Nothing lost: the durable outbox and history across restarts, retransmissions recognised
+//! after a restart, and `kill -9` in the middle of a burst.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use duet_tests::relay::{Mischief, Relay};
+use duet_tests::{Home, free_port, local, paired};
+
+const T: Duration = Duration::from_secs(30);
+
+/// The texts of `home`'s history with `peer`, in order, by direction ("->" or "<-").
+fn history(home: &Home, peer: &str, arrow: &str) -> Vec<String> {
+    let (code, out) = home.run(&["history", peer, "--limit", "100000"]);
+    assert_eq!(code, 0, "duet history failed: {out}");
+    out.lines()
+        .filter_map(|l| {
+            l.split_once(&format!(" {arrow} {peer}: "))
+                .map(|(_, t)| t.to_owned())
+        })
+        .collect()
+}
+
+fn integrity_ok(home: &Home) {
+    let (code, out) = home.run(&["history", "--check"]);
+    assert_eq!((code, out.trim()), (0, "integrity: ok"));
+}
+
+#[test]
+fn messages_queued_while_the_peer_is_away_are_delivered_after_both_restart() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ha, hb) = paired(Some(&local(pa)), Some(&local(pb)));
+    // The peer is down: each message is kept, and the sender says so.
+    for text in ["while you were away 1", "while you were away 2 你好"] {
+        let (code, out) =
+            duet_tests::Home::run(&ha, &["send", "--to", "b", "--timeout", "1", text]);
+        assert_eq!(code, 8, "{out}");
+    }
+    let queued = history(&ha, "b", "->");
+    assert_eq!(queued.len(), 2);
+    assert!(queued.iter().all(|l| l.ends_with("[queued]")), "{queued:?}");
+    // Both come up again (fresh processes): the queue goes out, once.
+    let mut b = hb.duet(&["chat", "a", "--bind", &local(pb)]);
+    b.expect("* listening on", T);
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(pa)]);
+    a.expect("2 message(s) from before are queued", T);
+    b.expect(": while you were away 1", T);
+    b.expect(": while you were away 2 你好", T);
+    a.expect("delivered: while you were away 2", T);
+    a.close_stdin();
+    assert!(a.wait(T).success(), "{:?}", a.seen);
+    b.close_stdin();
+    assert!(b.wait(T).success());
+    let sent = history(&ha, "b", "->");
+    let got = history(&hb, "a", "<-");
+    assert_eq!(
+        sent,
+        [
+            "while you were away 1 [delivered]",
+            "while you were away 2 你好 [delivered]"
+        ]
+    );
+    assert_eq!(got, ["while you were away 1", "while you were away 2 你好"]);
+    // A third run of either side sends nothing again.
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(pa)]);
+    a.expect("* talking to b", T);
+    a.close_stdin();
+    assert!(a.wait(T).success());
+    assert!(
+        !a.seen.iter().any(|l| l.contains("from before")),
+        "{:?}",
+        a.seen
+    );
+    integrity_ok(&ha);
+    integrity_ok(&hb);
+}
+
+#[test]
+fn a_message_retransmitted_after_the_receiver_restarted_is_not_shown_twice() {
+    let (pa, pb) = (free_port(), free_port());
+    let relay = Relay::start(
+        local(pa).parse().unwrap(),
+        local(pb).parse().unwrap(),
+        Mischief::default(),
+        1,
+    );
+    let (ha, hb) = paired(
+        Some(&relay.b_addr().to_string()),
+        Some(&relay.a_addr().to_string()),
+    );
+    let mut b = hb.duet(&["chat", "a", "--bind", &local(pb)]);
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(pa)]);
+    a.expect("* listening on", T);
+    b.expect("* listening on", T);
+    a.expect("is up", T);
+    // B's acknowledgements are lost from now on: A keeps retransmitting what B has shown.
+    relay.mute_b(true);
+    a.type_line("only once, please");
+    b.expect(": only once, please", T);
+    b.kill();
+    relay.mute_b(false);
+    let mut b2 = hb.duet(&["chat", "a", "--bind", &local(pb)]);
+    b2.expect("* listening on", T);
+    a.expect("delivered: only once, please", T);
+    a.type_line("after the restart");
+    b2.expect(": after the restart", T);
+    assert!(
+        !b2.seen.iter().any(|l| l.contains("only once, please")),
+        "shown twice: {:?}",
+        b2.seen
+    );
+    a.close_stdin();
+    assert!(a.wait(T).success());
+    b2.close_stdin();
+    assert!(b2.wait(T).success());
+    assert_eq!(
+        history(&hb, "a", "<-"),
+        ["only once, please", "after the restart"]
+    );
+    integrity_ok(&hb);
+}
+
+#[test]
+fn kill_9_during_a_burst_loses_nothing_that_was_shown() {
+    const N: usize = 300;
+    let (pa, pb) = (free_port(), free_port());
+    let (ha, hb) = paired(Some(&local(pa)), Some(&local(pb)));
+    let mut b = hb.duet(&["chat", "a", "--bind", &local(pb)]);
+    b.expect("* listening on", T);
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(pa)]);
+    a.expect("* listening on", T);
+    let mut input = a.take_stdin();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        for i in 0..N {
+            // The writer may outlive a killed reader: stop quietly then.
+            if writeln!(input, "burst {i}").is_err() {
+                return;
+            }
+        }
+    });
+    // Kill the receiver in the middle, then the sender, each with SIGKILL.
+    b.expect(": burst 60", T);
+    b.kill();
+    let shown_by_b: Vec<String> = b
+        .seen
+        .iter()
+        .filter_map(|l| l.split_once(": burst ").map(|(_, n)| n.to_owned()))
+        .collect();
+    let mut b = hb.duet(&["chat", "a", "--bind", &local(pb)]);
+    b.expect("* listening on", T);
+    a.expect("delivered: burst 120", Duration::from_secs(60));
+    a.kill();
+    let _ = writer.join();
+    let delivered_to_a: Vec<String> = a
+        .seen
+        .iter()
+        .filter_map(|l| l.split_once("delivered: burst ").map(|(_, n)| n.to_owned()))
+        .collect();
+    // The sender comes back and sends what it had stored but not delivered.
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(pa)]);
+    a.expect("* talking to b", T);
+    a.close_stdin();
+    assert!(
+        a.wait(Duration::from_secs(120)).success(),
+        "{:?}",
+        a.seen.last()
+    );
+    b.close_stdin();
+    assert!(b.wait(T).success());
+    let received = history(&hb, "a", "<-");
+    let unique: HashSet<&String> = received.iter().collect();
+    assert_eq!(unique.len(), received.len(), "a message was stored twice");
+    for n in shown_by_b.iter().chain(&delivered_to_a) {
+        assert!(
+            received.contains(&format!("burst {n}")),
+            "burst {n} was shown but is not in the history"
+        );
+    }
+    // In order: what the sender stored, the receiver has, in the same order.
+    let sent: Vec<String> = history(&ha, "b", "->")
+        .into_iter()
+        .map(|l| l.trim_end_matches(" [delivered]").to_owned())
+        .collect();
+    assert_eq!(
+        received, sent,
+        "the receiver's history differs from the sender's"
+    );
+    integrity_ok(&ha);
+    integrity_ok(&hb);
+}
