@@ -22,10 +22,11 @@ use static_cell::{ConstStaticCell, StaticCell};
 use crate::board::{self, Board, CPU_HZ, Mmio};
 use crate::clock::{self, SysTickClock};
 use crate::config;
-use crate::console::{BoardStatus, Console, LINE_MAX};
+use crate::console::{BoardStatus, Console, LINE_MAX, Request};
 use crate::entropy;
 use crate::lan9118::{self, Frames, Lan9118};
 use crate::logging;
+use crate::outbox_record::OutboxRecord;
 use crate::uart::CmsdkUart;
 
 /// The network stack the driver loop runs on.
@@ -87,6 +88,11 @@ impl core::fmt::Display for BootError {
 
 /// Start the board and chat until power-off. Returns only by halting on a boot error.
 pub fn run() -> ! {
+    // First, before anything overwrites it: what the run before a warm reset left undelivered.
+    let Some(outbox_record) = OutboxRecord::take() else {
+        defmt::error!("outbox record taken twice");
+        logging::stop(1);
+    };
     let Some(board) = Board::take() else {
         defmt::error!("board peripherals taken twice");
         logging::stop(1);
@@ -105,7 +111,7 @@ pub fn run() -> ! {
         env!("CARGO_PKG_VERSION")
     ));
     match Chat::boot(board.lan9118, clock) {
-        Ok(chat) => match chat.run(console) {},
+        Ok(chat) => match chat.run(console, outbox_record) {},
         Err(error) => {
             defmt::error!("boot failed: {}", error);
             console.say(format_args!("boot failed: {error}"));
@@ -223,14 +229,23 @@ impl Chat {
         })
     }
 
-    /// The loop: network, then events, then typed input, then sleep until the next tick.
-    fn run(mut self, console: &mut Console<'static, CmsdkUart>) -> Infallible {
+    /// The loop: network, then events, then typed input, then the outbox's record, then
+    /// sleep until the next tick.
+    fn run(
+        mut self,
+        console: &mut Console<'static, CmsdkUart>,
+        mut outbox_record: OutboxRecord,
+    ) -> Infallible {
         // With a peer key built in, the first poll sends the handshake to the default peer;
         // without one, the boot announcement queued in `boot` goes out. Either makes
         // smoltcp resolve the gateway and QEMU's slirp learn the board's Ethernet address,
         // so the host's first datagram is not held up by ARP.
         self.poll_network();
         console.show_id(self.public_key);
+        if let Some(lost) = outbox_record.lost() {
+            defmt::warn!("{} message(s) lost across a reset", lost.messages);
+            console.show_lost(lost.messages, &lost.first);
+        }
         match config::PEER_KEY {
             Some(_) => console.say(format_args!(
                 "duet ready at {}:{}, peer {} (type /help)",
@@ -256,7 +271,7 @@ impl Chat {
                 network_errors,
                 ..
             } = &mut self;
-            console.poll_input(session, now, || BoardStatus {
+            let request = console.poll_input(session, now, || BoardStatus {
                 address: config::ADDRESS,
                 prefix_len: config::PREFIX_LEN,
                 gateway: config::GATEWAY,
@@ -270,6 +285,13 @@ impl Chat {
                 stack_used: board::stack_high_water(),
                 static_ram: board::static_ram(),
             });
+            // Cheap when nothing changed: a count and an id compared. Kept after the input,
+            // so lines typed just before `/reset` are in the record the reset leaves.
+            outbox_record.update(session.session().pending(), console.oldest_undelivered());
+            if request == Some(Request::Reset) {
+                console.flush();
+                board::reset();
+            }
             if next.is_some_and(|at| at <= self.clock.now()) {
                 // The driver hit its per-call budget: there is more to do right away.
                 continue;

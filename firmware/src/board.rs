@@ -87,6 +87,13 @@ impl Board {
     }
 }
 
+/// Reset the whole board as its reset button would (SYSRESETREQ): the core and the
+/// peripherals start over and the firmware boots again; RAM keeps what it held, which is
+/// what lets `.uninit` statics (`outbox_record`) outlive the reset.
+pub fn reset() -> ! {
+    cortex_m::peripheral::SCB::sys_reset()
+}
+
 /// Bytes of RAM the statics take (`.data` and `.bss`), from cortex-m-rt's section symbols.
 pub fn static_ram() -> usize {
     unsafe extern "C" {

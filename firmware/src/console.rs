@@ -1,6 +1,6 @@
 //! The serial console: a line editor, a few commands (`/id`, `/pair`, `/peer`, `/status`,
-//! `/help`) and one line per chat event, over any `embedded-io` byte stream (the CMSDK UART
-//! here; a USB CDC port or another UART when ported).
+//! `/reset`, `/help`) and one line per chat event, over any `embedded-io` byte stream (the
+//! CMSDK UART here; a USB CDC port or another UART when ported).
 //!
 //! It never blocks the network loop on input: [`Console::poll_input`] takes only the bytes
 //! `read_ready` says are there. Output is plain text, one event per line, ending in CRLF
@@ -15,7 +15,10 @@
 //! - `peer up ADDR` / `peer down`;
 //! - `duet id KEY` — the board's public key, at boot and for `/id`, to pair a host with;
 //! - `paired with KEY at ADDR`, `peer set to ADDR` — after `/pair` and `/peer`;
-//! - `status: ...` lines for `/status`; `error: ...` for what it refused.
+//! - `status: ...` lines for `/status`; `error: ...` for what it refused;
+//! - `resetting the board` — after `/reset`, just before the board resets;
+//! - `lost across the reset: N message(s) not yet delivered (the first: "TEXT")` — at boot,
+//!   before the ready line, when a warm reset dropped undelivered messages.
 //!
 //! Control characters in a peer's text are printed escaped (`\u{1b}`), so a message cannot
 //! move the cursor or change the terminal.
@@ -32,8 +35,9 @@ use crate::lan9118;
 
 /// The longest typed line: the longest message a duet peer can reassemble.
 pub const LINE_MAX: usize = duet_core::session::MAX_MESSAGE;
-/// Bytes of a sent message kept to show next to its `delivered`/`failed` line.
-const PREVIEW_MAX: usize = 48;
+/// Bytes of a sent message kept to show next to its `delivered`/`failed` line (and in the
+/// record of the outbox that outlives a reset).
+pub const PREVIEW_MAX: usize = 48;
 /// Bytes taken from the UART per [`Console::poll_input`] at most, so a paste cannot hold
 /// up the network loop for long.
 const INPUT_BUDGET: usize = 256;
@@ -65,6 +69,13 @@ pub struct BoardStatus {
     pub stack_used: usize,
     /// RAM taken by statics (`.data` and `.bss`), in bytes.
     pub static_ram: usize,
+}
+
+/// What a typed command asks of the board, beyond the console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `/reset`: reset the board (the console already said so).
+    Reset,
 }
 
 /// Where the line editor is in an escape sequence (arrow keys and such are ignored).
@@ -120,6 +131,11 @@ impl<'a, T: Read + ReadReady + Write> Console<'a, T> {
         &self.screen.io
     }
 
+    /// Wait until what was printed has left for the terminal (before a reset, say).
+    pub fn flush(&mut self) {
+        let _ = self.screen.io.flush();
+    }
+
     /// Print one line of text (a boot message, say), keeping any half-typed input below it.
     pub fn say(&mut self, args: core::fmt::Arguments<'_>) {
         self.screen.begin_event(self.line);
@@ -136,6 +152,29 @@ impl<'a, T: Read + ReadReady + Write> Console<'a, T> {
         self.screen.end_event(self.line);
     }
 
+    /// Report what a warm reset dropped: `count` undelivered messages, the oldest `first`.
+    pub fn show_lost(&mut self, count: usize, first: &str) {
+        self.screen.begin_event(self.line);
+        let _ = write!(
+            self.screen.io,
+            "lost across the reset: {count} message(s) not yet delivered"
+        );
+        if !first.is_empty() {
+            let _ = self.screen.io.write_all(b" (the first: \"");
+            write_escaped(&mut self.screen.io, first);
+            let _ = self.screen.io.write_all(b"\")");
+        }
+        self.screen.end_event(self.line);
+    }
+
+    /// The oldest sent message not yet reported delivered or failed: its id and preview.
+    pub fn oldest_undelivered(&self) -> Option<(MessageId, &str)> {
+        self.screen
+            .sent
+            .front()
+            .map(|(id, preview)| (*id, preview.as_str()))
+    }
+
     /// Print every event the session has, one line each.
     pub fn show_events(&mut self, session: &mut Secure) {
         // poll_event does not change the peer, so one reading serves the whole batch.
@@ -148,34 +187,40 @@ impl<'a, T: Read + ReadReady + Write> Console<'a, T> {
     }
 
     /// Take the typed bytes that are ready (never waiting for more) and act on each
-    /// finished line: a command, or a message for `session`.
+    /// finished line: a command, or a message for `session`. A command the console cannot
+    /// carry out itself (`/reset`) is returned, and the bytes after it are left unread.
     pub fn poll_input(
         &mut self,
         session: &mut Secure,
         now: Instant,
         mut status: impl FnMut() -> BoardStatus,
-    ) {
+    ) -> Option<Request> {
         for _ in 0..INPUT_BUDGET {
             if !matches!(self.screen.io.read_ready(), Ok(true)) {
-                return;
+                return None;
             }
             let mut byte = [0u8; 1];
             if !matches!(self.screen.io.read(&mut byte), Ok(1)) {
-                return;
+                return None;
             }
             if self.edit(byte[0]) {
-                if self.overflow {
+                let request = if self.overflow {
                     let _ = write!(
                         self.screen.io,
                         "error: line longer than {LINE_MAX} bytes, not sent\r\n"
                     );
+                    None
                 } else {
-                    self.screen.run_line(self.line, session, now, &mut status);
-                }
+                    self.screen.run_line(self.line, session, now, &mut status)
+                };
                 self.line.clear();
                 self.overflow = false;
+                if request.is_some() {
+                    return request;
+                }
             }
         }
+        None
     }
 
     /// Apply one typed byte to the line; true when the line is finished.
@@ -291,20 +336,34 @@ impl<T: Write> Screen<T> {
         session: &mut Secure,
         now: Instant,
         status: &mut impl FnMut() -> BoardStatus,
-    ) {
+    ) -> Option<Request> {
         let Ok(text) = core::str::from_utf8(line) else {
             let _ = self
                 .io
                 .write_all(b"error: the line is not valid UTF-8, not sent\r\n");
-            return;
+            return None;
         };
         let text = text.trim_end();
         if text.is_empty() {
-            return;
+            return None;
         }
         let (command, argument) = text.split_once(' ').unwrap_or((text, ""));
         match command {
             "/help" => self.help(),
+            "/reset" if argument.is_empty() => {
+                let pending = session.session().pending();
+                let _ = match pending {
+                    0 => write!(self.io, "resetting the board\r\n"),
+                    n => write!(
+                        self.io,
+                        "resetting the board: {n} message(s) not yet delivered will be lost\r\n"
+                    ),
+                };
+                return Some(Request::Reset);
+            }
+            "/reset" => {
+                let _ = self.io.write_all(b"error: /reset takes no argument\r\n");
+            }
             "/status" => self.status(session, &status()),
             "/id" => {
                 self.id();
@@ -356,6 +415,7 @@ impl<T: Write> Screen<T> {
             }
             _ => self.send(session, now, text),
         }
+        None
     }
 
     fn send(&mut self, session: &mut Secure, now: Instant, text: &str) {
@@ -386,6 +446,7 @@ impl<T: Write> Screen<T> {
               \x20 /id                the board's public key, to pair a host with\r\n\
               \x20 /pair KEY IP:PORT  talk to the peer with public KEY at IP:PORT\r\n\
               \x20 /peer IP:PORT      the same peer, at another address\r\n\
+              \x20 /reset             reset the board (undelivered messages are lost)\r\n\
               \x20 /help              this list\r\n\
               any other line is sent as a message (start it with // to send a leading /)\r\n",
         );

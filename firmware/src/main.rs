@@ -3,7 +3,8 @@
 //! `qemu-run.sh` and docs/FIRMWARE.md).
 //!
 //! The chat logic is `duet_core`'s, unchanged: this crate is board support (`board`,
-//! `clock`, `uart`, `lan9118`), the console, and `app`, which wires them together.
+//! `clock`, `uart`, `lan9118`), the console, a record of the outbox that outlives a warm
+//! reset (`outbox_record`), and `app`, which wires them together.
 #![no_std]
 #![no_main]
 #![deny(missing_docs)]
@@ -18,6 +19,7 @@ mod console;
 mod entropy;
 mod lan9118;
 mod logging;
+mod outbox_record;
 mod uart;
 
 #[cortex_m_rt::entry]

@@ -238,3 +238,66 @@ fn a_burst_of_garbage_leaves_the_board_chatting() {
     println!("board refused {rejected} unauthenticated datagrams");
     assert!(rejected > 0, "no garbage reached the board's session");
 }
+
+#[test]
+fn messages_lost_across_a_reset_are_reported_on_the_console() {
+    // 58 bytes: longer than the console's 48-byte preview, so it is cut, and the cut must
+    // fall between two Chinese characters (3 bytes each; 45 bytes would tear one).
+    const FIRST: &str = "hello 你好, nobody hears: 没有人在听这个端口吗";
+    const FIRST_PREVIEW: &str = "hello 你好, nobody hears: 没有人在听…";
+    const SECOND: &str = "second one 🙂";
+    let mut board = Board::boot();
+    // A real host key at a host port where nothing listens: the board's messages can only
+    // wait in its outbox.
+    let host = Host::create();
+    board.pair(&host.key, free_port());
+    board.type_line(FIRST);
+    board.type_line(SECOND);
+    board.expect("queued #0", LINE_TIMEOUT);
+    board.expect("queued #1", LINE_TIMEOUT);
+
+    board.type_line("/reset");
+    board.expect(
+        "resetting the board: 2 message(s) not yet delivered will be lost",
+        LINE_TIMEOUT,
+    );
+    board.expect(
+        "duet ready at 10.0.2.15:7789",
+        duet_tests::qemu::BOOT_TIMEOUT,
+    );
+    assert_eq!(
+        board.lines_with("lost across the reset: "),
+        [format!(
+            "2 message(s) not yet delivered (the first: \"{FIRST_PREVIEW}\")"
+        )],
+        "expected one report of the two lost messages, console:\n{}",
+        board.console.seen.join("\n")
+    );
+    // Reported at boot, before the board said it was ready again.
+    let seen = &board.console.seen;
+    let at = |needle: &str| -> Vec<usize> {
+        (0..seen.len())
+            .filter(|&i| seen[i].contains(needle))
+            .collect()
+    };
+    let (ready, reported) = (at("duet ready at"), at("lost across the reset"));
+    assert!(
+        ready.len() == 2 && ready[0] < reported[0] && reported[0] < ready[1],
+        "the report is not part of the second boot:\n{}",
+        seen.join("\n")
+    );
+
+    // Nothing pending now (the outbox went with the reset): a second reset loses nothing.
+    board.type_line("/reset");
+    board.expect("resetting the board", LINE_TIMEOUT);
+    board.expect(
+        "duet ready at 10.0.2.15:7789",
+        duet_tests::qemu::BOOT_TIMEOUT,
+    );
+    assert_eq!(
+        board.lines_with("lost across the reset: ").len(),
+        1,
+        "a reset with nothing pending reported lost messages:\n{}",
+        board.console.seen.join("\n")
+    );
+}
