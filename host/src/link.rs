@@ -170,3 +170,95 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (a, b) => a.or(b),
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use duet_core::{Duration, MAX_DATAGRAM, Transmit};
+    use embedded_nal::{UdpClientStack, nb};
+
+    /// A transport with nothing to receive, whose own timers are due at `due`.
+    struct Timed {
+        due: Option<Instant>,
+    }
+
+    impl UdpClientStack for Timed {
+        type UdpSocket = ();
+        type Error = io::Error;
+        fn socket(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn connect(&mut self, _: &mut (), _: SocketAddr) -> io::Result<()> {
+            Ok(())
+        }
+        fn send(&mut self, _: &mut (), _: &[u8]) -> nb::Result<(), io::Error> {
+            Ok(())
+        }
+        fn receive(
+            &mut self,
+            _: &mut (),
+            _: &mut [u8],
+        ) -> nb::Result<(usize, SocketAddr), io::Error> {
+            Err(nb::Error::WouldBlock)
+        }
+        fn close(&mut self, _: ()) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl UdpFullStack for Timed {
+        fn bind(&mut self, _: &mut (), _: u16) -> io::Result<()> {
+            Ok(())
+        }
+        fn send_to(&mut self, _: &mut (), _: SocketAddr, _: &[u8]) -> nb::Result<(), io::Error> {
+            Ok(())
+        }
+    }
+
+    impl Transport for Timed {
+        fn wait_fd<'a>(&'a self, _: &'a ()) -> io::Result<BorrowedFd<'a>> {
+            Err(io::Error::other("not waited on in this test"))
+        }
+        fn local_addr(&self, _: &()) -> io::Result<SocketAddr> {
+            Ok(SocketAddr::from(([10, 0, 0, 2], 7789)))
+        }
+        fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
+            Ok(self.due)
+        }
+    }
+
+    /// A protocol with its own deadline and nothing to send.
+    struct Idle(Option<Instant>);
+
+    impl Protocol for Idle {
+        fn handle_datagram(&mut self, _: Instant, _: SocketAddr, _: &[u8]) {}
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn poll_transmit(&mut self, _: Instant, _: &mut [u8; MAX_DATAGRAM]) -> Option<Transmit> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.0
+        }
+    }
+
+    #[test]
+    fn the_link_wakes_for_the_stacks_own_timers() {
+        let bind = SocketAddr::from(([0, 0, 0, 0], 7789));
+        let soon = Instant::now() + Duration::from_millis(1000);
+        let later = soon + Duration::from_secs(30);
+        for (stack, protocol, wake) in [
+            (Some(soon), Some(later), Some(soon)),
+            (Some(later), Some(soon), Some(soon)),
+            (Some(soon), None, Some(soon)),
+            (None, Some(later), Some(later)),
+            (None, None, None),
+        ] {
+            let mut link = Link::bind(Timed { due: stack }, bind, Idle(protocol)).expect("bind");
+            assert_eq!(
+                link.poll().expect("poll"),
+                wake,
+                "stack {stack:?}, protocol {protocol:?}"
+            );
+        }
+    }
+}

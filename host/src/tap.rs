@@ -35,8 +35,6 @@ use crate::link::{HostClock, Transport};
 /// Datagrams each way that smoltcp's UDP socket buffers: a window of retransmissions, or
 /// datagrams queued while ARP resolves the peer, must fit.
 const SOCKET_DATAGRAMS: usize = 64;
-/// The longest name Linux gives an interface (IFNAMSIZ less its NUL).
-const MAX_IFNAME: usize = 15;
 
 /// duet's IPv4 address on the tap's network, with the network's prefix length:
 /// `--ip 192.168.77.2/24`.
@@ -51,7 +49,8 @@ pub struct IfaceAddr {
 impl IfaceAddr {
     /// Whether `ip` is on this network, so it is reached without a gateway.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX << (32 - u32::from(self.prefix));
+        let host_bits = 32u32.saturating_sub(u32::from(self.prefix));
+        let mask = u32::MAX.checked_shl(host_bits).unwrap_or(0);
         u32::from(ip) & mask == u32::from(self.ip) & mask
     }
 }
@@ -271,6 +270,17 @@ impl Transport for TapStack {
     fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
         self.stack.poll();
         self.check_device()?;
+        // Datagrams smoltcp already took off the device leave the descriptor unreadable: a
+        // protocol that paused receiving (a full legacy inbox) must be polled again now, as
+        // a readable std socket would wake it.
+        let buffered = self
+            .stack
+            .sockets()
+            .iter()
+            .any(|(_, socket)| udp::Socket::downcast(socket).is_some_and(|udp| udp.can_recv()));
+        if buffered {
+            return Ok(Some(Instant::now()));
+        }
         Ok(self.stack.poll_at())
     }
 }
@@ -357,6 +367,7 @@ struct TapDevice {
 }
 
 impl TapDevice {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn new(file: File, mtu: usize) -> TapDevice {
         TapDevice {
             file,
@@ -459,6 +470,7 @@ impl Device for TapDevice {
 }
 
 /// How to get the rights a tap needs, for error messages.
+#[cfg(target_os = "linux")]
 fn rights_hint(device: &str) -> String {
     format!(
         "run duet as root, give it the capability (sudo setcap cap_net_admin+ep \"$(command -v duet)\"), \
@@ -467,6 +479,7 @@ fn rights_hint(device: &str) -> String {
 }
 
 /// How to make a tap, for error messages.
+#[cfg(target_os = "linux")]
 fn create_hint(device: &str) -> String {
     format!(
         "create it: sudo ip tuntap add dev {device} mode tap user \"$USER\" && sudo ip link set {device} up \
@@ -533,6 +546,8 @@ fn attach(_device: &str) -> Result<TapDevice, String> {
 fn check_device(device: &str) -> Result<(), String> {
     use rustix::io::Errno;
     use std::path::Path;
+    /// The longest name Linux gives an interface (IFNAMSIZ less its NUL).
+    const MAX_IFNAME: usize = 15;
 
     if device.is_empty()
         || device.len() > MAX_IFNAME

@@ -1,5 +1,6 @@
 //! Helpers shared by duet's end-to-end tests.
 
+pub mod netns;
 pub mod peers;
 pub mod process;
 pub mod qemu;
