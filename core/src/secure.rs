@@ -260,6 +260,8 @@ struct Initiating {
 
 /// The last initiation we answered, to answer its retransmissions identically.
 struct Answered {
+    /// Where the initiation came from: a retransmission comes from there too.
+    from: SocketAddr,
     initiation: [u8; sealed::INITIATION_LEN],
     response: [u8; sealed::RESPONSE_LEN],
 }
@@ -440,6 +442,15 @@ impl Secure {
         if self.initiating.is_some() || self.peer_key.is_none() || self.endpoint.is_none() {
             return false;
         }
+        // We just answered the peer's handshake: give it time to confirm the keys rather
+        // than start a second handshake that would cross the first.
+        if self
+            .next
+            .as_ref()
+            .is_some_and(|k| now < k.born + self.config.session.max_rto)
+        {
+            return false;
+        }
         match &self.current {
             None => true,
             Some(k) => {
@@ -509,8 +520,13 @@ impl Secure {
         if let Some(a) = &self.answered
             && a.initiation[..] == *datagram
         {
-            // A retransmission: answer exactly as before, create nothing new.
-            self.respond_to = Some(from);
+            if a.from == from {
+                // A retransmission: answer exactly as before, create nothing new.
+                self.respond_to = Some(from);
+            } else {
+                // The same initiation from somewhere else is a replay: no answer.
+                self.stats.replayed = self.stats.replayed.saturating_add(1);
+            }
             return;
         }
         let Ok(packet) = Sealed::new_checked(datagram) else {
@@ -553,6 +569,8 @@ impl Secure {
             if mine.peer == peer && self.keys.public < peer && self.endpoint == Some(from) {
                 // Both started at once: the smaller key stays initiator. (From another
                 // address the peer is evidently not where our initiation goes: answer it.)
+                // Remembered, so a replay of it later is refused like any other.
+                self.remember_initiation(packet.noise());
                 return;
             }
             self.initiating = None;
@@ -587,6 +605,7 @@ impl Secure {
         let mut initiation = [0u8; sealed::INITIATION_LEN];
         initiation.copy_from_slice(datagram);
         self.answered = Some(Answered {
+            from,
             initiation,
             response,
         });

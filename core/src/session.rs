@@ -751,6 +751,7 @@ impl Session {
                 .filter(|p| !p.done && p.transmissions > 0)
             {
                 part.acked = false;
+                part.consumed = false;
                 part.due = now;
             }
         }
@@ -905,12 +906,20 @@ impl Session {
             }
             at(self.next_ping);
             let window_end = self.base().saturating_add(WINDOW as u32);
-            for p in self.outbox.iter().filter(|p| !p.acked && !p.done) {
-                if let Some(first) = p.first_sent {
-                    at(p.due);
-                    at(first + self.config.delivery_timeout);
-                } else if p.seq < window_end {
-                    at(Instant::ZERO);
+            for p in self.outbox.iter().filter(|p| !p.done) {
+                match p.first_sent {
+                    Some(first) => {
+                        if !p.acked {
+                            at(p.due);
+                        }
+                        // Only what handle_timeout can fail is a deadline: a part the peer's
+                        // application took never fails.
+                        if !p.consumed {
+                            at(first + self.config.delivery_timeout);
+                        }
+                    }
+                    None if p.seq < window_end && !p.acked => at(Instant::ZERO),
+                    None => {}
                 }
             }
         }
