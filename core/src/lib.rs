@@ -5,6 +5,7 @@
 //! - [`session`]: the reliable two-person chat session, sans-IO in quinn-proto's shape.
 //! - [`secure`]: that session sealed between two paired keys (Noise IK, ChaCha20-Poly1305).
 //! - [`legacy`]: plain datagrams for the tutorial's programs, `nc -u` and socat.
+//! - [`ipmsg`]: IP Messenger on the LAN, to chat with IPMsg, FeiQ and iptux users.
 //! - [`driver`]: the one loop that moves datagrams between a [`Protocol`] and any
 //!   `embedded_nal::UdpFullStack` — the std host, smoltcp on a TAP device and the firmware.
 //! - [`time`]: the core's own millisecond `Instant`/`Duration`; the core never reads a clock.
@@ -22,6 +23,7 @@ compile_error!("features `log` and `defmt` are mutually exclusive: pick one logg
 mod fmt;
 
 pub mod driver;
+pub mod ipmsg;
 pub mod legacy;
 pub mod secure;
 pub mod session;

@@ -45,6 +45,8 @@ pub enum Command {
     Pair(PairCommand),
     /// Show stored messages, oldest first: what you sent (with its state) and received.
     History(HistoryArgs),
+    /// List who is on the LAN: IP Messenger, FeiQ and iptux users (`--ipmsg`).
+    Peers(PeersArgs),
 }
 
 /// `duet history`.
@@ -100,6 +102,22 @@ pub struct TapArgs {
     pub mac: Option<MacAddr>,
 }
 
+/// Where `--help` lists the IP Messenger options.
+const IPMSG_HEADING: &str = "IP Messenger mode (LAN)";
+
+/// Options of IP Messenger mode: chat with IP Messenger, FeiQ and iptux users on the LAN
+/// (see `lan.rs`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct IpmsgArgs {
+    /// Speak IP Messenger (IPMsg, FeiQ, iptux) on UDP port 2425: PLAINTEXT, anyone on the
+    /// LAN can read it. Announces you on every interface's broadcast address.
+    #[arg(long, conflicts_with_all = ["legacy", "tap"], help_heading = IPMSG_HEADING)]
+    pub ipmsg: bool,
+    /// The group shown next to your name in their lists.
+    #[arg(long, value_name = "GROUP", requires = "ipmsg", help_heading = IPMSG_HEADING)]
+    pub group: Option<String>,
+}
+
 /// `duet chat`.
 #[derive(Debug, Args, Clone)]
 pub struct ChatArgs {
@@ -119,6 +137,9 @@ pub struct ChatArgs {
     /// TAP mode.
     #[command(flatten)]
     pub tap: TapArgs,
+    /// IP Messenger mode.
+    #[command(flatten)]
+    pub ipmsg: IpmsgArgs,
 }
 
 /// `duet chat [PEER]`.
@@ -153,6 +174,9 @@ pub struct SendArgs {
     /// TAP mode.
     #[command(flatten)]
     pub tap: TapArgs,
+    /// IP Messenger mode: --to is a nickname, user name, host name or address on the LAN.
+    #[command(flatten)]
+    pub ipmsg: IpmsgArgs,
     /// The text; several words are joined with spaces.
     #[arg(required = true, num_args = 1.., value_name = "TEXT")]
     pub text: Vec<String>,
@@ -176,6 +200,29 @@ pub struct ListenArgs {
     /// TAP mode.
     #[command(flatten)]
     pub tap: TapArgs,
+    /// IP Messenger mode.
+    #[command(flatten)]
+    pub ipmsg: IpmsgArgs,
+}
+
+/// `duet peers`.
+#[derive(Debug, Args, Clone)]
+pub struct PeersArgs {
+    /// Ask the LAN with IP Messenger's broadcast (announces you for a moment, in plaintext).
+    #[arg(long)]
+    pub ipmsg: bool,
+    /// How long to wait for answers.
+    #[arg(long, default_value_t = 3, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub wait: u64,
+    /// Local address to listen on, ADDR:PORT.
+    #[arg(long, default_value = "0.0.0.0:2425", value_name = "ADDR:PORT")]
+    pub bind: String,
+    /// The name shown to the others meanwhile.
+    #[arg(long, env = "USER", default_value = "me")]
+    pub name: String,
+    /// The group shown next to it.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
 }
 
 fn parse_encoding(s: &str) -> Result<Encoding, String> {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod error;
 pub mod input;
 pub mod keys;
+pub mod lan;
 pub mod link;
 pub mod net;
 pub mod pair;
@@ -25,14 +26,22 @@ use error::Error;
 pub fn run(cli: Cli) -> Result<(), Error> {
     let dir = keys::config_dir(cli.config_dir)?;
     match cli.command {
+        None if cli.chat.ipmsg.ipmsg => lan::chat(cli.chat),
         None => app::chat(cli.chat, &dir),
         Some(Command::Chat(chat)) => {
             let mut args = chat.args;
             args.peer = args.peer.or(chat.with);
-            app::chat(args, &dir)
+            if args.ipmsg.ipmsg {
+                lan::chat(args)
+            } else {
+                app::chat(args, &dir)
+            }
         }
+        Some(Command::Send(args)) if args.ipmsg.ipmsg => lan::send(args),
         Some(Command::Send(args)) => app::send(args, &dir),
+        Some(Command::Listen(args)) if args.ipmsg.ipmsg => lan::listen(args),
         Some(Command::Listen(args)) => app::listen(args, &dir),
+        Some(Command::Peers(args)) => lan::peers(args),
         Some(Command::History(args)) => app::history(args, &dir),
         Some(Command::Id) => pair::id(&dir, &mut std::io::stdout().lock()),
         Some(Command::Pair(command)) => pair::run(&dir, command, &mut std::io::stdout().lock()),

@@ -150,15 +150,17 @@ impl<S: Transport, P: Protocol> Link<S, P> {
             return Ok(Woke { input: false });
         }
         let socket = self.stack.wait_fd(self.driver.socket())?;
-        let mut fds = vec![PollFd::from_borrowed_fd(socket, PollFlags::IN)];
-        if let Some(fd) = input {
-            fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
-        }
-        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+        // A fixed array, not a Vec: the wait runs once per datagram on the hot path.
+        let mut fds = [
+            PollFd::from_borrowed_fd(socket, PollFlags::IN),
+            PollFd::from_borrowed_fd(input.unwrap_or(socket), PollFlags::IN),
+        ];
+        let used = if input.is_some() { 2 } else { 1 };
+        match rustix::event::poll(&mut fds[..used], timeout.as_ref()) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(Error::Other(format!("poll failed: {e}"))),
         }
-        let input = fds.get(1).is_some_and(|fd| !fd.revents().is_empty());
+        let input = used == 2 && !fds[1].revents().is_empty();
         Ok(Woke { input })
     }
 }

@@ -6,6 +6,7 @@
 //! `Repr::buffer_len()` bytes.
 
 pub mod frame;
+pub mod ipmsg;
 pub mod sealed;
 
 pub use frame::{AckInfo, Body, Frame, Repr, TextEncoding};
