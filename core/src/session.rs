@@ -336,7 +336,11 @@ impl Inbound {
         }
         let next = self.message_start.unwrap_or(self.next_deliver);
         let mut bits = 0u32;
-        for i in 0..32u32 {
+        // While a whole message waits for the application, acknowledge nothing beyond it: a
+        // selective bit for a later part would make the sender presume the waiting message
+        // lost and resend it (RACK), for nothing. The application takes it in a moment.
+        let selective = if self.ready { 0 } else { 32u32 };
+        for i in 0..selective {
             let seq = next.saturating_add(1 + i);
             let held =
                 seq < self.next_deliver || (seq < self.window_end() && self.slot(seq).is_some());
@@ -901,7 +905,7 @@ impl Session {
             at(t + self.config.idle_timeout);
         }
         if self.peer.is_some() {
-            if self.ack_pending {
+            if self.ack_pending && !self.inbound.ready {
                 at(Instant::ZERO);
             }
             at(self.next_ping);
@@ -966,7 +970,9 @@ impl Session {
                 last: part.last,
                 text: &part.text,
             }
-        } else if self.ack_pending {
+        } else if self.ack_pending && !self.inbound.ready {
+            // (While a message waits for the application the acknowledgement waits too: it
+            // could say nothing new, and goes out as soon as the message is taken.)
             Body::Ack
         } else if now >= self.next_ping {
             let wait = if self.peer_up {
