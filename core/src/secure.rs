@@ -21,6 +21,14 @@
 //!
 //! Handshake roles: whoever needs keys initiates. When both initiate at once, the side with
 //! the smaller static public key stays initiator and the other answers.
+//!
+//! Discovery: with [`Secure::discover`], a peer whose address is unknown is looked for with
+//! PROBEs to the broadcast addresses the caller gives; a FOUND with a valid tag sets the
+//! endpoint and the handshake starts as usual. Tags are keyed with a key derived from the
+//! static-static X25519 agreement of the two paired keys, so only the pair can make or check
+//! them; a probe that matches no allowed key is dropped without a reply and counted, like any
+//! other datagram that does not authenticate. Probes carry the sender's coarse wall-clock
+//! minute inside the tag ([`Secure::set_unix_minutes`]); without a clock it is 0.
 
 use core::net::SocketAddr;
 
@@ -30,7 +38,7 @@ use clatter::crypto::cipher::ChaChaPoly;
 use clatter::crypto::dh::X25519;
 use clatter::crypto::hash::Blake2s;
 use clatter::handshakepattern::noise_ik;
-use clatter::traits::Dh;
+use clatter::traits::{Dh, Hash};
 use clatter::{Handshaker, KeyPair, NqHandshakeCore};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore, SeedableRng};
@@ -57,6 +65,25 @@ const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 16);
 
 /// How many answered initiations a responder remembers to refuse their replays.
 const SEEN_INITIATIONS: usize = 16;
+
+/// How many broadcast addresses [`Secure::discover`] keeps.
+pub const MAX_BROADCASTS: usize = 8;
+
+/// Labels of the discovery key and of the two tags: a tag of one kind is never valid as the
+/// other, and no discovery value can collide with a Noise hash.
+const DISCOVERY_KEY_LABEL: &[u8] = b"duet/2 discovery key";
+const PROBE_LABEL: &[u8] = b"duet/2 discovery probe";
+const FOUND_LABEL: &[u8] = b"duet/2 discovery found";
+
+/// Probe nonces answered, to answer each at most once.
+const ANSWERED_PROBES: usize = 16;
+
+/// Our own recent probe nonces: a FOUND answers one of them, and our own broadcast coming
+/// back is recognised.
+const SENT_PROBES: usize = 4;
+
+/// How far apart (in minutes) two paired clocks may be and still find each other.
+const CLOCK_SKEW_MINUTES: u32 = 2;
 
 /// Transmissions one `poll_transmit` may drop while no keys exist, before giving up for now.
 const DROP_BUDGET: usize = 32;
@@ -86,6 +113,45 @@ impl RngCore for NoRng {
 }
 
 impl CryptoRng for NoRng {}
+
+impl DiscoveryKey {
+    /// HMAC-BLAKE2s keyed with DH(our secret, the peer's public key): the two paired peers
+    /// compute the same key, nobody else can. An unusable key (a low-order point) gets a
+    /// random-looking key no one can match.
+    fn new(keys: &StaticKeys, peer: &PublicKey) -> Self {
+        let secret = <X25519 as Dh>::PrivateKey::from_slice(&keys.secret);
+        let shared = X25519::dh(&secret, peer).map(|o| o.as_slice().try_into().ok());
+        let mut key = [0u8; 32];
+        match shared {
+            Ok(Some(dh)) => {
+                let dh: [u8; 32] = dh;
+                key.copy_from_slice(Blake2s::hmac(&dh, DISCOVERY_KEY_LABEL).as_slice());
+            }
+            _ => key.copy_from_slice(Blake2s::hmac(&keys.secret, peer).as_slice()),
+        }
+        DiscoveryKey { peer: *peer, key }
+    }
+}
+
+/// A discovery tag: HMAC-BLAKE2s(key, label | sender's static key | nonce | minute),
+/// truncated. The sender's key makes a probe reflected back to its sender invalid there.
+fn discovery_tag(
+    key: &[u8; 32],
+    label: &[u8],
+    sender: &PublicKey,
+    nonce: &[u8; sealed::NONCE_LEN],
+    minute: u32,
+) -> [u8; sealed::DISCOVERY_TAG_LEN] {
+    let mac = Blake2s::hmac_many(key, &[label, sender, nonce, &minute.to_be_bytes()]);
+    let mut tag = [0u8; sealed::DISCOVERY_TAG_LEN];
+    tag.copy_from_slice(&mac.as_slice()[..sealed::DISCOVERY_TAG_LEN]);
+    tag
+}
+
+/// Compare without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 /// A static X25519 key pair: who this duet is.
 #[derive(Clone)]
@@ -167,6 +233,10 @@ pub struct SecureStats {
     pub busy: u32,
     /// Handshakes completed.
     pub handshakes: u32,
+    /// Discovery probes that matched no paired key (or came too late): dropped unanswered.
+    pub probes_refused: u32,
+    /// Discovery probes from a paired peer that were answered with FOUND.
+    pub probes_answered: u32,
 }
 
 /// Sliding anti-replay window over 64-bit counters (RFC 6479's idea, one bit per counter).
@@ -266,6 +336,29 @@ struct Answered {
     response: [u8; sealed::RESPONSE_LEN],
 }
 
+/// Looking for the peer on the LAN (see [`Secure::discover`]).
+struct Discovery {
+    targets: heapless::Vec<SocketAddr, MAX_BROADCASTS>,
+    /// The next round of probes starts then.
+    next_round: Instant,
+    rounds: u32,
+    /// Targets of the current round still to send to.
+    pending: usize,
+    /// The current round's probe (the same to every target).
+    probe: [u8; sealed::PROBE_LEN],
+    /// Nonces of the latest rounds.
+    sent: heapless::Deque<[u8; sealed::NONCE_LEN], SENT_PROBES>,
+    /// The endpoint came from a FOUND (so silence means looking again).
+    found: bool,
+}
+
+/// A discovery key: derived from the static-static agreement of one paired key.
+#[derive(Clone)]
+struct DiscoveryKey {
+    peer: PublicKey,
+    key: [u8; 32],
+}
+
 /// The reliable chat session, sealed between two paired static keys.
 pub struct Secure {
     config: SecureConfig,
@@ -291,6 +384,17 @@ pub struct Secure {
     session: Session,
     stats: SecureStats,
     scratch: [u8; MAX_DATAGRAM],
+    /// One discovery key per allowed peer key.
+    discovery_keys: heapless::Vec<DiscoveryKey, MAX_PEERS>,
+    discovery: Option<Discovery>,
+    /// Nonces of the probes answered.
+    answered_probes: heapless::Deque<[u8; sealed::NONCE_LEN], ANSWERED_PROBES>,
+    /// A FOUND to send.
+    found_to: Option<(SocketAddr, [u8; sealed::FOUND_LEN])>,
+    /// When the peer last authenticated itself (a FOUND or a transport message).
+    last_heard: Instant,
+    /// The wall clock's minute since the Unix epoch at an instant, when the caller knows it.
+    wall: Option<(Instant, u32)>,
 }
 
 impl Secure {
@@ -309,9 +413,10 @@ impl Secure {
         let mut rng = ChaCha20Rng::from_seed(seed);
         let epoch = rng.next_u32();
         let mut list = heapless::Vec::new();
+        let mut discovery_keys = heapless::Vec::new();
         for key in allowed.iter().chain(peer.as_ref().map(|(k, _)| k)) {
-            if !list.contains(key) {
-                let _ = list.push(*key);
+            if !list.contains(key) && list.push(*key).is_ok() {
+                let _ = discovery_keys.push(DiscoveryKey::new(&keys, key));
             }
         }
         Secure {
@@ -331,6 +436,12 @@ impl Secure {
             session: Session::new(now, config.session, epoch, peer.map(|(_, a)| a)),
             stats: SecureStats::default(),
             scratch: [0; MAX_DATAGRAM],
+            discovery_keys,
+            discovery: None,
+            answered_probes: heapless::Deque::new(),
+            found_to: None,
+            last_heard: now,
+            wall: None,
         }
     }
 
@@ -375,8 +486,213 @@ impl Secure {
         if !self.allowed.contains(&key) {
             if self.allowed.is_full() {
                 self.allowed.remove(0);
+                self.discovery_keys.remove(0);
             }
             let _ = self.allowed.push(key);
+            let _ = self
+                .discovery_keys
+                .push(DiscoveryKey::new(&self.keys, &key));
+        }
+    }
+
+    /// The wall clock reads `unix_minutes` (minutes since 1970-01-01 UTC) at `now`; later
+    /// minutes follow from `now`. Probes carry the minute inside their tag, so a recorded
+    /// probe is refused a few minutes later. Without a call the minute is 0 (a board with no
+    /// clock): such a duet finds, and is found by, only duets without a clock.
+    pub fn set_unix_minutes(&mut self, now: Instant, unix_minutes: u32) {
+        self.wall = Some((now, unix_minutes.max(1)));
+    }
+
+    fn minute(&self, now: Instant) -> u32 {
+        match self.wall {
+            Some((at, m)) => {
+                let passed = now.saturating_duration_since(at).as_millis() / 60_000;
+                m.saturating_add(u32::try_from(passed).unwrap_or(u32::MAX))
+            }
+            None => 0,
+        }
+    }
+
+    /// Look for `key`'s duet on the LAN: send PROBEs to `targets` (broadcast addresses on
+    /// duet's port; at most [`MAX_BROADCASTS`] are kept), again with backoff until a FOUND
+    /// from that key arrives, whose source becomes the peer's address. Afterwards, when the
+    /// peer has been silent for the session's idle timeout, it is looked for again (it may
+    /// have moved). `key` becomes the peer and is allowed.
+    pub fn discover(&mut self, now: Instant, key: PublicKey, targets: &[SocketAddr]) {
+        self.allow(key);
+        if self.peer_key != Some(key) {
+            self.current = None;
+            self.previous = None;
+            self.next = None;
+            self.initiating = None;
+            self.endpoint = None;
+        }
+        self.peer_key = Some(key);
+        let mut list = heapless::Vec::new();
+        for t in targets.iter().take(MAX_BROADCASTS) {
+            let _ = list.push(*t);
+        }
+        self.discovery = Some(Discovery {
+            targets: list,
+            next_round: now,
+            rounds: 0,
+            pending: 0,
+            probe: [0; sealed::PROBE_LEN],
+            sent: heapless::Deque::new(),
+            found: false,
+        });
+    }
+
+    /// Whether the peer is being looked for: no address known, or the one a FOUND gave has
+    /// been silent for the idle timeout.
+    fn looking(&self, now: Instant) -> bool {
+        let Some(d) = &self.discovery else {
+            return false;
+        };
+        self.peer_key.is_some()
+            && (self.endpoint.is_none()
+                || (d.found
+                    && !self.session.is_peer_up()
+                    && now >= self.last_heard + self.config.session.idle_timeout))
+    }
+
+    /// The next PROBE of the current round, starting a round when one is due.
+    fn next_probe(&mut self, now: Instant, buf: &mut [u8; MAX_DATAGRAM]) -> Option<Transmit> {
+        if !self.looking(now) {
+            return None;
+        }
+        let (retry, max) = (self.config.handshake_retry, self.config.session.max_rto);
+        let minute = self.minute(now);
+        let sender = self.keys.public;
+        let key = self.discovery_key(self.peer_key?)?;
+        let mut nonce = [0u8; sealed::NONCE_LEN];
+        self.rng.fill_bytes(&mut nonce);
+        let d = self.discovery.as_mut()?;
+        if d.pending == 0 {
+            if now < d.next_round || d.targets.is_empty() {
+                return None;
+            }
+            let tag = discovery_tag(&key, PROBE_LABEL, &sender, &nonce, minute);
+            let mut p = Sealed::new_unchecked(&mut d.probe[..]);
+            p.set_discovery_header(sealed::kind::PROBE);
+            p.set_nonce(&nonce);
+            p.set_discovery_tag(&tag);
+            if d.sent.is_full() {
+                d.sent.pop_front();
+            }
+            let _ = d.sent.push_back(nonce);
+            // Rounds 1, 2, 4, ... times `handshake_retry` apart, capped at `max_rto`.
+            d.next_round = now + retry.saturating_mul(1 << d.rounds.min(16)).min(max);
+            d.rounds = d.rounds.saturating_add(1);
+            d.pending = d.targets.len();
+        }
+        let dst = *d.targets.get(d.targets.len() - d.pending)?;
+        d.pending -= 1;
+        buf[..sealed::PROBE_LEN].copy_from_slice(&d.probe);
+        Some(Transmit {
+            dst,
+            len: sealed::PROBE_LEN,
+        })
+    }
+
+    fn discovery_key(&self, peer: PublicKey) -> Option<[u8; 32]> {
+        self.discovery_keys
+            .iter()
+            .find(|k| k.peer == peer)
+            .map(|k| k.key)
+    }
+
+    fn on_probe(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Ok(packet) = Sealed::new_checked(datagram) else {
+            return self.reject();
+        };
+        let mut nonce = [0u8; sealed::NONCE_LEN];
+        nonce.copy_from_slice(packet.nonce());
+        if self
+            .discovery
+            .as_ref()
+            .is_some_and(|d| d.sent.iter().any(|n| *n == nonce))
+        {
+            // Our own broadcast, back from the network.
+            return;
+        }
+        if self.answered_probes.iter().any(|n| *n == nonce) {
+            self.stats.replayed = self.stats.replayed.saturating_add(1);
+            return;
+        }
+        // Minutes the prober's clock may show: ours, give or take the skew; 0 without one.
+        let (first, last) = match self.wall {
+            Some(_) => {
+                let m = self.minute(now);
+                (
+                    m.saturating_sub(CLOCK_SKEW_MINUTES),
+                    m.saturating_add(CLOCK_SKEW_MINUTES),
+                )
+            }
+            None => (0, 0),
+        };
+        let matched = self.discovery_keys.iter().find(|k| {
+            (first..=last).any(|minute| {
+                let tag = discovery_tag(&k.key, PROBE_LABEL, &k.peer, &nonce, minute);
+                same(&tag, packet.discovery_tag())
+            })
+        });
+        let Some(k) = matched else {
+            self.stats.probes_refused = self.stats.probes_refused.saturating_add(1);
+            return;
+        };
+        let tag = discovery_tag(&k.key, FOUND_LABEL, &self.keys.public, &nonce, 0);
+        let mut found = [0u8; sealed::FOUND_LEN];
+        {
+            let mut f = Sealed::new_unchecked(&mut found[..]);
+            f.set_discovery_header(sealed::kind::FOUND);
+            f.set_nonce(&nonce);
+            f.set_discovery_tag(&tag);
+        }
+        if self.answered_probes.is_full() {
+            self.answered_probes.pop_front();
+        }
+        let _ = self.answered_probes.push_back(nonce);
+        self.stats.probes_answered = self.stats.probes_answered.saturating_add(1);
+        self.found_to = Some((from, found));
+    }
+
+    fn on_found(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Ok(packet) = Sealed::new_checked(datagram) else {
+            return self.reject();
+        };
+        let (Some(peer), Some(d)) = (self.peer_key, &self.discovery) else {
+            return self.reject();
+        };
+        let Some(at) = d.sent.iter().position(|n| n[..] == *packet.nonce()) else {
+            return self.reject();
+        };
+        let Some(key) = self.discovery_key(peer) else {
+            return self.reject();
+        };
+        let mut nonce = [0u8; sealed::NONCE_LEN];
+        nonce.copy_from_slice(packet.nonce());
+        let tag = discovery_tag(&key, FOUND_LABEL, &peer, &nonce, 0);
+        if !same(&tag, packet.discovery_tag()) {
+            return self.reject();
+        }
+        if let Some(d) = self.discovery.as_mut() {
+            // Answered: this nonce is spent, and the current round ends.
+            let mut kept = heapless::Deque::new();
+            for (i, n) in d.sent.iter().enumerate() {
+                if i != at {
+                    let _ = kept.push_back(*n);
+                }
+            }
+            d.sent = kept;
+            d.pending = 0;
+            d.rounds = 0;
+            d.found = true;
+        }
+        self.last_heard = now;
+        if self.endpoint != Some(from) {
+            debug!("found the peer by discovery");
+            self.set_peer(now, peer, from);
         }
     }
 
@@ -725,6 +1041,7 @@ impl Secure {
             return self.reject();
         }
         keys.replay.mark(counter);
+        self.last_heard = now;
         if which == Some(2) {
             // The initiator used the keys we answered with: they are confirmed.
             if let Some(keys) = self.next.take() {
@@ -752,6 +1069,8 @@ impl Secure {
             Ok(sealed::kind::INITIATION) => self.on_initiation(now, from, datagram),
             Ok(sealed::kind::RESPONSE) => self.on_response(now, from, datagram),
             Ok(sealed::kind::TRANSPORT) => self.on_transport(now, from, datagram),
+            Ok(sealed::kind::PROBE) => self.on_probe(now, from, datagram),
+            Ok(sealed::kind::FOUND) => self.on_found(now, from, datagram),
             _ => self.reject(),
         }
     }
@@ -771,16 +1090,34 @@ impl Secure {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.session.poll_timeout();
         let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if self.respond_to.is_some() {
+        if self.respond_to.is_some() || self.found_to.is_some() {
             at(Instant::ZERO);
+        }
+        if let Some(d) = &self.discovery
+            && self.peer_key.is_some()
+        {
+            if d.pending > 0 {
+                at(Instant::ZERO);
+            } else if self.endpoint.is_none() {
+                at(d.next_round);
+            } else if d.found && !self.session.is_peer_up() {
+                // Silent since the FOUND or the last message: look again then.
+                at((self.last_heard + self.config.session.idle_timeout).max(d.next_round));
+            }
         }
         if let Some(i) = &self.initiating {
             at(i.next_send);
         } else if self.peer_key.is_some() && self.endpoint.is_some() {
-            match &self.current {
-                None => at(Instant::ZERO),
-                Some(k) => at(self.rekey_at(k).min(self.silent_rekey_at(k))),
-            }
+            let due = match &self.current {
+                None => Instant::ZERO,
+                Some(k) => self.rekey_at(k).min(self.silent_rekey_at(k)),
+            };
+            // As in `wants_handshake`: not before an answered handshake had its chance.
+            let waiting = self
+                .next
+                .as_ref()
+                .map_or(Instant::ZERO, |k| k.born + self.config.session.max_rto);
+            at(due.max(waiting));
         }
         next
     }
@@ -797,6 +1134,16 @@ impl Secure {
                 dst,
                 len: sealed::RESPONSE_LEN,
             });
+        }
+        if let Some((dst, found)) = self.found_to.take() {
+            buf[..sealed::FOUND_LEN].copy_from_slice(&found);
+            return Some(Transmit {
+                dst,
+                len: sealed::FOUND_LEN,
+            });
+        }
+        if let Some(t) = self.next_probe(now, buf) {
+            return Some(t);
         }
         if self.wants_handshake(now) {
             self.start_handshake(now);
@@ -975,4 +1322,254 @@ mod vectors {
         assert_eq!(hex(&resp), RESP);
         assert_eq!(hex(&first), FIRST);
     }
+}
+
+#[cfg(test)]
+mod discovery {
+    //! PROBE and FOUND between paired and unpaired keys, and a LAN simulated in one thread:
+    //! a datagram to [`BCAST`] reaches every other duet, any other goes to its address.
+    use super::*;
+    use crate::session::Event;
+    use std::vec::Vec;
+
+    const BCAST: &str = "10.0.0.255:7789";
+    const ALICE: &str = "10.0.0.1:7789";
+    const BOB: &str = "10.0.0.2:7789";
+    const BOB_MOVED: &str = "10.0.0.22:7789";
+    const MALLORY: &str = "10.0.0.3:7789";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+    fn keys(n: u8) -> StaticKeys {
+        StaticKeys::from_secret([n; 32])
+    }
+    /// A duet that knows `peers` and talks to nobody yet.
+    fn duet(me: u8, peers: &[u8], seed: u8) -> Secure {
+        let allowed: Vec<PublicKey> = peers.iter().map(|p| keys(*p).public()).collect();
+        Secure::new(
+            Instant::ZERO,
+            SecureConfig::default(),
+            keys(me),
+            &allowed,
+            None,
+            [seed; 32],
+        )
+    }
+    fn transmit(s: &mut Secure, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        s.poll_transmit(now, &mut buf)
+            .map(|t| (t.dst, buf[..t.len].to_vec()))
+    }
+    fn probe_of(alice: &mut Secure) -> Vec<u8> {
+        let (dst, probe) = transmit(alice, Instant::ZERO).expect("a probe");
+        assert_eq!(dst, addr(BCAST));
+        assert_eq!(
+            (probe.len(), probe[3]),
+            (sealed::PROBE_LEN, sealed::kind::PROBE)
+        );
+        probe
+    }
+
+    #[test]
+    fn a_probe_from_an_unpaired_key_is_dropped_counted_and_unanswered() {
+        // Mallory knows bob's public key; bob does not know mallory's.
+        let mut mallory = duet(3, &[], 3);
+        mallory.discover(Instant::ZERO, keys(2).public(), &[addr(BCAST)]);
+        let mut bob = duet(2, &[1], 2);
+        let probe = probe_of(&mut mallory);
+        bob.handle_datagram(Instant::ZERO, addr(MALLORY), &probe);
+        assert_eq!(transmit(&mut bob, Instant::ZERO), None, "no answer at all");
+        assert_eq!(
+            (bob.stats().probes_refused, bob.stats().probes_answered),
+            (1, 0)
+        );
+        assert_eq!(bob.peer_addr(), None);
+    }
+
+    #[test]
+    fn a_probe_from_a_paired_key_is_answered_once() {
+        let mut alice = duet(1, &[2], 1);
+        alice.discover(Instant::ZERO, keys(2).public(), &[addr(BCAST)]);
+        let mut bob = duet(2, &[1], 2);
+        let probe = probe_of(&mut alice);
+        bob.handle_datagram(Instant::ZERO, addr(ALICE), &probe);
+        let (dst, found) = transmit(&mut bob, Instant::ZERO).expect("a FOUND");
+        assert_eq!(dst, addr(ALICE));
+        assert_eq!(found.len(), sealed::FOUND_LEN);
+        assert_eq!(
+            (found[3], &found[4..20]),
+            (sealed::kind::FOUND, &probe[4..20])
+        );
+        // The same probe again, from anywhere: replayed, not answered.
+        bob.handle_datagram(Instant::ZERO, addr(ALICE), &probe);
+        bob.handle_datagram(Instant::ZERO, addr(MALLORY), &probe);
+        assert_eq!(transmit(&mut bob, Instant::ZERO), None);
+        assert_eq!((bob.stats().probes_answered, bob.stats().replayed), (1, 2));
+        // Nothing secret in either: no static key appears in the bytes.
+        for key in [keys(1).public(), keys(2).public()] {
+            assert!(!probe.windows(32).any(|w| w == key) && !found.windows(32).any(|w| w == key));
+        }
+        alice.handle_datagram(Instant::ZERO, addr(BOB), &found);
+        assert_eq!(alice.peer_addr(), Some(addr(BOB)));
+    }
+
+    #[test]
+    fn a_forged_found_or_ones_own_probe_changes_nothing() {
+        let mut alice = duet(1, &[2], 1);
+        alice.discover(Instant::ZERO, keys(2).public(), &[addr(BCAST)]);
+        let probe = probe_of(&mut alice);
+        // A FOUND for alice's nonce with a tag that is not bob's.
+        let mut forged = probe.clone();
+        forged[3] = sealed::kind::FOUND;
+        alice.handle_datagram(Instant::ZERO, addr(MALLORY), &forged);
+        assert_eq!(alice.peer_addr(), None);
+        assert_eq!(alice.stats().unauthenticated, 1);
+        // A probe reflected back to its sender is neither answered nor counted.
+        alice.handle_datagram(Instant::ZERO, addr(MALLORY), &probe);
+        assert_eq!(transmit(&mut alice, Instant::ZERO).map(|t| t.0), None);
+        assert_eq!(alice.stats().probes_refused, 0);
+    }
+
+    #[test]
+    fn a_recorded_probe_is_refused_minutes_later() {
+        let mut alice = duet(1, &[2], 1);
+        alice.set_unix_minutes(Instant::ZERO, 29_000_000);
+        alice.discover(Instant::ZERO, keys(2).public(), &[addr(BCAST)]);
+        let probe = probe_of(&mut alice);
+        let mut bob = duet(2, &[1], 2);
+        bob.set_unix_minutes(Instant::ZERO, 29_000_000 + CLOCK_SKEW_MINUTES + 1);
+        bob.handle_datagram(Instant::ZERO, addr(ALICE), &probe);
+        assert_eq!(transmit(&mut bob, Instant::ZERO), None);
+        assert_eq!(bob.stats().probes_refused, 1);
+        // Within the skew it is answered.
+        let mut bob = duet(2, &[1], 2);
+        bob.set_unix_minutes(Instant::ZERO, 29_000_000 - CLOCK_SKEW_MINUTES);
+        bob.handle_datagram(Instant::ZERO, addr(ALICE), &probe);
+        assert!(transmit(&mut bob, Instant::ZERO).is_some());
+    }
+
+    /// Duets on one simulated LAN, each at an address.
+    struct Lan {
+        now: Instant,
+        duets: Vec<(SocketAddr, Secure, Vec<std::string::String>)>,
+    }
+
+    impl Lan {
+        fn step(&mut self) {
+            let now = self.now;
+            let mut wire = Vec::new();
+            for (from, s, shown) in &mut self.duets {
+                s.handle_timeout(now);
+                while let Some((dst, bytes)) = transmit(s, now) {
+                    wire.push((*from, dst, bytes));
+                }
+                while let Some(e) = s.poll_event() {
+                    shown.push(match e {
+                        Event::Message(t) => format!("message {t}"),
+                        Event::PeerUp(a) => format!("up {a}"),
+                        e => format!("{e:?}"),
+                    });
+                }
+            }
+            for (from, dst, bytes) in wire {
+                for (at, s, _) in &mut self.duets {
+                    if *at != from && (dst == *at || dst == addr(BCAST)) {
+                        s.handle_datagram(now, from, &bytes);
+                    }
+                }
+            }
+            self.now += Duration::from_millis(100);
+        }
+        fn run_until(&mut self, secs: u64, mut done: impl FnMut(&Lan) -> bool) {
+            let end = self.now + Duration::from_secs(secs);
+            while !done(self) {
+                assert!(self.now < end, "not done after {secs} s");
+                self.step();
+            }
+        }
+        fn shown(&self, i: usize, what: &str) -> bool {
+            self.duets[i].2.iter().any(|l| l == what)
+        }
+    }
+
+    #[test]
+    fn discovery_then_handshake_then_chat_and_following_a_move() {
+        let mut alice = duet(1, &[2], 1);
+        alice.discover(Instant::ZERO, keys(2).public(), &[addr(BCAST)]);
+        alice.send_text(Instant::ZERO, "hello bob").unwrap();
+        let mut mallory = duet(3, &[], 3);
+        mallory.discover(Instant::ZERO, keys(2).public(), &[addr(BCAST)]);
+        let mut lan = Lan {
+            now: Instant::ZERO,
+            duets: std::vec![
+                (addr(ALICE), alice, Vec::new()),
+                (addr(BOB), duet(2, &[1], 2), Vec::new()),
+                (addr(MALLORY), mallory, Vec::new()),
+            ],
+        };
+        lan.run_until(10, |l| l.shown(1, "message hello bob"));
+        assert_eq!(lan.duets[0].1.peer_addr(), Some(addr(BOB)));
+        assert!(lan.duets[0].1.is_established());
+        assert_eq!(lan.duets[2].1.peer_addr(), None, "mallory found nothing");
+        assert!(lan.duets[1].1.stats().probes_refused >= 1);
+        assert_eq!(lan.duets[1].1.stats().probes_answered, 1);
+
+        // Bob goes away and comes back at another address (a new run: no keys).
+        lan.duets[1] = (addr(BOB_MOVED), duet(2, &[1], 22), Vec::new());
+        lan.duets[0].1.send_text(lan.now, "still there?").unwrap();
+        lan.run_until(120, |l| l.shown(1, "message still there?"));
+        assert_eq!(lan.duets[0].1.peer_addr(), Some(addr(BOB_MOVED)));
+        assert_eq!(lan.duets[2].1.peer_addr(), None);
+    }
+}
+
+#[cfg(test)]
+mod discovery_vectors {
+    //! docs/PROTOCOL.md, "Discovery test vectors": a PROBE from A to B and B's FOUND, from
+    //! the keys of the sealed vectors, A's seed 0xa1..., minute 29 000 000.
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> std::string::String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn probe_and_found_match_the_published_vectors() {
+        let (a, b) = (
+            StaticKeys::from_secret([1; 32]),
+            StaticKeys::from_secret([2; 32]),
+        );
+        let t0 = Instant::ZERO;
+        let mut ia = Secure::new(
+            t0,
+            SecureConfig::default(),
+            a.clone(),
+            &[],
+            None,
+            [0xa1; 32],
+        );
+        ia.set_unix_minutes(t0, 29_000_000);
+        ia.discover(t0, b.public(), &["10.0.0.255:7789".parse().unwrap()]);
+        let mut rb = Secure::new(
+            t0,
+            SecureConfig::default(),
+            b,
+            &[a.public()],
+            None,
+            [0xb2; 32],
+        );
+        rb.set_unix_minutes(t0, 29_000_000);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let t = ia.poll_transmit(t0, &mut buf).unwrap();
+        let probe = buf[..t.len].to_vec();
+        rb.handle_datagram(t0, "10.0.0.1:7789".parse().unwrap(), &probe);
+        let t = rb.poll_transmit(t0, &mut buf).unwrap();
+        let found = buf[..t.len].to_vec();
+        assert_eq!(hex(&probe), PROBE);
+        assert_eq!(hex(&found), FOUND);
+    }
+
+    const PROBE: &str = "647502048fa8cff2baf61a43f3a66a9f591d569c51721393bf6ef56fe2ede081cffe265d";
+    const FOUND: &str = "647502058fa8cff2baf61a43f3a66a9f591d569c4a7039e38ef27660a3220c76b4d4800c";
 }

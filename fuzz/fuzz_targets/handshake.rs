@@ -43,7 +43,11 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn rejected(s: &SecureStats) -> u64 {
-    u64::from(s.unauthenticated) + u64::from(s.replayed) + u64::from(s.unpaired) + u64::from(s.busy)
+    u64::from(s.unauthenticated)
+        + u64::from(s.replayed)
+        + u64::from(s.unpaired)
+        + u64::from(s.busy)
+        + u64::from(s.probes_refused)
 }
 
 /// Whether `d` is A's real initiation, up to the sender index in its header (which Noise

@@ -33,6 +33,8 @@ use crate::ui::{self, Output};
 const LINGER_QUIET: Duration = Duration::from_millis(1500);
 /// The longest `listen --count` lingers in any case.
 const LINGER_MAX: Duration = Duration::from_secs(6);
+/// duet's port: where a paired peer with no known address is looked for.
+const DUET_PORT: u16 = 7789;
 
 fn parse_addr(text: &str) -> Result<SocketAddr, Error> {
     net::resolve(text).map_err(|source| Error::BadAddress {
@@ -211,7 +213,12 @@ impl Conversation {
             session: config,
             ..SecureConfig::default()
         };
-        let secure = Secure::new(Instant::now(), config, keys, &allowed, peer, new_seed()?);
+        let mut secure = Secure::new(Instant::now(), config, keys, &allowed, peer, new_seed()?);
+        // Discovery probes carry the minute, so recorded ones go stale (docs/SECURITY.md).
+        if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            let minutes = u32::try_from(since.as_secs() / 60).unwrap_or(u32::MAX);
+            secure.set_unix_minutes(Instant::now(), minutes);
+        }
         Ok(Conversation::Duet {
             secure: Box::new(secure),
             names: contacts.names_by_key(),
@@ -257,6 +264,18 @@ impl Conversation {
                 },
                 PlainEvent::Oversized { from } => Shown::Oversized { from },
             }),
+        }
+    }
+
+    /// Look for `target` on the LAN: PROBEs to every interface's broadcast address on
+    /// duet's port (only `bind`'s interface when it is a specific address).
+    fn discover(&mut self, target: &Target, bind: SocketAddr) {
+        if let Conversation::Duet { secure: s, .. } = self {
+            let targets: Vec<SocketAddr> = crate::lan::broadcast_addresses(bind.ip())
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, DUET_PORT))
+                .collect();
+            s.discover(Instant::now(), target.key.0, &targets);
         }
     }
 
@@ -380,6 +399,8 @@ pub fn chat(args: ChatArgs, dir: &Path) -> Result<(), Error> {
     } else {
         None
     };
+    // The paired peer looked for on the LAN, when no address is known.
+    let mut looking = None;
     let (conversation, contacts, talking_to, outbox_peer) = if args.legacy.legacy {
         let mut peer = peer_text.as_deref().map(parse_addr).transpose()?;
         if let (None, Some(ed)) = (peer, editor.as_mut()) {
@@ -408,15 +429,22 @@ pub fn chat(args: ChatArgs, dir: &Path) -> Result<(), Error> {
         if target.is_none() && contacts.peers.iter().next().is_none() {
             return Err(Error::NotPaired);
         }
-        let conversation = Conversation::duet(&contacts, target.as_ref(), Config::default())?;
+        let mut conversation = Conversation::duet(&contacts, target.as_ref(), Config::default())?;
+        if let Some(t) = target.as_ref().filter(|t| t.addr.is_none()) {
+            conversation.discover(t, bind);
+            looking = Some(t.name.clone());
+        }
         let shown = target.as_ref().map(|t| match t.addr {
             Some(addr) => format!("{} at {addr}", t.name),
-            None => format!("{} (waiting for them to write: no address known)", t.name),
+            None => t.name.clone(),
         });
         let key = target.map(|t| t.key);
         (conversation, Some(contacts), shown, key)
     };
     let mut link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
+    if looking.is_some() {
+        link.allow_broadcast()?;
+    }
     let (mut out, mut input) = match editor {
         Some(mut ed) => {
             let printer = ed
@@ -435,6 +463,9 @@ pub fn chat(args: ChatArgs, dir: &Path) -> Result<(), Error> {
         ),
         None => out.line("* no peer yet: any paired peer may write; /peer NAME picks one"),
     }
+    if let Some(name) = &looking {
+        out.line(&format!("* looking for {name} on the LAN…"));
+    }
     let mut chat = ChatState {
         name: args.name,
         prompt,
@@ -452,6 +483,7 @@ pub fn chat(args: ChatArgs, dir: &Path) -> Result<(), Error> {
         kept: Vec::new(),
         quitting: false,
         interactive,
+        looking: looking.map(|name| (name, None)),
     };
     chat.resume_outbox(&mut out);
     chat.run(&mut link, &mut out, &mut input)
@@ -494,6 +526,8 @@ struct ChatState {
     kept: Vec<Pending>,
     quitting: bool,
     interactive: bool,
+    /// The peer looked for on the LAN and where it was last found.
+    looking: Option<(String, Option<SocketAddr>)>,
 }
 
 /// A message waiting for room in the session's outbox.
@@ -524,6 +558,7 @@ impl ChatState {
                 Err(e) => return Err(e),
             };
             self.show_events(link, out);
+            self.show_found(link, out);
             if self.quitting && self.pending.is_empty() && link.protocol.in_flight() == 0 {
                 break;
             }
@@ -552,6 +587,17 @@ impl ChatState {
             });
         }
         Ok(())
+    }
+
+    /// Say where discovery found the peer, once per address.
+    fn show_found(&mut self, link: &Link<Stack, Conversation>, out: &mut Output) {
+        if let Some((name, shown)) = &mut self.looking
+            && let Some(addr) = link.protocol.peer()
+            && *shown != Some(addr)
+        {
+            out.line(&format!("* found {name} at {addr}"));
+            *shown = Some(addr);
+        }
     }
 
     fn show_events(&mut self, link: &mut Link<Stack, Conversation>, out: &mut Output) {
@@ -815,7 +861,8 @@ fn counters(s: &Secure) -> String {
     let sec = s.stats();
     format!(
         "received {} messages; rejected {} unauthenticated, {} replayed, {} from unpaired keys, \
-         {} while busy, {} malformed inside; {} duplicates, {} retransmits; {} handshakes",
+         {} while busy, {} malformed inside; {} duplicates, {} retransmits; {} handshakes; \
+         discovery probes: {} answered, {} refused",
         st.messages_in,
         sec.unauthenticated,
         sec.replayed,
@@ -824,7 +871,9 @@ fn counters(s: &Secure) -> String {
         st.malformed + st.oversized,
         st.duplicates,
         st.retransmits,
-        sec.handshakes
+        sec.handshakes,
+        sec.probes_answered,
+        sec.probes_refused
     )
 }
 
@@ -849,22 +898,30 @@ pub fn send(args: SendArgs, dir: &Path) -> Result<(), Error> {
         ..Config::default()
     };
     let mut durable = None;
+    let mut discovering = false;
     let (conversation, to) = if legacy {
         let to = parse_addr(&args.to)?;
         (Conversation::legacy(&args.legacy, Some(to)), to)
     } else {
         let contacts = Contacts::load(dir)?;
         let target = contacts.find(&args.to)?;
-        let Some(to) = target.addr else {
-            return Err(Error::Other(format!(
-                "no address known for {}: --to HOST:PORT, or `duet pair add` with --addr",
-                target.name
-            )));
-        };
         durable = Some((Store::open(dir)?, target.key, target.name.clone()));
-        (Conversation::duet(&contacts, Some(&target), config)?, to)
+        let mut conversation = Conversation::duet(&contacts, Some(&target), config)?;
+        let to = match target.addr {
+            Some(to) => to,
+            None => {
+                // Looked for on the LAN; shown as where it was looked for until found.
+                conversation.discover(&target, bind);
+                discovering = true;
+                SocketAddr::new(std::net::Ipv4Addr::BROADCAST.into(), DUET_PORT)
+            }
+        };
+        (conversation, to)
     };
     let mut link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
+    if discovering {
+        link.allow_broadcast()?;
+    }
     let mut out = Output::Lines;
     if legacy {
         let (mut parts, mut unmappable) = (0, 0);
@@ -954,6 +1011,7 @@ pub fn send(args: SendArgs, dir: &Path) -> Result<(), Error> {
         s.close();
         let _ = link.poll();
     }
+    let to = link.protocol.peer().unwrap_or(to);
     if failed == 0 {
         out.line(&format!(
             "* delivered to {to}{}",

@@ -75,6 +75,21 @@ impl<P: Protocol> Link<HostStack, P> {
     }
 }
 
+impl<P: Protocol> Link<crate::transport::Stack, P> {
+    /// Let the socket send to broadcast addresses (SO_BROADCAST), for discovery. smoltcp on
+    /// a TAP device needs no permission.
+    pub fn allow_broadcast(&self) -> Result<(), Error> {
+        use crate::transport::{Socket, Stack};
+        if let (Stack::Udp(_), Socket::Udp(socket)) = (&self.stack, self.driver.socket()) {
+            let fd = net::socket_fd(socket).map_err(|e| Error::Other(format!("socket: {e}")))?;
+            socket2::SockRef::from(&fd)
+                .set_broadcast(true)
+                .map_err(|e| Error::Other(format!("cannot broadcast (SO_BROADCAST): {e}")))?;
+        }
+        Ok(())
+    }
+}
+
 impl<S: Transport, P: Protocol> Link<S, P> {
     /// Bind `stack` at `bind`'s port and run `protocol` over it.
     pub fn bind(mut stack: S, bind: SocketAddr, protocol: P) -> Result<Self, Error> {
@@ -137,7 +152,10 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         input: Option<BorrowedFd<'_>>,
         limit: Option<Instant>,
     ) -> Result<Woke, Error> {
-        let deadline = earliest(deadline, limit);
+        // The caller showed events since `deadline` was computed, and taking a message is
+        // what makes its acknowledgement due: ask the protocol again, or the acknowledgement
+        // would wait out the sleep (and the sender retransmit meanwhile).
+        let deadline = earliest(earliest(deadline, self.protocol.poll_timeout()), limit);
         let now = Instant::now();
         let timeout = deadline.map(|d| {
             let ms = d.saturating_duration_since(now).as_millis();

@@ -1,6 +1,7 @@
 //! The sealed datagram: what duet actually puts on the wire between paired peers.
 //!
-//! Every duet datagram is one of three messages. A transport message carries one inner
+//! Every duet datagram is one of five messages: two handshake messages, the transport message
+//! and two discovery messages. A transport message carries one inner
 //! [`super::Frame`] (header and text), encrypted and authenticated with ChaCha20-Poly1305
 //! under keys from a Noise IK handshake; the 16-byte header below is its associated data.
 //!
@@ -16,6 +17,19 @@
 //! type 3 TRANSPORT:  index = the receiver's index;      bytes 8..16   counter (nonce)
 //!                                                        bytes 16..    ciphertext + 16-byte tag
 //! ```
+//!
+//! Discovery (no index): a PROBE asks "is my paired peer here?", a FOUND answers it. Both
+//! are exactly [`PROBE_LEN`] bytes and carry nothing but random bytes and a MAC only the two
+//! paired peers can compute (see `docs/SECURITY.md`, "Finding a peer on the LAN").
+//!
+//! ```text
+//! 0       2       3       4                               20                              36
+//! +-------+-------+-------+-------------------------------+-------------------------------+
+//! | "du"  | ver 2 | type  | nonce (16 random bytes)       | tag (16 bytes)                |
+//! +-------+-------+-------+-------------------------------+-------------------------------+
+//!
+//! type 4 PROBE: a fresh nonce;            type 5 FOUND: the nonce of the probe it answers
+//! ```
 //! Contract: after [`Sealed::check_len`] no accessor panics; the lengths of handshake
 //! messages are exact, so the Noise implementation never sees a short message.
 
@@ -30,6 +44,8 @@ mod field {
     pub const INDEX: Range<usize> = 4..8;
     pub const COUNTER: Range<usize> = 8..16;
     pub const RESPONSE_RECEIVER: Range<usize> = 8..12;
+    pub const NONCE: Range<usize> = 4..20;
+    pub const DISCOVERY_TAG: Range<usize> = 20..36;
 }
 
 /// The version of sealed datagrams.
@@ -49,6 +65,15 @@ pub const INITIATION_LEN: usize = 8 + INITIATION_NOISE_LEN;
 /// Length of a response datagram.
 pub const RESPONSE_LEN: usize = 12 + RESPONSE_NOISE_LEN;
 
+/// Bytes of a discovery nonce.
+pub const NONCE_LEN: usize = 16;
+/// Bytes of a discovery tag (a truncated keyed BLAKE2s).
+pub const DISCOVERY_TAG_LEN: usize = 16;
+/// Length of a PROBE datagram.
+pub const PROBE_LEN: usize = 4 + NONCE_LEN + DISCOVERY_TAG_LEN;
+/// Length of a FOUND datagram.
+pub const FOUND_LEN: usize = PROBE_LEN;
+
 /// Message types (byte 3).
 pub mod kind {
     /// Noise IK message 1.
@@ -57,6 +82,10 @@ pub mod kind {
     pub const RESPONSE: u8 = 2;
     /// An encrypted inner frame.
     pub const TRANSPORT: u8 = 3;
+    /// Discovery: is my paired peer on this network?
+    pub const PROBE: u8 = 4;
+    /// Discovery: yes, here (the answer to one PROBE).
+    pub const FOUND: u8 = 5;
 }
 
 /// A read/write wrapper around a sealed datagram.
@@ -93,6 +122,7 @@ impl<T: AsRef<[u8]>> Sealed<T> {
             kind::INITIATION => b.len() == INITIATION_LEN,
             kind::RESPONSE => b.len() == RESPONSE_LEN,
             kind::TRANSPORT => b.len() >= OVERHEAD,
+            kind::PROBE | kind::FOUND => b.len() == PROBE_LEN,
             _ => false,
         };
         if ok { Ok(()) } else { Err(Error) }
@@ -124,6 +154,14 @@ impl<T: AsRef<[u8]>> Sealed<T> {
             _ => &b[8..],
         }
     }
+    /// A PROBE's nonce, or the nonce of the probe a FOUND answers.
+    pub fn nonce(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::NONCE]
+    }
+    /// A PROBE's or FOUND's tag.
+    pub fn discovery_tag(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::DISCOVERY_TAG]
+    }
     /// A transport message's header: the associated data.
     pub fn transport_header(&self) -> &[u8] {
         &self.buffer.as_ref()[..TRANSPORT_HEADER_LEN]
@@ -142,6 +180,21 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Sealed<T> {
         b[field::VERSION] = VERSION;
         b[field::TYPE] = kind;
         b[field::INDEX].copy_from_slice(&index.to_be_bytes());
+    }
+    /// Write magic, version and type of a discovery message (no index).
+    pub fn set_discovery_header(&mut self, kind: u8) {
+        let b = self.buffer.as_mut();
+        b[field::MAGIC].copy_from_slice(b"du");
+        b[field::VERSION] = VERSION;
+        b[field::TYPE] = kind;
+    }
+    /// Write a PROBE's or FOUND's nonce.
+    pub fn set_nonce(&mut self, nonce: &[u8; NONCE_LEN]) {
+        self.buffer.as_mut()[field::NONCE].copy_from_slice(nonce);
+    }
+    /// Write a PROBE's or FOUND's tag.
+    pub fn set_discovery_tag(&mut self, tag: &[u8; DISCOVERY_TAG_LEN]) {
+        self.buffer.as_mut()[field::DISCOVERY_TAG].copy_from_slice(tag);
     }
     /// Write a transport message's counter.
     pub fn set_counter(&mut self, counter: u64) {
@@ -167,6 +220,52 @@ mod test {
     static TRANSPORT_HEADER: [u8; 16] = [
         0x64, 0x75, 0x02, 0x03, 0x0a, 0x0b, 0x0c, 0x0d, 0, 0, 0, 0, 0, 0, 0, 7,
     ];
+
+    /// docs/PROTOCOL.md: a PROBE with nonce 00 01 .. 0f and tag f0 f1 .. ff.
+    static PROBE_BYTES: [u8; PROBE_LEN] = [
+        0x64, 0x75, 0x02, 0x04, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a,
+        0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9,
+        0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff,
+    ];
+
+    fn counting(from: u8) -> [u8; 16] {
+        core::array::from_fn(|i| from + i as u8)
+    }
+
+    #[test]
+    fn test_deconstruct_probe() {
+        let p = Sealed::new_checked(&PROBE_BYTES[..]).unwrap();
+        assert_eq!(p.kind(), kind::PROBE);
+        assert_eq!(p.nonce(), &counting(0));
+        assert_eq!(p.discovery_tag(), &counting(0xf0));
+    }
+
+    #[test]
+    fn test_construct_probe_and_found() {
+        let mut bytes = [0xaau8; PROBE_LEN];
+        let mut p = Sealed::new_unchecked(&mut bytes[..]);
+        p.set_discovery_header(kind::PROBE);
+        p.set_nonce(&counting(0));
+        p.set_discovery_tag(&counting(0xf0));
+        assert_eq!(bytes, PROBE_BYTES);
+        Sealed::new_unchecked(&mut bytes[..]).set_discovery_header(kind::FOUND);
+        let f = Sealed::new_checked(&bytes[..]).unwrap();
+        assert_eq!((f.kind(), f.nonce()), (kind::FOUND, &counting(0)[..]));
+    }
+
+    #[test]
+    fn test_impossible_len_probe_and_found() {
+        let mut bytes = [0u8; PROBE_LEN + 1];
+        bytes[..PROBE_LEN].copy_from_slice(&PROBE_BYTES);
+        for k in [kind::PROBE, kind::FOUND] {
+            bytes[3] = k;
+            assert!(Sealed::new_checked(&bytes[..PROBE_LEN]).is_ok());
+            assert!(Sealed::new_checked(&bytes[..PROBE_LEN - 1]).is_err());
+            assert!(Sealed::new_checked(&bytes[..]).is_err());
+        }
+        bytes[3] = 6;
+        assert!(Sealed::new_checked(&bytes[..PROBE_LEN]).is_err());
+    }
 
     #[test]
     fn test_deconstruct() {
