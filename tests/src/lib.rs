@@ -1,6 +1,7 @@
 //! Helpers shared by duet's end-to-end tests.
 
 pub mod netns;
+pub mod netns_router;
 pub mod peers;
 pub mod process;
 pub mod qemu;
