@@ -8,8 +8,8 @@
 use duet_core::MAX_DATAGRAM;
 use duet_core::wire::Sealed;
 use duet_core::wire::sealed::{
-    INITIATION_LEN, INITIATION_NOISE_LEN, OVERHEAD, RESPONSE_LEN, RESPONSE_NOISE_LEN, TAG_LEN,
-    TRANSPORT_HEADER_LEN, kind,
+    DISCOVERY_TAG_LEN, INITIATION_LEN, INITIATION_NOISE_LEN, NONCE_LEN, OVERHEAD, PROBE_LEN,
+    RESPONSE_LEN, RESPONSE_NOISE_LEN, TAG_LEN, TRANSPORT_HEADER_LEN, kind,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -42,6 +42,11 @@ fuzz_target!(|data: &[u8]| {
             );
             let counter = s.counter();
             Sealed::new_unchecked(&mut copy[..]).set_counter(counter);
+        }
+        kind::PROBE | kind::FOUND => {
+            assert_eq!(data.len(), PROBE_LEN);
+            assert_eq!(s.nonce().len(), NONCE_LEN);
+            assert_eq!(s.discovery_tag().len(), DISCOVERY_TAG_LEN);
         }
         other => panic!("new_checked accepted type {other}"),
     }
