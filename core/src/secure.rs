@@ -577,10 +577,7 @@ impl Secure {
             p.set_discovery_header(sealed::kind::PROBE);
             p.set_nonce(&nonce);
             p.set_discovery_tag(&tag);
-            if d.sent.is_full() {
-                d.sent.pop_front();
-            }
-            let _ = d.sent.push_back(nonce);
+            remember(&mut d.sent, nonce);
             // Rounds 1, 2, 4, ... times `handshake_retry` apart, capped at `max_rto`.
             d.next_round = now + retry.saturating_mul(1 << d.rounds.min(16)).min(max);
             d.rounds = d.rounds.saturating_add(1);
@@ -649,10 +646,7 @@ impl Secure {
             f.set_nonce(&nonce);
             f.set_discovery_tag(&tag);
         }
-        if self.answered_probes.is_full() {
-            self.answered_probes.pop_front();
-        }
-        let _ = self.answered_probes.push_back(nonce);
+        remember(&mut self.answered_probes, nonce);
         self.stats.probes_answered = self.stats.probes_answered.saturating_add(1);
         self.found_to = Some((from, found));
     }
@@ -938,10 +932,7 @@ impl Secure {
         let mut e = [0u8; 32];
         if let Some(bytes) = noise.get(..32) {
             e.copy_from_slice(bytes);
-            if self.seen_initiations.is_full() {
-                self.seen_initiations.pop_front();
-            }
-            let _ = self.seen_initiations.push_back(e);
+            remember(&mut self.seen_initiations, e);
         }
     }
 
@@ -1195,6 +1186,15 @@ impl Secure {
         }
         None
     }
+}
+
+/// Keep `item` among the last `N` remembered, forgetting the oldest when full.
+pub(crate) fn remember<T, const N: usize>(queue: &mut heapless::Deque<T, N>, item: T) {
+    if queue.is_full() {
+        queue.pop_front();
+    }
+    // Room was just made, so this cannot fail.
+    let _ = queue.push_back(item);
 }
 
 impl Protocol for Secure {

@@ -741,10 +741,7 @@ impl Session {
         if takeover {
             debug!("peer epoch {} replaces {}", repr.epoch, self.inbound.epoch);
             if self.inbound.epoch != 0 {
-                if self.retired.is_full() {
-                    self.retired.pop_front();
-                }
-                let _ = self.retired.push_back(self.inbound.epoch);
+                crate::secure::remember(&mut self.retired, self.inbound.epoch);
             }
             self.inbound.reset(repr.epoch, repr.base);
             // Whatever the old run acknowledged of a message it never saw whole died with
