@@ -45,7 +45,9 @@ use rand_core::{CryptoRng, RngCore, SeedableRng};
 
 use crate::MAX_DATAGRAM;
 use crate::driver::{Protocol, Transmit};
-use crate::session::{Config, Event, MessageId, SendError, Session, Stats};
+use crate::session::{
+    Config, Event, INBOX_BYTES, MessageId, OUTBOX_BYTES, SendError, Session, Stats,
+};
 use crate::time::{Duration, Instant};
 use crate::wire::sealed::{self, Sealed};
 
@@ -360,7 +362,10 @@ struct DiscoveryKey {
 }
 
 /// The reliable chat session, sealed between two paired static keys.
-pub struct Secure {
+///
+/// `OUT` and `IN` size the session inside (see [`Session`]); [`Secure::new_sized`] chooses
+/// them.
+pub struct Secure<const OUT: usize = OUTBOX_BYTES, const IN: usize = INBOX_BYTES> {
     config: SecureConfig,
     keys: StaticKeys,
     /// Static keys allowed to talk to us.
@@ -381,7 +386,7 @@ pub struct Secure {
     previous: Option<Keys>,
     /// Keys of a handshake we answered, used once the initiator sends under them.
     next: Option<Keys>,
-    session: Session,
+    session: Session<OUT, IN>,
     stats: SecureStats,
     scratch: [u8; MAX_DATAGRAM],
     /// One discovery key per allowed peer key.
@@ -403,6 +408,20 @@ impl Secure {
     /// once; without, it waits for an allowed peer to start. `seed` must be 32 fresh random
     /// bytes: every ephemeral key and index comes from a generator seeded with it.
     pub fn new(
+        now: Instant,
+        config: SecureConfig,
+        keys: StaticKeys,
+        allowed: &[PublicKey],
+        peer: Option<(PublicKey, SocketAddr)>,
+        seed: [u8; 32],
+    ) -> Self {
+        Self::new_sized(now, config, keys, allowed, peer, seed)
+    }
+}
+
+impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
+    /// [`Secure::new`] with a session of the sizes this type names.
+    pub fn new_sized(
         now: Instant,
         config: SecureConfig,
         keys: StaticKeys,
@@ -433,7 +452,7 @@ impl Secure {
             current: None,
             previous: None,
             next: None,
-            session: Session::new(now, config.session, epoch, peer.map(|(_, a)| a)),
+            session: Session::new_sized(now, config.session, epoch, peer.map(|(_, a)| a)),
             stats: SecureStats::default(),
             scratch: [0; MAX_DATAGRAM],
             discovery_keys,
@@ -446,7 +465,7 @@ impl Secure {
     }
 
     /// The reliable session inside.
-    pub fn session(&self) -> &Session {
+    pub fn session(&self) -> &Session<OUT, IN> {
         &self.session
     }
 
@@ -1197,7 +1216,7 @@ pub(crate) fn remember<T, const N: usize>(queue: &mut heapless::Deque<T, N>, ite
     let _ = queue.push_back(item);
 }
 
-impl Protocol for Secure {
+impl<const OUT: usize, const IN: usize> Protocol for Secure<OUT, IN> {
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         Secure::handle_datagram(self, now, from, datagram)
     }

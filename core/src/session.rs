@@ -29,7 +29,7 @@
 
 use core::net::SocketAddr;
 
-use heapless::{Deque, String};
+use heapless::Deque;
 
 use crate::MAX_DATAGRAM;
 use crate::driver::{Protocol, Transmit};
@@ -38,10 +38,15 @@ use crate::time::{Duration, Instant};
 use crate::wire::frame::{ID_LEN, MAX_PAYLOAD};
 use crate::wire::{AckInfo, Body, Frame, Repr};
 
+mod bytes;
+
+use bytes::ByteQueue;
+
 /// Parts one session can hold unacknowledged (and outcomes not yet polled).
-pub const OUTBOX_PARTS: usize = 16;
-/// Parts in flight at once; also how many out-of-order parts a receiver buffers.
-pub const WINDOW: usize = 8;
+pub const OUTBOX_PARTS: usize = 32;
+/// Parts in flight at once; also how far beyond the next part it expects a receiver accepts
+/// parts. The acknowledgement's 32 selective bits cover the whole window.
+pub const WINDOW: usize = 32;
 /// Parts one message may have.
 pub const MAX_PARTS: usize = 4;
 /// The longest message in bytes of UTF-8 that a receiver can reassemble.
@@ -49,6 +54,11 @@ pub const MAX_MESSAGE: usize = MAX_PARTS * PART_TEXT;
 /// Text bytes one part carries at most (the first part also carries the message id; every
 /// part is cut to the same size so a message's split does not depend on where it starts).
 pub const PART_TEXT: usize = MAX_PAYLOAD - ID_LEN;
+/// Bytes of queued text a [`Session`] holds by default: a full outbox of the largest parts.
+pub const OUTBOX_BYTES: usize = OUTBOX_PARTS * PART_TEXT;
+/// Bytes of received text a [`Session`] holds by default: a window of the largest parts and
+/// a whole message waiting for the application.
+pub const INBOX_BYTES: usize = WINDOW * MAX_PAYLOAD + MAX_MESSAGE;
 
 /// Timing of a session. The defaults suit a LAN or the Internet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,7 +191,7 @@ pub struct Stats {
     pub messages_in: u32,
 }
 
-/// One part of an outgoing message.
+/// One part of an outgoing message; its text is in the session's outbox text, in part order.
 #[derive(Debug)]
 struct OutPart {
     seq: u32,
@@ -190,7 +200,8 @@ struct OutPart {
     id: u64,
     first: bool,
     last: bool,
-    text: String<MAX_PAYLOAD>,
+    /// Bytes of text.
+    len: u16,
     /// When it was first sent; `None` until then.
     first_sent: Option<Instant>,
     last_sent: Instant,
@@ -219,14 +230,15 @@ enum Outcome {
     Failed(MessageId, FailReason),
 }
 
-/// A received part waiting for its turn.
-#[derive(Debug)]
+/// A received part; its text is in [`Inbound::text`], in the order of [`Inbound::parts`].
+#[derive(Clone, Copy, Debug)]
 struct InPart {
     seq: u32,
     id: u64,
     first: bool,
     last: bool,
-    text: String<MAX_PAYLOAD>,
+    /// Bytes of text.
+    len: u16,
 }
 
 enum Received {
@@ -235,41 +247,49 @@ enum Received {
     OutOfWindow,
 }
 
-/// The receiving half: a window of parts, reassembled into messages in order.
+/// The receiving half: parts held in order, reassembled into messages in place.
+///
+/// `parts` starts with the `message_parts` parts of the current message (being assembled,
+/// or whole and waiting for the application), followed by parts that arrived ahead of
+/// `next_deliver`, sorted by seq. `text` holds their bytes in the same order, so the current
+/// message is the first `message_len` bytes of `text`: no copy to reassemble it.
 #[derive(Debug)]
-struct Inbound {
+struct Inbound<const IN: usize> {
     /// The peer's epoch; 0 until one was heard.
     epoch: u32,
-    /// The next seq to hand to reassembly. Everything below it is done with.
+    /// The next seq to add to the current message. Everything below it is done with.
     next_deliver: u32,
     /// The peer's highest base: missing parts below it will never come.
     skip_to: u32,
-    /// Parts in `[next_deliver, next_deliver + WINDOW)`, at index `seq % WINDOW`.
-    slots: [Option<InPart>; WINDOW],
-    /// The message being reassembled, or a whole one waiting for the application.
-    message: String<MAX_MESSAGE>,
-    /// The id of `message`.
+    parts: heapless::Vec<InPart, { WINDOW + MAX_PARTS }>,
+    text: ByteQueue<IN>,
+    /// Parts and bytes of the current message at the front of `parts` and `text`.
+    message_parts: usize,
+    message_len: usize,
+    /// The id of the current message.
     message_id: u64,
-    /// The seq of `message`'s first part while it is being reassembled or waits for the
-    /// application: the cumulative acknowledgement stops there, so a sender hears
+    /// The seq of the current message's first part while it is being reassembled or waits
+    /// for the application: the cumulative acknowledgement stops there, so a sender hears
     /// "delivered" only once the application took the message.
     message_start: Option<u32>,
-    /// `message` is whole and waits for [`Session::poll_event`].
+    /// The current message is whole and waits for [`Session::poll_event`].
     ready: bool,
-    /// `message` was handed out; clear it on the next call.
+    /// The current message was handed out; drop it on the next call.
     taken: bool,
     /// A part of the current message was lost for good: drop parts until the next first.
     discarding: bool,
 }
 
-impl Inbound {
+impl<const IN: usize> Inbound<IN> {
     fn new() -> Self {
         Inbound {
             epoch: 0,
             next_deliver: 0,
             skip_to: 0,
-            slots: Default::default(),
-            message: String::new(),
+            parts: heapless::Vec::new(),
+            text: ByteQueue::new(),
+            message_parts: 0,
+            message_len: 0,
             message_id: 0,
             message_start: None,
             ready: false,
@@ -278,15 +298,21 @@ impl Inbound {
         }
     }
 
+    /// Parts held beyond the current message, sorted by seq.
+    fn held(&self) -> &[InPart] {
+        self.parts.get(self.message_parts..).unwrap_or(&[])
+    }
+
     /// Start receiving a new epoch whose sender still waits for `base`.
     fn reset(&mut self, epoch: u32, base: u32) {
         self.epoch = epoch;
         self.next_deliver = base;
         self.skip_to = base;
-        self.slots = Default::default();
+        self.parts.truncate(self.message_parts);
+        self.text.truncate(self.message_len);
         if !self.ready {
             // A half-assembled message from the old epoch can never be completed.
-            self.message.clear();
+            self.drop_message();
         }
         // Seqs of the old epoch mean nothing in the new one.
         self.message_start = None;
@@ -297,12 +323,6 @@ impl Inbound {
         self.next_deliver.saturating_add(WINDOW as u32)
     }
 
-    fn slot(&self, seq: u32) -> Option<&InPart> {
-        self.slots[seq as usize % WINDOW]
-            .as_ref()
-            .filter(|p| p.seq == seq)
-    }
-
     fn insert(&mut self, seq: u32, id: u64, first: bool, last: bool, text: &str) -> Received {
         if seq < self.next_deliver {
             return Received::Duplicate;
@@ -310,21 +330,45 @@ impl Inbound {
         if seq >= self.window_end() {
             return Received::OutOfWindow;
         }
-        let slot = &mut self.slots[seq as usize % WINDOW];
-        if slot.is_some() {
-            return Received::Duplicate;
-        }
-        // Repr::parse capped the text at MAX_PAYLOAD, so this cannot fail.
-        let Ok(text) = String::try_from(text) else {
-            return Received::OutOfWindow;
+        let held = self.held();
+        let index = match held.binary_search_by_key(&seq, |p| p.seq) {
+            Ok(_) => return Received::Duplicate,
+            Err(index) => index,
         };
-        *slot = Some(InPart {
+        // Room: a part that fills a gap among held parts always fits, because every part
+        // held beyond a gap was admitted only with room kept for the gap's largest parts.
+        // So a missing part can always be taken, and no held part (which the selective
+        // acknowledgement may already have reported) ever has to be thrown out for it.
+        let gaps = if index == held.len() {
+            ((seq - self.next_deliver) as usize).saturating_sub(held.len())
+        } else {
+            0
+        };
+        let needed = text.len().saturating_add(gaps.saturating_mul(MAX_PAYLOAD));
+        if needed > self.text.free() || self.parts.is_full() {
+            return Received::OutOfWindow;
+        }
+        let at = self.message_len
+            + held[..index]
+                .iter()
+                .map(|p| usize::from(p.len))
+                .sum::<usize>();
+        let part = InPart {
             seq,
             id,
             first,
             last,
-            text,
-        });
+            // Repr::parse capped the text at MAX_PAYLOAD.
+            len: text.len() as u16,
+        };
+        if !self.text.insert(at, text.as_bytes())
+            || self.parts.insert(self.message_parts + index, part).is_err()
+        {
+            // Both were checked above; should one still fail, undo the other.
+            self.text.truncate(self.message_len);
+            self.parts.truncate(self.message_parts);
+            return Received::OutOfWindow;
+        }
         Received::Accepted
     }
 
@@ -339,13 +383,22 @@ impl Inbound {
         // While a whole message waits for the application, acknowledge nothing beyond it: a
         // selective bit for a later part would make the sender presume the waiting message
         // lost and resend it (RACK), for nothing. The application takes it in a moment.
-        let selective = if self.ready { 0 } else { 32u32 };
-        for i in 0..selective {
-            let seq = next.saturating_add(1 + i);
-            let held =
-                seq < self.next_deliver || (seq < self.window_end() && self.slot(seq).is_some());
-            if held {
+        if !self.ready {
+            // The current message's parts so far...
+            for i in 0..self
+                .next_deliver
+                .saturating_sub(next)
+                .saturating_sub(1)
+                .min(32)
+            {
                 bits |= 1 << i;
+            }
+            // ...and the parts held beyond it.
+            for p in self.held() {
+                let ahead = p.seq.wrapping_sub(next);
+                if (1..=32).contains(&ahead) {
+                    bits |= 1 << (ahead - 1);
+                }
             }
         }
         Some(AckInfo {
@@ -355,72 +408,95 @@ impl Inbound {
         })
     }
 
+    /// The current message's text.
+    fn message(&self) -> &str {
+        // Every part was a `&str` and the message is their concatenation: always UTF-8.
+        core::str::from_utf8(self.text.get(0, self.message_len)).unwrap_or_default()
+    }
+
+    /// Forget the current message and its parts.
+    fn drop_message(&mut self) {
+        for _ in 0..self.message_parts.min(self.parts.len()) {
+            self.parts.remove(0);
+        }
+        self.text.pop_front(self.message_len);
+        self.message_parts = 0;
+        self.message_len = 0;
+        self.message_start = None;
+    }
+
+    /// Drop the first held part (that is, the first after the current message).
+    fn drop_next_part(&mut self) {
+        if self.message_parts < self.parts.len() {
+            let part = self.parts.remove(self.message_parts);
+            // The current message is empty whenever a part is dropped (see `deliver`).
+            self.text.pop_front(usize::from(part.len));
+        }
+    }
+
     /// Clear a message the application has been handed; returns whether there was one
     /// (its acknowledgement can go out now).
     fn release_taken(&mut self) -> bool {
         if self.taken {
             self.taken = false;
             self.ready = false;
-            self.message.clear();
-            self.message_start = None;
+            self.drop_message();
             true
         } else {
             false
         }
     }
 
-    /// Move in-order parts into reassembly until a message is whole or a part is missing.
+    /// Add in-order parts to the current message until it is whole or a part is missing.
     /// Returns whether a message became ready.
     fn deliver(&mut self) -> bool {
-        // Each round consumes a slot or skips a missing seq; after WINDOW skips with no
+        // Each round consumes a part or skips a missing seq; after WINDOW skips with no
         // parts held the window jumps, so 2 * WINDOW + 2 rounds always suffice.
         for _ in 0..2 * WINDOW + 2 {
             if self.ready {
                 return false;
             }
             let seq = self.next_deliver;
-            let index = seq as usize % WINDOW;
-            let part = match self.slots[index].take() {
-                Some(part) if part.seq == seq => part,
-                other => {
-                    self.slots[index] = other;
-                    if seq >= self.skip_to {
-                        return false;
-                    }
-                    // The sender gave up on this part: the message it belonged to is lost.
-                    self.message.clear();
-                    self.message_start = None;
-                    self.discarding = true;
-                    self.next_deliver = if self.slots.iter().all(Option::is_none) {
-                        self.skip_to
-                    } else {
-                        seq + 1
-                    };
-                    continue;
+            let Some(part) = self.held().first().filter(|p| p.seq == seq).copied() else {
+                if seq >= self.skip_to {
+                    return false;
                 }
+                // The sender gave up on this part: the message it belonged to is lost.
+                self.drop_message();
+                self.discarding = true;
+                self.next_deliver = if self.held().is_empty() {
+                    self.skip_to
+                } else {
+                    seq + 1
+                };
+                continue;
             };
             self.next_deliver = seq.saturating_add(1);
             if part.first {
                 // A new message starts; anything half-assembled was abandoned by the sender.
-                self.message.clear();
+                self.drop_message();
                 self.message_id = part.id;
                 self.message_start = Some(seq);
                 self.discarding = false;
-            } else if self.message.is_empty() {
+            } else if self.message_parts == 0 {
                 // Its first part is gone: drop the rest of that message.
+                self.discarding = true;
+            }
+            let len = usize::from(part.len);
+            if !self.discarding
+                && (self.message_parts == MAX_PARTS || self.message_len + len > MAX_MESSAGE)
+            {
+                // Longer than any message a duet sends: drop it whole.
+                self.drop_message();
                 self.discarding = true;
             }
             if self.discarding {
                 self.discarding = !part.last;
+                self.drop_next_part();
                 continue;
             }
-            if self.message.push_str(&part.text).is_err() {
-                // Longer than any message a duet sends: drop it whole.
-                self.message.clear();
-                self.message_start = None;
-                self.discarding = !part.last;
-                continue;
-            }
+            self.message_parts += 1;
+            self.message_len += len;
             if part.last {
                 self.ready = true;
                 return true;
@@ -431,8 +507,15 @@ impl Inbound {
 }
 
 /// A reliable chat session with one peer. See the module docs for the call order.
+///
+/// `OUT` and `IN` are the bytes of text it holds: queued for sending, and received (held
+/// ahead of the next part, or a message waiting for the application). The defaults hold a
+/// full window of the largest parts each way; a small board chooses less with
+/// [`Session::new_sized`]. `OUT` must be at least [`PART_TEXT`] (and limits the longest
+/// message this session sends), `IN` at least [`MAX_MESSAGE`] (so every message can be
+/// received); both are checked when the program is compiled.
 #[derive(Debug)]
-pub struct Session {
+pub struct Session<const OUT: usize = OUTBOX_BYTES, const IN: usize = INBOX_BYTES> {
     config: Config,
     /// Our epoch: names this run of the session on the wire.
     epoch: u32,
@@ -453,6 +536,8 @@ pub struct Session {
     closed: bool,
 
     outbox: Deque<OutPart, OUTBOX_PARTS>,
+    /// The text of the parts in `outbox`, in the same order.
+    outbox_text: ByteQueue<OUT>,
     outcomes: Deque<Outcome, OUTBOX_PARTS>,
     next_seq: u32,
     transmissions: u32,
@@ -460,7 +545,7 @@ pub struct Session {
     rttvar: Duration,
     rto: Duration,
 
-    inbound: Inbound,
+    inbound: Inbound<IN>,
     /// The peer's earlier epochs: their late frames must not reset the receiver again.
     retired: Deque<u32, RETIRED_EPOCHS>,
     stats: Stats,
@@ -479,6 +564,23 @@ impl Session {
     /// every run: it is how the peer tells a restarted session from an old one; zero is
     /// replaced by one). Without `peer`, the first sender heard becomes the peer.
     pub fn new(now: Instant, config: Config, epoch: u32, peer: Option<SocketAddr>) -> Self {
+        Self::new_sized(now, config, epoch, peer)
+    }
+}
+
+impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
+    /// [`Session::new`] with buffers of the sizes this type names.
+    pub fn new_sized(now: Instant, config: Config, epoch: u32, peer: Option<SocketAddr>) -> Self {
+        const {
+            assert!(
+                OUT >= PART_TEXT,
+                "a session must hold at least one whole part to send"
+            );
+            assert!(
+                IN >= MAX_MESSAGE,
+                "a session must hold the longest message to receive"
+            );
+        }
         Session {
             config,
             epoch: epoch.max(1),
@@ -492,6 +594,7 @@ impl Session {
             close_pending: false,
             closed: false,
             outbox: Deque::new(),
+            outbox_text: ByteQueue::new(),
             outcomes: Deque::new(),
             next_seq: 0,
             transmissions: 0,
@@ -569,9 +672,20 @@ impl Session {
         self.rto
     }
 
-    /// Whether [`Self::send_text`] would accept a message of `parts` parts now.
-    pub fn has_room(&self, parts: usize) -> bool {
+    /// Whether [`Self::send_text`] would find room for `text` now.
+    pub fn has_room(&self, text: &str) -> bool {
+        self.has_room_for(text::split(text, PART_TEXT).count(), text.len())
+    }
+
+    /// Whether [`Self::send_text`] would find room for any message it can send: the longest
+    /// one, or every byte of text the session holds.
+    pub fn has_room_for_any(&self) -> bool {
+        self.has_room_for(MAX_PARTS, MAX_MESSAGE.min(OUT))
+    }
+
+    fn has_room_for(&self, parts: usize, bytes: usize) -> bool {
         self.outbox.len() + self.outcomes.len() + parts <= OUTBOX_PARTS
+            && bytes <= self.outbox_text.free()
     }
 
     /// Queue a message. It is split into parts on character boundaries; the returned id is
@@ -598,10 +712,10 @@ impl Session {
             return Err(SendError::Empty);
         }
         let parts = text::split(text, PART_TEXT).count();
-        if parts > MAX_PARTS {
+        if parts > MAX_PARTS || text.len() > OUT {
             return Err(SendError::TooLong);
         }
-        if !self.has_room(parts) {
+        if !self.has_room_for(parts, text.len()) {
             return Err(SendError::OutboxFull);
         }
         let first_seq = self.next_seq;
@@ -609,17 +723,15 @@ impl Session {
             .checked_add(parts as u32)
             .ok_or(SendError::Exhausted)?;
         let message = MessageId(first_seq);
-        for (i, part) in text::split(text, PART_TEXT).enumerate() {
-            let Ok(part_text) = String::try_from(part) else {
-                return Err(SendError::TooLong);
-            };
+        for (i, part_text) in text::split(text, PART_TEXT).enumerate() {
             let part = OutPart {
                 seq: first_seq + i as u32,
                 message,
                 id,
                 first: i == 0,
                 last: i + 1 == parts,
-                text: part_text,
+                // A part is at most PART_TEXT bytes.
+                len: part_text.len() as u16,
                 first_sent: None,
                 last_sent: now,
                 due: now,
@@ -631,8 +743,10 @@ impl Session {
                 consumed: false,
                 done: false,
             };
-            // has_room() checked the space above.
-            if self.outbox.push_back(part).is_err() {
+            // has_room_for() checked the space above.
+            if self.outbox.push_back(part).is_err()
+                || !self.outbox_text.push_back(part_text.as_bytes())
+            {
                 return Err(SendError::OutboxFull);
             }
         }
@@ -835,8 +949,14 @@ impl Session {
             }
             index = end.max(index + 1);
         }
-        while self.outbox.front().is_some_and(|p| p.done) {
+        self.pop_done();
+    }
+
+    /// Pop the finished parts at the front of the outbox, and their text.
+    fn pop_done(&mut self) {
+        while let Some(len) = self.outbox.front().filter(|p| p.done).map(|p| p.len) {
             self.outbox.pop_front();
+            self.outbox_text.pop_front(usize::from(len));
         }
     }
 
@@ -876,9 +996,7 @@ impl Session {
             }
             index = end.max(index + 1);
         }
-        while self.outbox.front().is_some_and(|p| p.done) {
-            self.outbox.pop_front();
-        }
+        self.pop_done();
         if self.peer_up
             && self
                 .last_heard
@@ -943,7 +1061,7 @@ impl Session {
             self.close_pending = false;
             self.closed = true;
             Body::Close
-        } else if let Some(part) = next_part_due(&mut self.outbox, now, base) {
+        } else if let Some((part, at)) = next_part_due(&mut self.outbox, now, base) {
             self.transmissions = self.transmissions.wrapping_add(1);
             if part.transmissions > 0 && !part.early {
                 part.backoff = part.backoff.saturating_add(1);
@@ -965,7 +1083,9 @@ impl Session {
                 first: part.first,
                 id: if part.first { part.id } else { 0 },
                 last: part.last,
-                text: &part.text,
+                // The text went in as a `&str`, whole parts at a time.
+                text: core::str::from_utf8(self.outbox_text.get(at, usize::from(part.len)))
+                    .unwrap_or_default(),
             }
         } else if self.ack_pending && !self.inbound.ready {
             // (While a message waits for the application the acknowledgement waits too: it
@@ -1042,25 +1162,31 @@ impl Session {
         }
         if self.inbound.ready && !self.inbound.taken {
             self.inbound.taken = true;
-            return Some(Event::Message(&self.inbound.message));
+            return Some(Event::Message(self.inbound.message()));
         }
         None
     }
 }
 
-/// The first part in the send window that is new or due for retransmission.
+/// The first part in the send window that is new or due for retransmission, and where its
+/// text starts in the outbox text.
 fn next_part_due(
     outbox: &mut Deque<OutPart, OUTBOX_PARTS>,
     now: Instant,
     base: u32,
-) -> Option<&mut OutPart> {
+) -> Option<(&mut OutPart, usize)> {
     let window_end = base.saturating_add(WINDOW as u32);
-    outbox.iter_mut().find(|p| {
-        !p.acked && !p.done && p.seq < window_end && (p.transmissions == 0 || p.due <= now)
-    })
+    let mut at = 0;
+    for p in outbox.iter_mut() {
+        if !p.acked && !p.done && p.seq < window_end && (p.transmissions == 0 || p.due <= now) {
+            return Some((p, at));
+        }
+        at += usize::from(p.len);
+    }
+    None
 }
 
-impl Protocol for Session {
+impl<const OUT: usize, const IN: usize> Protocol for Session<OUT, IN> {
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         Session::handle_datagram(self, now, from, datagram)
     }

@@ -11,7 +11,7 @@ use core::convert::Infallible;
 use core::net::{Ipv4Addr, SocketAddr};
 
 use duet_core::smoltcp_stack::{self, SmoltcpStack};
-use duet_core::{Clock, Driver, Secure, SecureConfig, StaticKeys};
+use duet_core::{Clock, Driver, SecureConfig, StaticKeys};
 use embedded_nal::{UdpClientStack, UdpFullStack};
 use heapless::Vec;
 use smoltcp::iface::{self, Interface, SocketSet, SocketStorage};
@@ -28,6 +28,14 @@ use crate::lan9118::{self, Frames, Lan9118};
 use crate::logging;
 use crate::outbox_record::OutboxRecord;
 use crate::uart::CmsdkUart;
+
+/// Bytes of text the session queues for sending: the console's longest line twice.
+pub const OUTBOX_BYTES: usize = 2 * LINE_MAX;
+/// Bytes of text the session holds on receipt: the longest message a peer may send, and
+/// room to hold a few short parts that arrive ahead of a missing one.
+pub const INBOX_BYTES: usize = 4096;
+/// The sealed session at the board's sizes (the host's defaults hold ~64 KiB of text).
+pub type Secure = duet_core::Secure<OUTBOX_BYTES, INBOX_BYTES>;
 
 /// The network stack the driver loop runs on.
 type Stack = SmoltcpStack<'static, Lan9118<'static>, SysTickClock>;
@@ -202,7 +210,7 @@ impl Chat {
         let public_key = keys.public();
         let session = SESSION
             .try_init_with(|| {
-                Secure::new(
+                Secure::new_sized(
                     clock.now(),
                     SecureConfig::default(),
                     keys,

@@ -25,19 +25,21 @@
 
 use core::net::SocketAddr;
 
-use duet_core::session::OUTBOX_PARTS;
-use duet_core::{Event, Instant, MessageId, Secure};
+use duet_core::{Event, Instant, MessageId};
 use embedded_io::{Read, ReadReady, Write};
 use heapless::{Deque, String, Vec};
 
+use crate::app::Secure;
 use crate::base64;
 use crate::lan9118;
 
-/// The longest typed line: the longest message a duet peer can reassemble.
-pub const LINE_MAX: usize = duet_core::session::MAX_MESSAGE;
+/// The longest typed line: the tutorial's 1024 bytes, a part and a bit of duet's.
+pub const LINE_MAX: usize = 1024;
 /// Bytes of a sent message kept to show next to its `delivered`/`failed` line (and in the
 /// record of the outbox that outlives a reset).
 pub const PREVIEW_MAX: usize = 48;
+/// Sent messages whose previews are kept; an older one is reported without its preview.
+const PREVIEWS: usize = 16;
 /// Bytes taken from the UART per [`Console::poll_input`] at most, so a paste cannot hold
 /// up the network loop for long.
 const INPUT_BUDGET: usize = 256;
@@ -106,7 +108,7 @@ struct Screen<T> {
     /// The board's public key.
     id: [u8; 32],
     /// Previews of sent messages not yet reported delivered or failed.
-    sent: Deque<(MessageId, String<PREVIEW_MAX>), OUTBOX_PARTS>,
+    sent: Deque<(MessageId, String<PREVIEW_MAX>), PREVIEWS>,
 }
 
 impl<'a, T: Read + ReadReady + Write> Console<'a, T> {

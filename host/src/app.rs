@@ -300,7 +300,7 @@ impl Conversation {
     /// Whether a new line of input can be queued now.
     fn has_room(&self) -> bool {
         match self {
-            Conversation::Duet { secure: s, .. } => s.session().has_room(session::MAX_PARTS),
+            Conversation::Duet { secure: s, .. } => s.session().has_room_for_any(),
             Conversation::Legacy(p) => p.queued() == 0,
         }
     }

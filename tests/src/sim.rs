@@ -18,7 +18,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use duet_core::session::Config;
+use duet_core::session::{Config, INBOX_BYTES, OUTBOX_BYTES};
 use duet_core::wire::{Body, Frame, Repr};
 use duet_core::{Duration, Event, FailReason, Instant, MAX_DATAGRAM, MessageId, Session};
 
@@ -277,10 +277,12 @@ impl Log {
 }
 
 /// One simulated endpoint: a session at an address, and what its application saw.
+///
+/// `O` and `I` size the session's buffers, as `Session`'s own parameters do.
 #[derive(Debug)]
-pub struct Endpoint {
+pub struct Endpoint<const O: usize = OUTBOX_BYTES, const I: usize = INBOX_BYTES> {
     /// The session under test.
-    pub session: Session,
+    pub session: Session<O, I>,
     /// Where it receives datagrams; datagrams it sends come from here.
     pub addr: SocketAddr,
     /// What `poll_event` returned.
@@ -289,9 +291,9 @@ pub struct Endpoint {
     pub last_arrival: Option<Instant>,
 }
 
-impl Endpoint {
+impl<const O: usize, const I: usize> Endpoint<O, I> {
     /// An endpoint running `session` at `addr`.
-    pub fn new(addr: SocketAddr, session: Session) -> Self {
+    pub fn new(addr: SocketAddr, session: Session<O, I>) -> Self {
         Endpoint {
             session,
             addr,
@@ -314,7 +316,7 @@ pub enum Side {
 pub type Filter = Box<dyn FnMut(&Wire) -> bool>;
 
 /// Two sessions, a simulated link between them, and simulated time.
-pub struct Pair {
+pub struct Pair<const O: usize = OUTBOX_BYTES, const I: usize = INBOX_BYTES> {
     /// The seed of the link's PRNG.
     pub seed: u64,
     /// Simulated time.
@@ -326,11 +328,11 @@ pub struct Pair {
     /// Drops the datagrams it rejects (after `cut`, before the link's own losses).
     pub filter: Option<Filter>,
     /// The first endpoint.
-    pub a: Endpoint,
+    pub a: Endpoint<O, I>,
     /// The second endpoint.
-    pub b: Endpoint,
+    pub b: Endpoint<O, I>,
     /// More endpoints on the same network (a stranger, a newcomer), run like A and B.
-    pub bystanders: Vec<Endpoint>,
+    pub bystanders: Vec<Endpoint<O, I>>,
     /// Datagrams that arrived at an address where no endpoint lives.
     pub stray: Vec<Wire>,
     /// Steps taken so far.
@@ -344,6 +346,13 @@ pub struct Pair {
 impl Pair {
     /// A at [`a_addr`] and B at [`b_addr`], each told the other's address, at time zero.
     pub fn connected(seed: u64, link: Link, config: Config) -> Self {
+        Self::connected_sized(seed, link, config)
+    }
+}
+
+impl<const O: usize, const I: usize> Pair<O, I> {
+    /// [`Pair::connected`] with sessions of the sizes this type names.
+    pub fn connected_sized(seed: u64, link: Link, config: Config) -> Self {
         let (epoch_a, epoch_b) = (epoch(seed, 1), epoch(seed, 2));
         // Two runs with one epoch would look like one session to each other.
         let epoch_b = if epoch_b == epoch_a {
@@ -351,8 +360,8 @@ impl Pair {
         } else {
             epoch_b
         };
-        let a = Session::new(Instant::ZERO, config, epoch_a, Some(b_addr()));
-        let b = Session::new(Instant::ZERO, config, epoch_b, Some(a_addr()));
+        let a = Session::new_sized(Instant::ZERO, config, epoch_a, Some(b_addr()));
+        let b = Session::new_sized(Instant::ZERO, config, epoch_b, Some(a_addr()));
         Self::new(
             seed,
             link,
@@ -362,7 +371,7 @@ impl Pair {
     }
 
     /// Two endpoints at time zero.
-    pub fn new(seed: u64, link: Link, a: Endpoint, b: Endpoint) -> Self {
+    pub fn new(seed: u64, link: Link, a: Endpoint<O, I>, b: Endpoint<O, I>) -> Self {
         Pair {
             seed,
             now: Instant::ZERO,
@@ -382,7 +391,7 @@ impl Pair {
     }
 
     /// The endpoint on `side`.
-    pub fn side(&mut self, side: Side) -> &mut Endpoint {
+    pub fn side(&mut self, side: Side) -> &mut Endpoint<O, I> {
         match side {
             Side::A => &mut self.a,
             Side::B => &mut self.b,
@@ -485,7 +494,7 @@ impl Pair {
         &mut self,
         what: &str,
         within: Duration,
-        mut done: impl FnMut(&mut Pair) -> bool,
+        mut done: impl FnMut(&mut Self) -> bool,
     ) {
         let deadline = self.now + within;
         while !done(self) {
@@ -545,11 +554,11 @@ impl Pair {
         }
     }
 
-    fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+    fn endpoints(&self) -> impl Iterator<Item = &Endpoint<O, I>> {
         [&self.a, &self.b].into_iter().chain(&self.bystanders)
     }
 
-    fn endpoints_mut(&mut self) -> impl Iterator<Item = &mut Endpoint> {
+    fn endpoints_mut(&mut self) -> impl Iterator<Item = &mut Endpoint<O, I>> {
         [&mut self.a, &mut self.b]
             .into_iter()
             .chain(&mut self.bystanders)
@@ -559,8 +568,8 @@ impl Pair {
 /// What a host does at `now`: expire timers, show events, then collect datagrams to send
 /// (into `out`, as `(from, to, bytes)`) — events first, because taking a message is what
 /// lets the session acknowledge it — and show what sending produced.
-fn run_endpoint(
-    endpoint: &mut Endpoint,
+fn run_endpoint<const O: usize, const I: usize>(
+    endpoint: &mut Endpoint<O, I>,
     now: Instant,
     out: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
 ) {
@@ -577,7 +586,7 @@ fn run_endpoint(
     }
 }
 
-impl Pair {
+impl<const O: usize, const I: usize> Pair<O, I> {
     /// With `DUET_SIM_TRACE` set, print what happens to every datagram.
     fn trace(&self, what: &str, wire: &Wire) {
         if std::env::var_os(TRACE_VAR).is_none() {
@@ -610,7 +619,7 @@ impl Pair {
 }
 
 /// Print the seed of any failing simulation, whatever assertion failed.
-impl Drop for Pair {
+impl<const O: usize, const I: usize> Drop for Pair<O, I> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("simulation failed: {self}");
@@ -618,7 +627,7 @@ impl Drop for Pair {
     }
 }
 
-impl fmt::Display for Pair {
+impl<const O: usize, const I: usize> fmt::Display for Pair<O, I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
