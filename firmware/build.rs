@@ -29,6 +29,13 @@ fn main() -> Result<(), String> {
     fs::copy("memory.x", out.join("memory.x")).map_err(|e| format!("copy memory.x: {e}"))?;
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
+    // cortex-m-rt's `device` feature includes device.x, where a PAC names its interrupt
+    // handlers; the board's table (board.rs) uses only DefaultHandler, so it names none.
+    fs::write(
+        out.join("device.x"),
+        "/* no interrupt handlers of the board's own */\n",
+    )
+    .map_err(|e| format!("write device.x: {e}"))?;
     println!("cargo:rustc-link-arg-bins=--nmagic");
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
     println!("cargo:rustc-link-arg-bins=-Tdefmt.x");

@@ -29,9 +29,13 @@
 //! them; a probe that matches no allowed key is dropped without a reply and counted, like any
 //! other datagram that does not authenticate. Probes carry the sender's coarse wall-clock
 //! minute inside the tag ([`Secure::set_unix_minutes`]); without a clock it is 0.
+//! Discovery is the `discovery` feature (on by default); without it probes are dropped
+//! unanswered and nothing is probed.
 
 use core::net::SocketAddr;
 
+use chacha20::ChaCha20;
+use chacha20::cipher::{KeyIvInit, StreamCipher};
 use clatter::bytearray::ByteArray;
 use clatter::cipherstate::CipherState;
 use clatter::crypto::cipher::ChaChaPoly;
@@ -40,8 +44,6 @@ use clatter::crypto::hash::Blake2s;
 use clatter::handshakepattern::noise_ik;
 use clatter::traits::{Dh, Hash};
 use clatter::{Handshaker, KeyPair, NqHandshakeCore};
-use chacha20::ChaCha20;
-use chacha20::cipher::{KeyIvInit, StreamCipher};
 use rand_core::{CryptoRng, RngCore};
 
 use crate::MAX_DATAGRAM;
@@ -462,7 +464,7 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
         let mut list = heapless::Vec::new();
         let mut discovery_keys = heapless::Vec::new();
         for key in allowed.iter().chain(peer.as_ref().map(|(k, _)| k)) {
-            if !list.contains(key) && list.push(*key).is_ok() {
+            if !list.contains(key) && list.push(*key).is_ok() && cfg!(feature = "discovery") {
                 let _ = discovery_keys.push(DiscoveryKey::new(&keys, key));
             }
         }
@@ -533,12 +535,16 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
         if !self.allowed.contains(&key) {
             if self.allowed.is_full() {
                 self.allowed.remove(0);
-                self.discovery_keys.remove(0);
+                if !self.discovery_keys.is_empty() {
+                    self.discovery_keys.remove(0);
+                }
             }
             let _ = self.allowed.push(key);
-            let _ = self
-                .discovery_keys
-                .push(DiscoveryKey::new(&self.keys, &key));
+            if cfg!(feature = "discovery") {
+                let _ = self
+                    .discovery_keys
+                    .push(DiscoveryKey::new(&self.keys, &key));
+            }
         }
     }
 
@@ -575,6 +581,9 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
             self.endpoint = None;
         }
         self.peer_key = Some(key);
+        if !cfg!(feature = "discovery") {
+            return;
+        }
         let mut list = heapless::Vec::new();
         for t in targets.iter().take(MAX_BROADCASTS) {
             let _ = list.push(*t);
@@ -605,6 +614,9 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
 
     /// The next PROBE of the current round, starting a round when one is due.
     fn next_probe(&mut self, now: Instant, buf: &mut [u8; MAX_DATAGRAM]) -> Option<Transmit> {
+        if !cfg!(feature = "discovery") {
+            return None;
+        }
         if !self.looking(now) {
             return None;
         }
@@ -647,6 +659,10 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
     }
 
     fn on_probe(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        if !cfg!(feature = "discovery") {
+            self.stats.probes_refused = self.stats.probes_refused.saturating_add(1);
+            return;
+        }
         let Ok(packet) = Sealed::new_checked(datagram) else {
             return self.reject();
         };
@@ -699,6 +715,9 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
     }
 
     fn on_found(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        if !cfg!(feature = "discovery") {
+            return;
+        }
         let Ok(packet) = Sealed::new_checked(datagram) else {
             return self.reject();
         };
@@ -1371,7 +1390,7 @@ mod vectors {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "discovery"))]
 mod discovery {
     //! PROBE and FOUND between paired and unpaired keys, and a LAN simulated in one thread:
     //! a datagram to [`BCAST`] reaches every other duet, any other goes to its address.
@@ -1571,7 +1590,7 @@ mod discovery {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "discovery"))]
 mod discovery_vectors {
     //! docs/PROTOCOL.md, "Discovery test vectors": a PROBE from A to B and B's FOUND, from
     //! the keys of the sealed vectors, A's seed 0xa1..., minute 29 000 000.
@@ -1619,4 +1638,43 @@ mod discovery_vectors {
 
     const PROBE: &str = "647502048fa8cff2baf61a43f3a66a9f591d569c51721393bf6ef56fe2ede081cffe265d";
     const FOUND: &str = "647502058fa8cff2baf61a43f3a66a9f591d569c4a7039e38ef27660a3220c76b4d4800c";
+}
+
+#[cfg(all(test, not(feature = "discovery")))]
+mod without_discovery {
+    use super::*;
+
+    #[test]
+    fn probes_are_dropped_unanswered_and_nothing_is_probed() {
+        let peer = StaticKeys::from_secret([2; 32]).public();
+        let mut s = Secure::new(
+            Instant::ZERO,
+            SecureConfig::default(),
+            StaticKeys::from_secret([1; 32]),
+            &[peer],
+            None,
+            [3; 32],
+        );
+        let bcast: SocketAddr = "10.0.0.255:7788".parse().unwrap();
+        s.discover(Instant::ZERO, peer, &[bcast]);
+        assert_eq!(s.peer_key(), Some(peer), "the peer is still chosen");
+        let mut buf = [0u8; MAX_DATAGRAM];
+        assert!(
+            s.poll_transmit(Instant::ZERO, &mut buf).is_none(),
+            "no probe"
+        );
+        assert!(
+            s.poll_timeout().is_none_or(|t| t > Instant::ZERO),
+            "no deadline for probes that never go out"
+        );
+
+        let mut probe = [0u8; sealed::PROBE_LEN];
+        Sealed::new_unchecked(&mut probe[..]).set_discovery_header(sealed::kind::PROBE);
+        s.handle_datagram(Instant::ZERO, "10.0.0.2:7788".parse().unwrap(), &probe);
+        assert!(
+            s.poll_transmit(Instant::ZERO, &mut buf).is_none(),
+            "no FOUND"
+        );
+        assert_eq!(s.stats().probes_refused, 1);
+    }
 }

@@ -119,15 +119,22 @@ pub enum SendError {
     Exhausted,
 }
 
-impl core::fmt::Display for SendError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
+impl SendError {
+    /// Why, in words (the `Display` text, for a board without `core::fmt`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
             SendError::Empty => "empty message",
             SendError::TooLong => "message too long",
             SendError::OutboxFull => "outbox full: wait for earlier messages to be delivered",
             SendError::Closed => "session closed",
             SendError::Exhausted => "sequence numbers used up: restart the session",
-        })
+        }
+    }
+}
+
+impl core::fmt::Display for SendError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -141,11 +148,18 @@ pub enum FailReason {
     Timeout,
 }
 
+impl FailReason {
+    /// Why, in words (the `Display` text, for a board without `core::fmt`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailReason::Timeout => "peer did not acknowledge it",
+        }
+    }
+}
+
 impl core::fmt::Display for FailReason {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            FailReason::Timeout => "peer did not acknowledge it",
-        })
+        f.write_str(self.as_str())
     }
 }
 

@@ -56,16 +56,23 @@ pub enum Error {
     TooLarge,
 }
 
-impl core::fmt::Display for Error {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
+impl Error {
+    /// What went wrong, in words (the `Display` text, for a board without `core::fmt`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
             Error::NoSocket => "no spare UDP socket in the smoltcp socket set",
             Error::InvalidSocket => "not a UDP socket of this stack",
             Error::Bind => "cannot bind: port 0 or already bound",
             Error::Unaddressable => "address not reachable over IPv4",
             Error::NotConnected => "socket not connected",
             Error::TooLarge => "datagram larger than the socket's send buffer",
-        })
+        }
+    }
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -27,6 +27,7 @@ use crate::entropy;
 use crate::lan9118::{self, Frames, Lan9118};
 use crate::logging;
 use crate::outbox_record::OutboxRecord;
+use crate::print::Print;
 use crate::uart::CmsdkUart;
 
 /// Bytes of text the session queues for sending: the console's longest line twice.
@@ -83,13 +84,26 @@ pub enum BootError {
     Bind(smoltcp_stack::Error),
 }
 
-impl core::fmt::Display for BootError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl BootError {
+    /// Say what went wrong, in words, on `out` (the console: no `core::fmt` there).
+    fn print(self, out: &mut impl Print) {
         match self {
-            BootError::Nic(e) => write!(f, "Ethernet: {e}"),
-            BootError::AddressTable => f.write_str("address or route table full"),
-            BootError::StaticTaken => f.write_str("static buffers already in use"),
-            BootError::Bind(e) => write!(f, "cannot bind UDP port {}: {e}", config::PORT),
+            BootError::Nic(e) => {
+                out.text("Ethernet: ");
+                e.print(out);
+            }
+            BootError::AddressTable => {
+                out.text("address or route table full");
+            }
+            BootError::StaticTaken => {
+                out.text("static buffers already in use");
+            }
+            BootError::Bind(e) => {
+                out.text("cannot bind UDP port ")
+                    .decimal(config::PORT)
+                    .text(": ")
+                    .display(&e);
+            }
         }
     }
 }
@@ -114,15 +128,18 @@ pub fn run() -> ! {
         defmt::error!("console taken twice");
         logging::stop(1);
     };
-    console.say(format_args!(
-        "duet firmware {} on mps2-an385 (LAN9118, CMSDK UART)",
-        env!("CARGO_PKG_VERSION")
-    ));
+    console.say(|out| {
+        out.text(concat!(
+            "duet firmware ",
+            env!("CARGO_PKG_VERSION"),
+            " on mps2-an385 (LAN9118, CMSDK UART)"
+        ));
+    });
     match Chat::boot(board.lan9118, clock) {
         Ok(chat) => match chat.run(console, outbox_record) {},
         Err(error) => {
             defmt::error!("boot failed: {}", error);
-            console.say(format_args!("boot failed: {error}"));
+            console.say(|out| error.print(out.text("boot failed: ")));
             logging::stop(1);
         }
     }
@@ -254,19 +271,17 @@ impl Chat {
             defmt::warn!("{} message(s) lost across a reset", lost.messages);
             console.show_lost(lost.messages, &lost.first);
         }
-        match config::PEER_KEY {
-            Some(_) => console.say(format_args!(
-                "duet ready at {}:{}, peer {} (type /help)",
-                Ipv4Addr::from(config::ADDRESS),
-                config::PORT,
-                config::default_peer()
-            )),
-            None => console.say(format_args!(
-                "duet ready at {}:{}, no peer yet: /pair KEY IP:PORT (type /help)",
-                Ipv4Addr::from(config::ADDRESS),
-                config::PORT,
-            )),
-        }
+        console.say(|out| {
+            out.text("duet ready at ")
+                .ipv4(config::ADDRESS)
+                .text(":")
+                .decimal(config::PORT);
+            match config::PEER_KEY {
+                Some(_) => out.text(", peer ").socket_addr(config::default_peer()),
+                None => out.text(", no peer yet: /pair KEY IP:PORT"),
+            }
+            .text(" (type /help)");
+        });
         loop {
             let next = self.poll_network();
             console.show_events(self.session);

@@ -32,7 +32,7 @@ pub fn encode_key(key: &[u8; 32]) -> [u8; KEY_TEXT_LEN] {
 
 /// The 32-byte key `text` encodes, if it is one (surrounding spaces allowed).
 pub fn decode_key(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim().as_bytes();
+    let text = text.trim_ascii().as_bytes();
     if text.len() != KEY_TEXT_LEN || text[KEY_TEXT_LEN - 1] != b'=' {
         return None;
     }

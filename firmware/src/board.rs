@@ -20,6 +20,23 @@ pub const UART0_BASE: usize = 0x4000_4000;
 /// memory interface; IRQ 13, unused here because the driver is polled).
 pub const LAN9118_BASE: usize = 0x4020_0000;
 
+/// External interrupts of the AN385's NVIC (QEMU's model has the same 32).
+const IRQS: usize = 32;
+
+/// The interrupt half of the vector table, sized for this board: cortex-m-rt's generic one
+/// has 240 entries (960 bytes of flash, 832 of them for interrupts this chip lacks). No
+/// interrupt is enabled (the drivers poll), so every entry is cortex-m-rt's
+/// `DefaultHandler`. With cortex-m-rt's `device` feature the table is the firmware's to
+/// give, as a PAC's is; a port to a chip with a PAC drops this and takes the PAC's.
+#[unsafe(link_section = ".vector_table.interrupts")]
+#[unsafe(no_mangle)]
+pub static __INTERRUPTS: [unsafe extern "C" fn(); IRQS] = {
+    unsafe extern "C" {
+        fn DefaultHandler();
+    }
+    [DefaultHandler; IRQS]
+};
+
 /// A block of 32-bit memory-mapped registers that one owner drives.
 ///
 /// Not `Send`/`Sync` and not `Clone`: a register block has one owner at a time.

@@ -32,6 +32,7 @@ use heapless::{Deque, String, Vec};
 use crate::app::Secure;
 use crate::base64;
 use crate::lan9118;
+use crate::print::Print;
 
 /// The longest typed line: the tutorial's 1024 bytes, a part and a bit of duet's.
 pub const LINE_MAX: usize = 1024;
@@ -138,10 +139,11 @@ impl<'a, T: Read + ReadReady + Write> Console<'a, T> {
         let _ = self.screen.io.flush();
     }
 
-    /// Print one line of text (a boot message, say), keeping any half-typed input below it.
-    pub fn say(&mut self, args: core::fmt::Arguments<'_>) {
+    /// Print one line (a boot message, say) that `print` writes, keeping any half-typed
+    /// input below it.
+    pub fn say(&mut self, print: impl FnOnce(&mut T)) {
         self.screen.begin_event(self.line);
-        let _ = self.screen.io.write_fmt(args);
+        print(&mut self.screen.io);
         self.screen.end_event(self.line);
     }
 
@@ -157,14 +159,12 @@ impl<'a, T: Read + ReadReady + Write> Console<'a, T> {
     /// Report what a warm reset dropped: `count` undelivered messages, the oldest `first`.
     pub fn show_lost(&mut self, count: usize, first: &str) {
         self.screen.begin_event(self.line);
-        let _ = write!(
-            self.screen.io,
-            "lost across the reset: {count} message(s) not yet delivered"
-        );
+        let io = &mut self.screen.io;
+        io.text("lost across the reset: ")
+            .decimal(count as u64)
+            .text(" message(s) not yet delivered");
         if !first.is_empty() {
-            let _ = self.screen.io.write_all(b" (the first: \"");
-            write_escaped(&mut self.screen.io, first);
-            let _ = self.screen.io.write_all(b"\")");
+            write_escaped(io.text(" (the first: \""), first).text("\")");
         }
         self.screen.end_event(self.line);
     }
@@ -207,10 +207,11 @@ impl<'a, T: Read + ReadReady + Write> Console<'a, T> {
             }
             if self.edit(byte[0]) {
                 let request = if self.overflow {
-                    let _ = write!(
-                        self.screen.io,
-                        "error: line longer than {LINE_MAX} bytes, not sent\r\n"
-                    );
+                    self.screen
+                        .io
+                        .text("error: line longer than ")
+                        .decimal(LINE_MAX as u64)
+                        .text(" bytes, not sent\r\n");
                     None
                 } else {
                     self.screen.run_line(self.line, session, now, &mut status)
@@ -302,32 +303,31 @@ impl<T: Write> Screen<T> {
     fn event(&mut self, event: Event<'_>, peer: Option<SocketAddr>) {
         match event {
             Event::Message(text) => {
-                match peer {
-                    Some(peer) => {
-                        let _ = write!(self.io, "msg {peer}: ");
-                    }
-                    None => {
-                        let _ = write!(self.io, "msg: ");
-                    }
+                self.io.text("msg");
+                if let Some(peer) = peer {
+                    self.io.text(" ").socket_addr(peer);
                 }
-                write_escaped(&mut self.io, text);
+                write_escaped(self.io.text(": "), text);
             }
             Event::Delivered(id) => {
-                let _ = write!(self.io, "delivered {id}: ");
                 let preview = self.take_preview(id);
-                write_escaped(&mut self.io, &preview);
+                write_escaped(
+                    message_id(self.io.text("delivered "), id).text(": "),
+                    &preview,
+                );
             }
             Event::Failed(id, reason) => {
-                let _ = write!(self.io, "failed {id}: ");
                 let preview = self.take_preview(id);
-                write_escaped(&mut self.io, &preview);
-                let _ = write!(self.io, " ({reason})");
+                write_escaped(message_id(self.io.text("failed "), id).text(": "), &preview)
+                    .text(" (")
+                    .display(&reason)
+                    .text(")");
             }
             Event::PeerUp(addr) => {
-                let _ = write!(self.io, "peer up {addr}");
+                self.io.text("peer up ").socket_addr(addr);
             }
             Event::PeerDown => {
-                let _ = write!(self.io, "peer down");
+                self.io.text("peer down");
             }
         }
     }
@@ -345,22 +345,26 @@ impl<T: Write> Screen<T> {
                 .write_all(b"error: the line is not valid UTF-8, not sent\r\n");
             return None;
         };
-        let text = text.trim_end();
+        // ASCII whitespace only (what a terminal sends): `str::trim_end` would link Unicode's
+        // whitespace table and searcher, about 0.7 KB of flash, for a full-width space at
+        // the end of a line.
+        let text = text.trim_ascii_end();
         if text.is_empty() {
             return None;
         }
-        let (command, argument) = text.split_once(' ').unwrap_or((text, ""));
+        let (command, argument) = split_at_byte(text, b' ').unwrap_or((text, ""));
         match command {
             "/help" => self.help(),
             "/reset" if argument.is_empty() => {
                 let pending = session.session().pending();
-                let _ = match pending {
-                    0 => write!(self.io, "resetting the board\r\n"),
-                    n => write!(
-                        self.io,
-                        "resetting the board: {n} message(s) not yet delivered will be lost\r\n"
-                    ),
-                };
+                self.io.text("resetting the board");
+                if pending > 0 {
+                    self.io
+                        .text(": ")
+                        .decimal(pending as u64)
+                        .text(" message(s) not yet delivered will be lost");
+                }
+                self.io.text("\r\n");
                 return Some(Request::Reset);
             }
             "/reset" => {
@@ -372,15 +376,18 @@ impl<T: Write> Screen<T> {
                 let _ = self.io.write_all(b"\r\n");
             }
             "/pair" => {
-                let mut words = argument.split_whitespace();
+                let mut words = argument.split_ascii_whitespace();
                 let key = words.next().and_then(base64::decode_key);
-                let addr = words.next().and_then(|a| a.parse::<SocketAddr>().ok());
+                let addr = words.next().and_then(parse_ipv4_socket);
                 match (key, addr, words.next()) {
                     (Some(key), Some(addr), None) => {
                         session.set_peer(now, key, addr);
-                        let _ = write!(self.io, "paired with ");
-                        let _ = self.io.write_all(&base64::encode_key(&key));
-                        let _ = write!(self.io, " at {addr}\r\n");
+                        self.io
+                            .text("paired with ")
+                            .bytes(&base64::encode_key(&key))
+                            .text(" at ")
+                            .socket_addr(addr)
+                            .text("\r\n");
                     }
                     _ => {
                         let _ = self.io.write_all(
@@ -391,29 +398,26 @@ impl<T: Write> Screen<T> {
                     }
                 }
             }
-            "/peer" => match (argument.trim().parse::<SocketAddr>(), session.peer_key()) {
-                (Ok(peer), Some(key)) => {
+            "/peer" => match (parse_ipv4_socket(argument.trim_ascii()), session.peer_key()) {
+                (Some(peer), Some(key)) => {
                     session.set_peer(now, key, peer);
-                    let _ = write!(self.io, "peer set to {peer}\r\n");
+                    self.io.text("peer set to ").socket_addr(peer).text("\r\n");
                 }
-                (Ok(_), None) => {
-                    let _ = self
-                        .io
-                        .write_all(b"error: no peer key yet: /pair KEY IP:PORT first\r\n");
+                (Some(_), None) => {
+                    self.io
+                        .text("error: no peer key yet: /pair KEY IP:PORT first\r\n");
                 }
-                (Err(_), _) => {
-                    let _ = write!(
-                        self.io,
-                        "error: /peer wants IPv4:PORT, e.g. /peer 10.0.2.2:7788\r\n"
-                    );
+                (None, _) => {
+                    self.io
+                        .text("error: /peer wants IPv4:PORT, e.g. /peer 10.0.2.2:7788\r\n");
                 }
             },
             _ if command.starts_with("//") => self.send(session, now, &text[1..]),
             _ if command.starts_with('/') => {
-                let _ = write!(
-                    self.io,
-                    "error: unknown command {command}; /help lists them\r\n"
-                );
+                self.io
+                    .text("error: unknown command ")
+                    .text(command)
+                    .text("; /help lists them\r\n");
             }
             _ => self.send(session, now, text),
         }
@@ -433,10 +437,13 @@ impl<T: Write> Screen<T> {
                     self.sent.pop_front();
                 }
                 let _ = self.sent.push_back((id, preview(text)));
-                let _ = write!(self.io, "queued {id}\r\n");
+                message_id(self.io.text("queued "), id).text("\r\n");
             }
             Err(error) => {
-                let _ = write!(self.io, "error: not sent: {error}\r\n");
+                self.io
+                    .text("error: not sent: ")
+                    .display(&error)
+                    .text("\r\n");
             }
         }
     }
@@ -461,93 +468,117 @@ impl<T: Write> Screen<T> {
 
     fn status(&mut self, secure: &Secure, board: &BoardStatus) {
         let session = secure.session();
-        let [a, b, c, d] = board.address;
-        let [g0, g1, g2, g3] = board.gateway;
-        let m = board.mac;
-        let _ = write!(
-            self.io,
-            "status: board {a}.{b}.{c}.{d}/{} port {}, gateway {g0}.{g1}.{g2}.{g3}, \
-             mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, up {}.{:03} s\r\n",
-            board.prefix_len,
-            board.port,
-            m[0],
-            m[1],
-            m[2],
-            m[3],
-            m[4],
-            m[5],
-            board.uptime_ms / 1000,
-            board.uptime_ms % 1000,
-        );
-        let _ = match session.peer() {
-            Some(peer) => write!(
-                self.io,
-                "status: peer {peer} {}, epoch {:#010x}, rto {}, pending {}\r\n",
-                if session.is_peer_up() { "up" } else { "down" },
-                session.epoch(),
-                session.rto(),
-                session.pending(),
-            ),
-            None => write!(self.io, "status: no peer yet\r\n"),
-        };
-        let _ = self.io.write_all(b"status: ");
-        self.id();
-        let _ = match secure.peer_key() {
-            Some(key) => {
-                let _ = self.io.write_all(b", peer key ");
-                let _ = self.io.write_all(&base64::encode_key(&key));
-                write!(
-                    self.io,
-                    ", keys {}\r\n",
-                    if secure.is_established() {
-                        "established"
-                    } else {
-                        "not yet"
-                    }
-                )
+        let io = &mut self.io;
+        io.text("status: board ")
+            .ipv4(board.address)
+            .text("/")
+            .decimal(board.prefix_len)
+            .text(" port ")
+            .decimal(board.port)
+            .text(", gateway ")
+            .ipv4(board.gateway)
+            .text(", mac ");
+        for (i, byte) in board.mac.into_iter().enumerate() {
+            if i > 0 {
+                io.text(":");
             }
-            None => write!(self.io, ", no peer key: /pair KEY IP:PORT\r\n"),
-        };
+            io.hex(u32::from(byte), 2);
+        }
+        io.text(", up ")
+            .decimal(board.uptime_ms / 1000)
+            .text(".")
+            .decimal_padded(board.uptime_ms % 1000, 3)
+            .text(" s\r\n");
+        match session.peer() {
+            Some(peer) => {
+                io.text("status: peer ")
+                    .socket_addr(peer)
+                    .text(if session.is_peer_up() { " up" } else { " down" })
+                    .text(", epoch 0x")
+                    .hex(session.epoch(), 8)
+                    .text(", rto ");
+                duration(io, session.rto())
+                    .text(", pending ")
+                    .decimal(session.pending() as u64)
+                    .text("\r\n");
+            }
+            None => {
+                io.text("status: no peer yet\r\n");
+            }
+        }
+        io.text("status: ");
+        self.id();
+        let io = &mut self.io;
+        match secure.peer_key() {
+            Some(key) => {
+                io.text(", peer key ")
+                    .bytes(&base64::encode_key(&key))
+                    .text(if secure.is_established() {
+                        ", keys established\r\n"
+                    } else {
+                        ", keys not yet\r\n"
+                    });
+            }
+            None => {
+                io.text(", no peer key: /pair KEY IP:PORT\r\n");
+            }
+        }
         let x = secure.stats();
-        let _ = write!(
-            self.io,
-            "status: sealed: handshakes {}, unauthenticated {}, replayed {}, unpaired {}, \
-             busy {}\r\n",
-            x.handshakes, x.unauthenticated, x.replayed, x.unpaired, x.busy,
-        );
+        io.text("status: sealed: handshakes ")
+            .decimal(x.handshakes)
+            .text(", unauthenticated ")
+            .decimal(x.unauthenticated)
+            .text(", replayed ")
+            .decimal(x.replayed)
+            .text(", unpaired ")
+            .decimal(x.unpaired)
+            .text(", busy ")
+            .decimal(x.busy)
+            .text("\r\n");
         let s = session.stats();
-        let _ = write!(
-            self.io,
-            "status: datagrams in {} out {}, messages in {}, malformed {}, oversized {}, \
-             foreign {}, duplicates {}, out of window {}, retransmits {}\r\n",
-            s.datagrams_in,
-            s.datagrams_out,
-            s.messages_in,
-            s.malformed,
-            s.oversized,
-            s.foreign,
-            s.duplicates,
-            s.out_of_window,
-            s.retransmits,
-        );
+        io.text("status: datagrams in ")
+            .decimal(s.datagrams_in)
+            .text(" out ")
+            .decimal(s.datagrams_out)
+            .text(", messages in ")
+            .decimal(s.messages_in)
+            .text(", malformed ")
+            .decimal(s.malformed)
+            .text(", oversized ")
+            .decimal(s.oversized)
+            .text(", foreign ")
+            .decimal(s.foreign)
+            .text(", duplicates ")
+            .decimal(s.duplicates)
+            .text(", out of window ")
+            .decimal(s.out_of_window)
+            .text(", retransmits ")
+            .decimal(s.retransmits)
+            .text("\r\n");
         let n = board.nic;
-        let _ = write!(
-            self.io,
-            "status: nic frames in {} out {}, rx errors {}, rx dropped {}, tx errors {}, \
-             tx busy {}; send would block {}, network errors {}, uart overruns {}\r\n\
-             status: ram {} bytes static, {} bytes stack at most\r\n",
-            n.rx_frames,
-            n.tx_frames,
-            n.rx_errors,
-            n.rx_dropped,
-            n.tx_errors,
-            n.tx_busy,
-            board.send_would_block,
-            board.network_errors,
-            board.uart_overruns,
-            board.static_ram,
-            board.stack_used,
-        );
+        io.text("status: nic frames in ")
+            .decimal(n.rx_frames)
+            .text(" out ")
+            .decimal(n.tx_frames)
+            .text(", rx errors ")
+            .decimal(n.rx_errors)
+            .text(", rx dropped ")
+            .decimal(n.rx_dropped)
+            .text(", tx errors ")
+            .decimal(n.tx_errors)
+            .text(", tx busy ")
+            .decimal(n.tx_busy)
+            .text("; send would block ")
+            .decimal(board.send_would_block)
+            .text(", network errors ")
+            .decimal(board.network_errors)
+            .text(", uart overruns ")
+            .decimal(board.uart_overruns)
+            .text("\r\nstatus: ram ")
+            .decimal(board.static_ram as u64)
+            .text(" bytes static, ")
+            .decimal(board.stack_used as u64)
+            .text(" bytes stack at most\r\n");
     }
 
     fn take_preview(&mut self, id: MessageId) -> String<PREVIEW_MAX> {
@@ -630,17 +661,72 @@ fn preview(text: &str) -> String<PREVIEW_MAX> {
     out
 }
 
-/// Write `text` with its control characters escaped.
-fn write_escaped<W: Write>(io: &mut W, text: &str) {
+/// Write `text` with its control characters escaped as `char::escape_default` does
+/// (`\t`, `\r`, `\n`, else `\u{1b}`); the stream, for more.
+fn write_escaped<'w, W: Write>(io: &'w mut W, text: &str) -> &'w mut W {
     let mut rest = text;
-    while let Some(at) = rest.find(char::is_control) {
+    while let Some((at, c)) = rest.char_indices().find(|&(_, c)| c.is_control()) {
         let (plain, tail) = rest.split_at(at);
-        let _ = io.write_all(plain.as_bytes());
-        let mut chars = tail.chars();
-        if let Some(c) = chars.next() {
-            let _ = write!(io, "{}", c.escape_default());
-        }
-        rest = chars.as_str();
+        io.text(plain);
+        match c {
+            '\t' => io.text("\\t"),
+            '\r' => io.text("\\r"),
+            '\n' => io.text("\\n"),
+            _ => io.text("\\u{").hex(u32::from(c), 1).text("}"),
+        };
+        rest = tail.get(c.len_utf8()..).unwrap_or_default();
     }
-    let _ = io.write_all(rest.as_bytes());
+    io.text(rest)
+}
+
+/// A message id as the core's `Display` prints it: `#7`.
+fn message_id<W: Write>(io: &mut W, id: MessageId) -> &mut W {
+    io.text("#").decimal(id.0)
+}
+
+/// A duration as the core's `Display` prints it: whole seconds as `3 s`, else `1500 ms`.
+fn duration<W: Write>(io: &mut W, d: duet_core::Duration) -> &mut W {
+    let millis = d.as_millis();
+    if millis.is_multiple_of(1000) {
+        io.decimal(millis / 1000).text(" s")
+    } else {
+        io.decimal(millis).text(" ms")
+    }
+}
+
+/// `IPV4:PORT` (`10.0.2.2:7788`) as a socket address, if `text` is exactly that: four
+/// decimal octets of at most 255 and a port, no leading zeros. The board's stack speaks
+/// IPv4 only, and this is far smaller than `SocketAddr`'s `FromStr`, which takes IPv6 too.
+fn parse_ipv4_socket(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = split_at_byte(text, b':')?;
+    let mut octets = [0u8; 4];
+    let mut rest = ip;
+    for (i, octet) in octets.iter_mut().enumerate() {
+        let (part, tail) = match i {
+            3 => (rest, ""),
+            _ => split_at_byte(rest, b'.')?,
+        };
+        *octet = u8::try_from(parse_decimal(part)?).ok()?;
+        rest = tail;
+    }
+    let port = u16::try_from(parse_decimal(port)?).ok()?;
+    Some(SocketAddr::from((octets, port)))
+}
+
+/// `text` before and after the first `byte` (ASCII), as `str::split_once` with a `char`
+/// would give, without the generic pattern searcher that brings along.
+fn split_at_byte(text: &str, byte: u8) -> Option<(&str, &str)> {
+    let at = text.bytes().position(|b| b == byte)?;
+    Some((text.get(..at)?, text.get(at + 1..)?))
+}
+
+/// A decimal number of one to five digits, without a leading zero unless it is `0`.
+fn parse_decimal(text: &str) -> Option<u32> {
+    let digits = text.as_bytes();
+    if digits.is_empty() || digits.len() > 5 || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+    })
 }

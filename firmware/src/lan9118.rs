@@ -39,6 +39,7 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 use crate::board::Mmio;
+use crate::print::Print;
 
 /// Register offsets and bits; see the module docs' table.
 mod reg {
@@ -107,11 +108,18 @@ pub enum Error {
     Timeout,
 }
 
-impl core::fmt::Display for Error {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl Error {
+    /// Say what went wrong, in words, on `out` (the console: no `core::fmt` there).
+    pub fn print(self, out: &mut impl Print) {
         match self {
-            Error::NotFound { id_rev } => write!(f, "no LAN9118 found (ID_REV {id_rev:#010x})"),
-            Error::Timeout => f.write_str("LAN9118 did not answer in time"),
+            Error::NotFound { id_rev } => {
+                out.text("no LAN9118 found (ID_REV 0x")
+                    .hex(id_rev, 8)
+                    .text(")");
+            }
+            Error::Timeout => {
+                out.text("LAN9118 did not answer in time");
+            }
         }
     }
 }

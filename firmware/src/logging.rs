@@ -10,21 +10,50 @@
 //! - `log-rtt` (for real boards): frames go into an RTT ring buffer in RAM that a debug
 //!   probe reads while the firmware runs (`probe-rs run --chip ... ELF` decodes them).
 //!
-//! A panic is logged (panic-probe) and ends in a HardFault; under QEMU the HardFault
-//! handler ends QEMU with exit status 101 so a test sees it, on a board it halts.
+//! A panic is logged (its message only with the `panic-message` feature: see [`panic`])
+//! and ends in a HardFault, as panic-probe's would; under QEMU the HardFault handler ends
+//! QEMU with exit status 101 so a test sees it, on a board it halts.
 
 #[cfg(all(feature = "log-semihosting", feature = "log-rtt"))]
 compile_error!("features `log-semihosting` and `log-rtt` are mutually exclusive: pick one");
 #[cfg(not(any(feature = "log-semihosting", feature = "log-rtt")))]
 compile_error!("pick a defmt transport: feature `log-semihosting` (QEMU) or `log-rtt`");
 
-#[cfg(feature = "log-rtt")]
-use defmt_rtt as _;
-use panic_probe as _;
+use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use cortex_m_rt::{ExceptionFrame, exception};
+#[cfg(feature = "log-rtt")]
+use defmt_rtt as _;
 
 defmt::timestamp!("{=u64:ms}", crate::clock::millis());
+
+/// Log the panic, then fault.
+///
+/// By default the log says only that the firmware panicked: reading anything from `info`
+/// (even just its location) keeps every panic site's message and the `core::fmt` code that
+/// formats its arguments (bounds, `unwrap` errors' `Debug`, ...) in flash, about 22 KB of
+/// this firmware. Unread, the compiler drops them all. The HardFault log line that follows
+/// gives the address, and a debugger the backtrace; for the message itself, build with the
+/// `panic-message` feature (what panic-probe's `print-defmt` logged).
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    static PANICKED: AtomicBool = AtomicBool::new(false);
+    cortex_m::interrupt::disable();
+    // A panic while logging a panic must not recurse: the second one only faults.
+    if !PANICKED.swap(true, Ordering::Relaxed) {
+        #[cfg(feature = "panic-message")]
+        defmt::error!("{}", defmt::Display2Format(info));
+        #[cfg(not(feature = "panic-message"))]
+        {
+            let _ = info;
+            defmt::error!("panicked (build with feature `panic-message` to log where and why)");
+        }
+    }
+    // UsageFault is never enabled here, so the undefined instruction escalates to the
+    // HardFault handler below, as with panic-probe; a debugger sees the fault too.
+    cortex_m::asm::udf()
+}
 
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {

@@ -20,6 +20,7 @@ mod entropy;
 mod lan9118;
 mod logging;
 mod outbox_record;
+mod print;
 mod uart;
 
 #[cortex_m_rt::entry]

@@ -1,0 +1,104 @@
+//! The console's output without `core::fmt`: text, decimal and hexadecimal numbers, IP
+//! socket addresses, written straight to an `embedded-io` stream.
+//!
+//! Why not `write!`: on a Cortex-M, `core::fmt`'s machinery (padding, integer and address
+//! `Display`, the `Debug` impls it drags along) took about 5.5 KB of the firmware's flash
+//! for a console that prints a few numbers and addresses. These few functions do the same
+//! for a few hundred bytes. Output errors are ignored, as a console's must be: there is no
+//! one to tell.
+//!
+//! The one place `core::fmt` remains is [`Print::display`], for the core's error enums,
+//! whose `Display` only writes a fixed string.
+
+use core::net::{IpAddr, SocketAddr};
+
+use embedded_io::Write;
+
+/// Writing text and numbers to a byte stream; every method returns the stream, so a line
+/// reads as a chain: `out.text("queued #").decimal(id)`.
+pub trait Print: Write + Sized {
+    /// `text` as it is.
+    fn text(&mut self, text: &str) -> &mut Self {
+        self.bytes(text.as_bytes())
+    }
+
+    /// Raw bytes (ASCII or UTF-8 already).
+    fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        let _ = self.write_all(bytes);
+        self
+    }
+
+    /// `n` in decimal (`{}`).
+    fn decimal(&mut self, n: impl Into<u64>) -> &mut Self {
+        // One copy of the digit loop for every integer type: only this line is generic.
+        self.decimal_padded(n.into(), 1)
+    }
+
+    /// `n` in decimal, at least `width` digits with leading zeros (`{:0width$}`).
+    fn decimal_padded(&mut self, mut n: u64, width: usize) -> &mut Self {
+        // u64::MAX has 20 digits.
+        let mut digits = [b'0'; 20];
+        let mut start = digits.len();
+        while n > 0 || start > digits.len().saturating_sub(width.max(1)) {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        self.bytes(&digits[start..])
+    }
+
+    /// `n` in lowercase hexadecimal, at least `width` digits with leading zeros
+    /// (`{:0width$x}`).
+    fn hex(&mut self, n: u32, width: usize) -> &mut Self {
+        let mut n = n;
+        let mut digits = [b'0'; 8];
+        let mut start = digits.len();
+        while n > 0 || start > digits.len().saturating_sub(width.max(1)) {
+            start -= 1;
+            digits[start] = b"0123456789abcdef"[(n & 0xf) as usize];
+            n >>= 4;
+        }
+        self.bytes(&digits[start..])
+    }
+
+    /// An IP address and port as `Display` prints it (`10.0.2.2:7788`), except that an
+    /// IPv6 address keeps its zero groups (`[0:0:0:0:0:0:0:1]:7788`, not `[::1]:7788`): the
+    /// board's stack is IPv4 only, so none reaches it.
+    fn socket_addr(&mut self, addr: SocketAddr) -> &mut Self {
+        match addr.ip() {
+            IpAddr::V4(ip) => self.ipv4(ip.octets()),
+            IpAddr::V6(ip) => {
+                self.text("[");
+                for (i, group) in ip.segments().into_iter().enumerate() {
+                    if i > 0 {
+                        self.text(":");
+                    }
+                    self.hex(u32::from(group), 1);
+                }
+                self.text("]")
+            }
+        };
+        self.text(":").decimal(addr.port())
+    }
+
+    /// An IPv4 address in dotted decimal.
+    fn ipv4(&mut self, octets: [u8; 4]) -> &mut Self {
+        for (i, octet) in octets.into_iter().enumerate() {
+            if i > 0 {
+                self.text(".");
+            }
+            self.decimal(octet);
+        }
+        self
+    }
+
+    /// `value`'s `Display`, through `core::fmt`: only for the core's error enums, whose
+    /// `Display` writes one fixed string (no numbers, no padding), so this costs only the
+    /// `core::fmt::write` that the Noise handshake links anyway.
+    fn display(&mut self, value: &impl core::fmt::Display) -> &mut Self {
+        let _ = write!(self, "{value}");
+        self
+    }
+}
+
+impl<W: Write> Print for W {}
