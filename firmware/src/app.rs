@@ -102,7 +102,7 @@ impl BootError {
                 out.text("cannot bind UDP port ")
                     .decimal(config::PORT)
                     .text(": ")
-                    .display(&e);
+                    .text(e.as_str());
             }
         }
     }

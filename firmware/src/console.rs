@@ -320,7 +320,7 @@ impl<T: Write> Screen<T> {
                 let preview = self.take_preview(id);
                 write_escaped(message_id(self.io.text("failed "), id).text(": "), &preview)
                     .text(" (")
-                    .display(&reason)
+                    .text(reason.as_str())
                     .text(")");
             }
             Event::PeerUp(addr) => {
@@ -442,7 +442,7 @@ impl<T: Write> Screen<T> {
             Err(error) => {
                 self.io
                     .text("error: not sent: ")
-                    .display(&error)
+                    .text(error.as_str())
                     .text("\r\n");
             }
         }

@@ -6,9 +6,7 @@
 //! for a console that prints a few numbers and addresses. These few functions do the same
 //! for a few hundred bytes. Output errors are ignored, as a console's must be: there is no
 //! one to tell.
-//!
-//! The one place `core::fmt` remains is [`Print::display`], for the core's error enums,
-//! whose `Display` only writes a fixed string.
+//! The core's error enums give their words through `as_str`.
 
 use core::net::{IpAddr, SocketAddr};
 
@@ -89,14 +87,6 @@ pub trait Print: Write + Sized {
             }
             self.decimal(octet);
         }
-        self
-    }
-
-    /// `value`'s `Display`, through `core::fmt`: only for the core's error enums, whose
-    /// `Display` writes one fixed string (no numbers, no padding), so this costs only the
-    /// `core::fmt::write` that the Noise handshake links anyway.
-    fn display(&mut self, value: &impl core::fmt::Display) -> &mut Self {
-        let _ = write!(self, "{value}");
         self
     }
 }
