@@ -31,7 +31,7 @@ sizes() {
         END { print flash + 0, ram + 0 }'
 }
 
-echo "## Firmware (thumbv7m-none-eabi, release: opt-level s, LTO, panic abort)"
+echo "## Firmware (thumbv7m-none-eabi, release: opt-level z, LTO, panic abort)"
 echo
 echo "| feature set | flash | static RAM |"
 echo "|---|---:|---:|"
