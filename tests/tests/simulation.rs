@@ -790,8 +790,9 @@ fn full_outbox_refuses_without_losing_anything() {
         let now = pair.now;
         let mut ids = Vec::new();
         let mut texts = Vec::new();
+        // One part each, so OUTBOX_PARTS messages fill the outbox exactly.
         for i in 0..OUTBOX_PARTS {
-            texts.push(message("A", i));
+            texts.push(format!("A#{i} {}", SNIPPETS[i % SNIPPETS.len()]));
             ids.push(pair.a.session.send_text(now, &texts[i]).unwrap());
         }
         assert!(!pair.a.session.has_room("x"), "{pair}");
