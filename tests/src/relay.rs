@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::sim::Rng;
+
 /// What the relay does to each datagram, in percent.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Mischief {
@@ -61,21 +63,6 @@ pub struct Relay {
     pub seed: u64,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
-
 /// A datagram waiting to go out: (when, order, out through side A's socket?, to, bytes).
 type Held = Reverse<(Instant, u64, bool, SocketAddr, Vec<u8>)>;
 
@@ -98,7 +85,17 @@ impl Relay {
         let mute_b2 = Arc::clone(&mute_b);
         eprintln!("relay between {a} and {b}: seed {seed}, {mischief:?}");
         let thread = std::thread::spawn(move || {
-            run(sa, sb, a, b, mischief, Rng(seed), &stop2, &mute_b2, &stats2);
+            run(
+                sa,
+                sb,
+                a,
+                b,
+                mischief,
+                Rng::new(seed),
+                &stop2,
+                &mute_b2,
+                &stats2,
+            );
         });
         Relay {
             a: a_addr,
@@ -176,35 +173,36 @@ fn run(
                     order += 1;
                     held.push(Reverse((at, order, via_a, to, bytes)));
                 };
-                if rng.chance(m.tamper) && !bytes.is_empty() {
+                if rng.percent(m.tamper) && !bytes.is_empty() {
                     let mut forged = bytes.clone();
-                    let i = (rng.next() as usize) % forged.len();
-                    forged[i] ^= 1 << (rng.next() % 8);
+                    let i = (rng.next_u64() as usize) % forged.len();
+                    forged[i] ^= 1 << (rng.next_u64() % 8);
                     stats.tampered.fetch_add(1, Ordering::Relaxed);
                     push(now, out_a, to, forged);
                 }
-                if rng.chance(m.replay) && !history.is_empty() {
-                    let (via, old_to, old) = history[(rng.next() as usize) % history.len()].clone();
-                    let later = now + Duration::from_millis(rng.next() % 300);
+                if rng.percent(m.replay) && !history.is_empty() {
+                    let (via, old_to, old) =
+                        history[(rng.next_u64() as usize) % history.len()].clone();
+                    let later = now + Duration::from_millis(rng.next_u64() % 300);
                     stats.replayed.fetch_add(1, Ordering::Relaxed);
                     push(later, via, old_to, old);
                 }
-                if rng.chance(m.reflect) {
+                if rng.percent(m.reflect) {
                     stats.reflected.fetch_add(1, Ordering::Relaxed);
                     push(now, !out_a, src, bytes.clone());
                 }
                 if history.len() < 4096 {
                     history.push((out_a, to, bytes.clone()));
                 }
-                if rng.chance(m.drop) {
+                if rng.percent(m.drop) {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                if rng.chance(m.duplicate) {
+                if rng.percent(m.duplicate) {
                     push(now, out_a, to, bytes.clone());
                 }
-                let at = if rng.chance(m.reorder) && !m.max_delay.is_zero() {
-                    now + Duration::from_micros(rng.next() % m.max_delay.as_micros() as u64)
+                let at = if rng.percent(m.reorder) && !m.max_delay.is_zero() {
+                    now + Duration::from_micros(rng.next_u64() % m.max_delay.as_micros() as u64)
                 } else {
                     now
                 };

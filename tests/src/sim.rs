@@ -92,10 +92,29 @@ impl Rng {
         self.below(n as u64) as usize
     }
 
+    /// `true` `percent` times in a hundred.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+
     /// `true` with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
         // 53 random bits make a uniform f64 in [0, 1).
         ((self.next_u64() >> 11) as f64) / ((1u64 << 53) as f64) < p
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        self.fill(&mut bytes);
+        bytes
+    }
+
+    /// A 32-byte seed or key.
+    pub fn seed32(&mut self) -> [u8; 32] {
+        let mut seed = [0; 32];
+        self.fill(&mut seed);
+        seed
     }
 
     /// Fill `bytes` with random bytes.

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use duet_tests::sim::Rng;
 use duet_tests::{Proc, free_port, local, paired};
 
 use common::{check_exactly_once_in_order, expect_delivered, expect_shown, messages, type_lines};
@@ -32,25 +33,6 @@ const PER_KIND: usize = 1000;
 /// Datagrams sent before waiting for the victim to read them all: the socket buffer holds
 /// many more, so the kernel drops none of the flood, which the test checks (see `drops`).
 const BURST: usize = 200;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// Datagrams one side sent, in order.
 type Captured = Arc<Mutex<Vec<Vec<u8>>>>;
@@ -210,22 +192,22 @@ fn flood(rng: &mut Rng, a_to_b: &[Vec<u8>], b_to_a: &[Vec<u8>]) -> Vec<(&'static
     let index = &transports[0][4..8];
     let mut out = Vec::new();
     for _ in 0..PER_KIND {
-        let n = rng.below(1025);
+        let n = rng.index(1025);
         out.push(("random", rng.bytes(n)));
-        let real = &a_to_b[rng.below(a_to_b.len())];
-        out.push(("truncated", real[..rng.below(real.len())].to_vec()));
-        let n = 1025 + rng.below(3000);
+        let real = &a_to_b[rng.index(a_to_b.len())];
+        out.push(("truncated", real[..rng.index(real.len())].to_vec()));
+        let n = 1025 + rng.index(3000);
         let mut big = rng.bytes(n);
-        big[..16].copy_from_slice(&transports[rng.below(transports.len())][..16]);
+        big[..16].copy_from_slice(&transports[rng.index(transports.len())][..16]);
         out.push(("oversized", big));
-        let forged = match rng.below(3) {
+        let forged = match rng.index(3) {
             0 => {
                 // A transport header naming B's real index, a fresh counter, a made-up body.
-                let n = 32 + rng.below(993);
+                let n = 32 + rng.index(993);
                 let mut d = rng.bytes(n);
                 d[..4].copy_from_slice(b"du\x02\x03");
                 d[4..8].copy_from_slice(index);
-                d[8..16].copy_from_slice(&(1u64 << 40 | rng.next() >> 30).to_be_bytes());
+                d[8..16].copy_from_slice(&(1u64 << 40 | rng.next_u64() >> 30).to_be_bytes());
                 d
             }
             1 => {
@@ -242,12 +224,12 @@ fn flood(rng: &mut Rng, a_to_b: &[Vec<u8>], b_to_a: &[Vec<u8>]) -> Vec<(&'static
         out.push(("forged", forged));
         // Replays of A's transport messages; replayed initiations are the subject of
         // `an_initiation_that_lost_the_tie_break_is_never_answered_when_replayed` below.
-        out.push(("replayed", transports[rng.below(transports.len())].clone()));
-        out.push(("reflected", b_to_a[rng.below(b_to_a.len())].clone()));
+        out.push(("replayed", transports[rng.index(transports.len())].clone()));
+        out.push(("reflected", b_to_a[rng.index(b_to_a.len())].clone()));
     }
     // Shuffle, so no kind comes in one block.
     for i in (1..out.len()).rev() {
-        let j = rng.below(i + 1);
+        let j = rng.index(i + 1);
         out.swap(i, j);
     }
     out
@@ -263,7 +245,7 @@ fn a_flood_of_bad_datagrams_leaves_the_chat_going_and_memory_flat() {
         .unwrap_or(7);
     let context = format!("seed {seed}");
     eprintln!("flood {context}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (pa, pb) = (free_port(), free_port());
     let tap = Tap::start(local(pa).parse().unwrap(), local(pb).parse().unwrap());
     let (ha, hb) = paired(Some(&tap.b_side.to_string()), Some(&tap.a_side.to_string()));

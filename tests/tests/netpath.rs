@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use duet_tests::netns_router::{Faults, RouterNet, unavailable};
+use duet_tests::sim::Rng;
 use duet_tests::{Home, Proc, duet_bin};
 
 use common::{check_exactly_once_in_order, expect_delivered, expect_shown, messages, type_lines};
@@ -60,7 +61,7 @@ impl Reorderer {
             queue.set_fail_open(0, true).expect("fail open");
             queue.set_nonblocking(true);
             let _ = ready_tx.send(());
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let mut held: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
             let mut waiting: HashMap<u64, nfq::Message> = HashMap::new();
             let mut order = 0u64;
@@ -74,10 +75,10 @@ impl Reorderer {
                     idle = false;
                     queued2.fetch_add(1, Ordering::Relaxed);
                     msg.set_verdict(nfq::Verdict::Accept);
-                    if rng.next() % 100 < percent {
+                    if rng.next_u64() % 100 < percent {
                         delayed2.fetch_add(1, Ordering::Relaxed);
                         order += 1;
-                        let due = Instant::now() + Duration::from_micros(rng.next() % max);
+                        let due = Instant::now() + Duration::from_micros(rng.next_u64() % max);
                         held.push(Reverse((due, order)));
                         waiting.insert(order, msg);
                     } else {
@@ -122,19 +123,6 @@ impl Drop for Reorderer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
     }
 }
 

@@ -14,28 +14,7 @@ use duet_core::session::Event;
 use duet_core::time::{Duration, Instant};
 use duet_core::{MAX_DATAGRAM, MessageId};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn seed32(&mut self) -> [u8; 32] {
-        let mut s = [0u8; 32];
-        for chunk in s.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next().to_le_bytes());
-        }
-        s
-    }
-}
+use duet_tests::sim::Rng;
 
 fn seeds() -> Vec<u64> {
     match std::env::var("DUET_SIM_SEED") {
@@ -96,7 +75,7 @@ impl Net {
     fn new(seed: u64, hostility: Hostility, nodes: Vec<Node>) -> Net {
         Net {
             now: Instant::ZERO,
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             seed,
             hostility,
             queue: BinaryHeap::new(),
@@ -117,7 +96,7 @@ impl Net {
 
     fn latency(&mut self) -> Duration {
         let jitter = if self.hostility.jitter_ms > 0 {
-            self.rng.next() % self.hostility.jitter_ms
+            self.rng.next_u64() % self.hostility.jitter_ms
         } else {
             0
         };
@@ -128,27 +107,27 @@ impl Net {
     fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
         let h = self.hostility;
         self.seen.push((from, to, bytes.clone()));
-        if self.rng.chance(h.tamper) && !bytes.is_empty() {
+        if self.rng.percent(h.tamper) && !bytes.is_empty() {
             let mut forged = bytes.clone();
-            let i = (self.rng.next() as usize) % forged.len();
-            forged[i] ^= 1 << (self.rng.next() % 8);
+            let i = (self.rng.next_u64() as usize) % forged.len();
+            forged[i] ^= 1 << (self.rng.next_u64() % 8);
             let at = self.now + self.latency();
             self.deliver_at(at, from, to, forged);
         }
-        if self.rng.chance(h.replay) && !self.seen.is_empty() {
-            let pick = (self.rng.next() as usize) % self.seen.len();
+        if self.rng.percent(h.replay) && !self.seen.is_empty() {
+            let pick = (self.rng.next_u64() as usize) % self.seen.len();
             let (f, t, old) = self.seen[pick].clone();
-            let at = self.now + self.latency() + Duration::from_millis(self.rng.next() % 500);
+            let at = self.now + self.latency() + Duration::from_millis(self.rng.next_u64() % 500);
             self.deliver_at(at, f, t, old);
         }
-        if self.rng.chance(h.reflect) {
+        if self.rng.percent(h.reflect) {
             let at = self.now + self.latency();
             self.deliver_at(at, to, from, bytes.clone());
         }
-        if self.rng.chance(h.drop) {
+        if self.rng.percent(h.drop) {
             return;
         }
-        if self.rng.chance(h.duplicate) {
+        if self.rng.percent(h.duplicate) {
             let at = self.now + self.latency();
             self.deliver_at(at, from, to, bytes.clone());
         }
@@ -262,7 +241,7 @@ fn text(side: &str, i: usize) -> String {
 fn nothing_forged_or_repeated_is_shown_and_every_message_arrives_once_in_order() {
     const N: usize = 150;
     for seed in seeds() {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let (a, b) = pair(&mut rng, SecureConfig::default());
         // A stranger with a key nobody paired, who knows both addresses and B's key.
         let stranger = Secure::new(
@@ -357,7 +336,7 @@ fn nothing_forged_or_repeated_is_shown_and_every_message_arrives_once_in_order()
 
 #[test]
 fn a_stranger_gets_no_reply_at_all() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let (_a, mut b) = pair(&mut rng, SecureConfig::default());
     let mut c = Secure::new(
         Instant::ZERO,
@@ -395,7 +374,7 @@ fn keys_are_replaced_on_schedule_and_the_chat_goes_on() {
         reject_after: Duration::from_secs(3),
         ..SecureConfig::default()
     };
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let (a, b) = pair(&mut rng, config);
     let mut net = Net::new(
         11,
@@ -434,7 +413,7 @@ fn keys_are_replaced_on_schedule_and_the_chat_goes_on() {
 
 #[test]
 fn a_restarted_peer_handshakes_again_and_nothing_is_lost() {
-    let mut rng = Rng(21);
+    let mut rng = Rng::new(21);
     let (a, b) = pair(&mut rng, SecureConfig::default());
     let mut net = Net::new(
         21,
@@ -483,7 +462,7 @@ fn a_restarted_peer_handshakes_again_and_nothing_is_lost() {
 
 #[test]
 fn a_wrong_peer_key_never_establishes_and_messages_fail() {
-    let mut rng = Rng(31);
+    let mut rng = Rng::new(31);
     let (ka, kb) = (keys(1), keys(2));
     let config = SecureConfig::default();
     // A thinks B's key is key 9.
@@ -528,7 +507,7 @@ fn a_wrong_peer_key_never_establishes_and_messages_fail() {
 
 #[test]
 fn simultaneous_handshakes_settle_on_one_pair_of_keys() {
-    let mut rng = Rng(41);
+    let mut rng = Rng::new(41);
     let (ka, kb) = (keys(1), keys(2));
     let config = SecureConfig::default();
     let a = Secure::new(
@@ -585,7 +564,7 @@ fn simultaneous_handshakes_settle_on_one_pair_of_keys() {
 
 #[test]
 fn a_replayed_initiation_gets_no_answer_and_breaks_nothing() {
-    let mut rng = Rng(51);
+    let mut rng = Rng::new(51);
     let (mut a, mut b) = pair(&mut rng, SecureConfig::default());
     let mut buf = [0u8; MAX_DATAGRAM];
     let t0 = Instant::ZERO;
