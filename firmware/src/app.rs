@@ -157,6 +157,10 @@ struct Chat {
 }
 
 impl Chat {
+    // Never inlined: the boot's locals (the session is built on the stack before it moves
+    // into its static, ~6 KB) would otherwise stay in the caller's frame under the chat loop
+    // for as long as the board runs.
+    #[inline(never)]
     fn boot(nic: Mmio, clock: SysTickClock) -> Result<Chat, BootError> {
         let frames = FRAMES.try_take().ok_or(BootError::StaticTaken)?;
         let mut nic = Lan9118::new(nic, config::MAC, frames).map_err(BootError::Nic)?;
