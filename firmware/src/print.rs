@@ -6,6 +6,7 @@
 //! for a console that prints a few numbers and addresses. These few functions do the same
 //! for a few hundred bytes. Output errors are ignored, as a console's must be: there is no
 //! one to tell.
+//!
 //! The core's error enums give their words through `as_str`.
 
 use core::net::{IpAddr, SocketAddr};
