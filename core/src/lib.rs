@@ -11,7 +11,8 @@
 //! - [`time`]: the core's own millisecond `Instant`/`Duration`; the core never reads a clock.
 //!
 //! The crate is `no_std`, uses no `alloc`, forbids `unsafe`, and never panics on input:
-//! every buffer is a fixed `heapless` one sized from [`MAX_DATAGRAM`].
+//! every buffer is a fixed `heapless` one sized from [`MAX_DATAGRAM`] or, for the text a
+//! session holds, by the const parameters of [`Session`] and [`Secure`].
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

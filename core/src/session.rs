@@ -375,12 +375,13 @@ impl<const IN: usize> Inbound<IN> {
             // Repr::parse capped the text at MAX_PAYLOAD.
             len: text.len() as u16,
         };
-        if !self.text.insert(at, text.as_bytes())
-            || self.parts.insert(self.message_parts + index, part).is_err()
-        {
-            // Both were checked above; should one still fail, undo the other.
-            self.text.truncate(self.message_len);
-            self.parts.truncate(self.message_parts);
+        // Both have room (checked above); should either still refuse, nothing is kept.
+        let index = self.message_parts + index;
+        if self.parts.insert(index, part).is_err() {
+            return Received::OutOfWindow;
+        }
+        if !self.text.insert(at, text.as_bytes()) {
+            self.parts.remove(index);
             return Received::OutOfWindow;
         }
         Received::Accepted

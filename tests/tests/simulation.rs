@@ -151,6 +151,34 @@ fn assert_all_delivered<const O: usize, const I: usize>(
     );
 }
 
+/// Feed both scripts until every message went both ways; then each side saw exactly the
+/// other's texts, in order, once, and every id it sent was reported delivered.
+fn exchange_all<const O: usize, const I: usize>(
+    pair: &mut Pair<O, I>,
+    mut from_a: Script,
+    mut from_b: Script,
+) {
+    let (count_a, count_b) = (from_a.texts.len(), from_b.texts.len());
+    pair.drive_until(
+        "all messages delivered both ways",
+        Duration::from_secs(3600),
+        |p| {
+            from_a.feed(p, Side::A);
+            from_b.feed(p, Side::B);
+            from_a.all_sent()
+                && from_b.all_sent()
+                && p.a.session.pending() == 0
+                && p.b.session.pending() == 0
+                && p.b.session.stats().messages_in as usize >= count_a
+                && p.a.session.stats().messages_in as usize >= count_b
+        },
+    );
+    assert_same_messages(pair, "B", &pair.b.log.messages(), &from_a.texts);
+    assert_same_messages(pair, "A", &pair.a.log.messages(), &from_b.texts);
+    assert_all_delivered(pair, Side::A, &from_a.ids);
+    assert_all_delivered(pair, Side::B, &from_b.ids);
+}
+
 fn both_up(pair: &mut Pair) -> bool {
     pair.a.session.is_peer_up() && pair.b.session.is_peer_up()
 }
@@ -160,26 +188,7 @@ fn thousand_messages_each_way_arrive_once_in_order_over_a_lossy_link() {
     const COUNT: usize = 1000;
     for seed in seeds(&[1, 2, 3, 4, 5]) {
         let mut pair = Pair::connected(seed, Link::lossy(0.3), Config::default());
-        let mut from_a = Script::new("A", COUNT);
-        let mut from_b = Script::new("B", COUNT);
-        pair.drive_until(
-            "all messages delivered both ways",
-            Duration::from_secs(3600),
-            |p| {
-                from_a.feed(p, Side::A);
-                from_b.feed(p, Side::B);
-                from_a.all_sent()
-                    && from_b.all_sent()
-                    && p.a.session.pending() == 0
-                    && p.b.session.pending() == 0
-                    && p.a.session.stats().messages_in as usize >= COUNT
-                    && p.b.session.stats().messages_in as usize >= COUNT
-            },
-        );
-        assert_same_messages(&pair, "B", &pair.b.log.messages(), &from_a.texts);
-        assert_same_messages(&pair, "A", &pair.a.log.messages(), &from_b.texts);
-        assert_all_delivered(&pair, Side::A, &from_a.ids);
-        assert_all_delivered(&pair, Side::B, &from_b.ids);
+        exchange_all(&mut pair, Script::new("A", COUNT), Script::new("B", COUNT));
         // The link really lost, duplicated and reordered: otherwise this proves little.
         let (a, b) = (pair.a.session.stats(), pair.b.session.stats());
         assert!(
@@ -201,26 +210,11 @@ fn small_buffers_still_deliver_every_message_once_in_order_over_a_lossy_link() {
     for seed in seeds(&[11, 12, 13]) {
         let mut pair =
             Pair::<8192, 4096>::connected_sized(seed, Link::lossy(0.3), Config::default());
-        let mut from_a = Script::long("A", COUNT);
-        let mut from_b = Script::long("B", COUNT);
-        pair.drive_until(
-            "all messages delivered both ways",
-            Duration::from_secs(3600),
-            |p| {
-                from_a.feed(p, Side::A);
-                from_b.feed(p, Side::B);
-                from_a.all_sent()
-                    && from_b.all_sent()
-                    && p.a.session.pending() == 0
-                    && p.b.session.pending() == 0
-                    && p.a.session.stats().messages_in as usize >= COUNT
-                    && p.b.session.stats().messages_in as usize >= COUNT
-            },
+        exchange_all(
+            &mut pair,
+            Script::long("A", COUNT),
+            Script::long("B", COUNT),
         );
-        assert_same_messages(&pair, "B", &pair.b.log.messages(), &from_a.texts);
-        assert_same_messages(&pair, "A", &pair.a.log.messages(), &from_b.texts);
-        assert_all_delivered(&pair, Side::A, &from_a.ids);
-        assert_all_delivered(&pair, Side::B, &from_b.ids);
         assert!(
             pair.a.session.stats().out_of_window + pair.b.session.stats().out_of_window > 0,
             "{pair}: the receivers never ran out of room: the test tests nothing"
