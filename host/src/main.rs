@@ -1,14 +1,14 @@
 //! `duet`: parse the command line, run it, map the error to an exit code.
 
 use clap::Parser;
+use duet_host::cli;
 
 fn main() -> std::process::ExitCode {
-    let cli = duet_host::cli::Cli::parse();
-    match duet_host::run(cli) {
+    match cli::run(cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("duet: error: {e}");
-            std::process::ExitCode::from(e.exit_code() as u8)
+            std::process::ExitCode::from(cli::exit::exit_code(&e) as u8)
         }
     }
 }

@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 use duet_core::secure::{Secure, SecureConfig, StaticKeys};
 use duet_core::session::Event;
 use duet_core::time::{Duration as CoreDuration, Instant as CoreInstant};
-use duet_host::link::Link;
-use duet_host::net::HostStack;
+use duet_host::transport::Link;
+use duet_host::transport::udp::HostStack;
 
 const SIZES: [usize; 3] = [16, 200, 1000];
 /// One byte more than any datagram the tests send, so nothing is cut silently.

@@ -22,8 +22,8 @@ use std::thread;
 use duet_core::secure::{Secure, SecureConfig, StaticKeys};
 use duet_core::session::Event;
 use duet_core::time::{Duration, Instant};
-use duet_host::link::Link;
-use duet_host::net::HostStack;
+use duet_host::transport::Link;
+use duet_host::transport::udp::HostStack;
 
 /// The system allocator, counting the allocations of threads that asked to be watched.
 struct Counting;

@@ -22,7 +22,7 @@ use blake2::{Blake2s256, Digest};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::error::Error;
+use super::Error;
 
 /// The identity file's name in the config directory.
 pub const IDENTITY_FILE: &str = "identity";
@@ -373,7 +373,7 @@ impl fmt::Display for PeerError {
             PeerError::BadName(name) => write!(
                 f,
                 "bad peer name '{}': use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.'",
-                crate::ui::escaped(name)
+                super::display::escaped(name)
             ),
             PeerError::DuplicateName(name) => write!(
                 f,
@@ -461,7 +461,7 @@ impl Peers {
                     a.parse::<SocketAddr>().map_err(|_| {
                         at(format!(
                             "'{}' is not IP:PORT (e.g. 192.168.1.20:7789)",
-                            crate::ui::escaped(a)
+                            super::display::escaped(a)
                         ))
                     })
                 })

@@ -18,8 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::error::Error;
-use crate::keys::PeerKey;
+use super::Error;
+use super::keys::PeerKey;
 
 /// The database file in the config directory.
 pub const STORE_FILE: &str = "history.sqlite3";

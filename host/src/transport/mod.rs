@@ -1,23 +1,54 @@
-//! The host's transports as one type, so every mode runs the same `Link<Stack, _>`: the
-//! operating system's UDP ([`HostStack`]), or duet's own smoltcp stack on a TAP device
-//! ([`TapStack`], `--tap`). [`open`] picks one from the command line.
+//! The transport layer: how datagrams leave and arrive. The operating system's UDP
+//! ([`udp::HostStack`]), duet's own smoltcp stack on a TAP device ([`tap::TapStack`],
+//! `--tap`), the broadcast-capable socket of IP Messenger mode ([`broadcast::LanStack`]),
+//! and [`Link`], which runs the core's one driver over any of them and waits in poll(2).
+//!
+//! [`Stack`] is the first two as one type, so every duet mode runs the same
+//! `Link<Stack, _>`; [`open`] picks one from [`TapOptions`].
 //!
 //! Contract: a [`Socket`] is only ever used with the [`Stack`] variant that made it; a
 //! mismatch is an `InvalidInput` error, never a panic.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::BorrowedFd;
 
 use duet_core::smoltcp_stack;
 use duet_core::time::Instant;
 use embedded_nal::{UdpClientStack, UdpFullStack, nb};
 
-use crate::cli::TapArgs;
-use crate::error::Error;
-use crate::link::Transport;
-use crate::net::{HostSocket, HostStack};
-use crate::tap::{TapConfig, TapStack};
+pub mod broadcast;
+mod error;
+pub mod link;
+pub mod tap;
+pub mod udp;
+
+pub use error::Error;
+pub use link::{HostClock, Link, Transport, Woke};
+use tap::{IfaceAddr, MacAddr, TapConfig, TapStack};
+use udp::{HostSocket, HostStack};
+
+/// TAP mode's options (`--tap`, `--ip`, `--gateway`, `--mac`); all `None`: the operating
+/// system's UDP.
+#[derive(Clone, Debug, Default)]
+pub struct TapOptions {
+    /// The TAP device to run smoltcp on.
+    pub tap: Option<String>,
+    /// duet's address and prefix on the tap's network.
+    pub ip: Option<IfaceAddr>,
+    /// Where datagrams to other networks go.
+    pub gateway: Option<Ipv4Addr>,
+    /// duet's Ethernet address.
+    pub mac: Option<MacAddr>,
+}
+
+/// Parse `HOST:PORT` as a user typed it, naming the text in the error.
+pub fn parse_addr(text: &str) -> Result<SocketAddr, Error> {
+    udp::resolve(text).map_err(|source| Error::BadAddress {
+        text: text.to_owned(),
+        source,
+    })
+}
 
 /// The transport a mode runs on.
 pub enum Stack {
@@ -38,7 +69,7 @@ pub enum Socket {
 /// The stack the command line asks for: std UDP binding `bind`'s address, or, with
 /// `--tap`, smoltcp on that device with `--ip` (then `bind`'s address must be that address
 /// or unspecified; its port is the port either way).
-pub fn open(bind: SocketAddr, tap: &TapArgs) -> Result<Stack, Error> {
+pub fn open(bind: SocketAddr, tap: &TapOptions) -> Result<Stack, Error> {
     let Some(device) = &tap.tap else {
         return Ok(Stack::Udp(HostStack::new(bind.ip())));
     };

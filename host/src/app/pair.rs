@@ -52,10 +52,46 @@ use duet_core::MAX_DATAGRAM;
 use spake2::{Ed25519Group, Identity as SpakeIdentity, Password, Spake2};
 use zeroize::Zeroizing;
 
-use crate::cli::{InviteArgs, JoinArgs, PairAddArgs, PairCommand};
-use crate::error::{Error, ExitCode};
-use crate::keys::{Identity, Peer, PeerError, PeerKey, Peers};
-use crate::net;
+use super::Error;
+use super::keys::{Identity, Peer, PeerError, PeerKey, Peers};
+use crate::transport;
+
+/// `duet pair add`: a peer whose key came another way.
+#[derive(Clone, Debug)]
+pub struct AddOptions {
+    /// What to call them.
+    pub name: String,
+    /// Their public key.
+    pub key: PeerKey,
+    /// Where to reach them, `HOST:PORT`, if known.
+    pub addr: Option<String>,
+}
+
+/// `duet pair invite`.
+#[derive(Clone, Debug)]
+pub struct InviteOptions {
+    /// What to call the person who joins.
+    pub name: String,
+    /// Local address to wait on, `ADDR:PORT`.
+    pub bind: String,
+    /// Seconds to wait.
+    pub timeout: u64,
+}
+
+/// `duet pair join`.
+#[derive(Clone, Debug)]
+pub struct JoinOptions {
+    /// What to call the inviter.
+    pub name: String,
+    /// The code the inviter shows.
+    pub code: Code,
+    /// The inviter's address, `HOST:PORT`.
+    pub addr: String,
+    /// Local address to send from.
+    pub bind: String,
+    /// Seconds to wait.
+    pub timeout: u64,
+}
 
 /// How often the joiner resends its HELLO or CONFIRM while no answer came.
 const RESEND: Duration = Duration::from_millis(500);
@@ -98,32 +134,29 @@ fn printed(result: io::Result<()>) -> Result<(), Error> {
     }
 }
 
-/// Run a `duet pair` command with the config directory `dir`.
-pub fn run(dir: &Path, command: PairCommand, out: &mut dyn Write) -> Result<(), Error> {
-    match command {
-        PairCommand::Add(args) => add(dir, args, out),
-        PairCommand::List => list(dir, out),
-        PairCommand::Remove { name } => {
-            let mut peers = Peers::load(dir)?;
-            let peer = peers.remove(&name)?;
-            peers.save(dir)?;
-            printed(
-                writeln!(
-                    out,
-                    "removed {} (fingerprint {})",
-                    peer.name,
-                    peer.key.fingerprint()
-                )
-                .and_then(|()| out.flush()),
-            )
-        }
-        PairCommand::Invite(args) => invite(dir, args, out),
-        PairCommand::Join(args) => join(dir, args, out),
-    }
+/// `duet pair remove NAME`.
+pub fn remove(dir: &Path, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    let mut peers = Peers::load(dir)?;
+    let peer = peers.remove(name)?;
+    peers.save(dir)?;
+    printed(
+        writeln!(
+            out,
+            "removed {} (fingerprint {})",
+            peer.name,
+            peer.key.fingerprint()
+        )
+        .and_then(|()| out.flush()),
+    )
 }
 
-fn add(dir: &Path, args: PairAddArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let addr = args.addr.as_deref().map(parse_addr).transpose()?;
+/// `duet pair add`.
+pub fn add(dir: &Path, args: AddOptions, out: &mut dyn Write) -> Result<(), Error> {
+    let addr = args
+        .addr
+        .as_deref()
+        .map(transport::parse_addr)
+        .transpose()?;
     let own = Identity::load_or_create(dir)?.public();
     if args.key == own {
         return Err(PeerError::OwnKey.into());
@@ -144,7 +177,8 @@ fn add(dir: &Path, args: PairAddArgs, out: &mut dyn Write) -> Result<(), Error> 
     Ok(out.flush()?)
 }
 
-fn list(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
+/// `duet pair list`.
+pub fn list(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
     let peers = Peers::load(dir)?;
     let width = peers.iter().map(|p| p.name.chars().count()).max();
     let Some(width) = width else {
@@ -164,13 +198,6 @@ fn list(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
     });
     lines = lines.and_then(|()| out.flush());
     printed(lines)
-}
-
-fn parse_addr(text: &str) -> Result<SocketAddr, Error> {
-    net::resolve(text).map_err(|source| Error::BadAddress {
-        text: text.to_owned(),
-        source,
-    })
 }
 
 /// Refuse to start an exchange whose result could not be saved under `name`.
@@ -218,20 +245,6 @@ pub enum PairFailure {
         /// Seconds waited.
         waited: u64,
     },
-}
-
-impl PairFailure {
-    /// The exit code: 11 when the exchange was refused, 8 when it timed out.
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            PairFailure::CodeMismatch | PairFailure::CodeUsed | PairFailure::Refused => {
-                ExitCode::PairingFailed
-            }
-            PairFailure::NobodyJoined { .. }
-            | PairFailure::NoInviter { .. }
-            | PairFailure::Unfinished { .. } => ExitCode::NoAnswer,
-        }
-    }
 }
 
 impl fmt::Display for PairFailure {
@@ -938,7 +951,8 @@ struct Endpoint {
 
 impl Endpoint {
     fn bind(addr: SocketAddr) -> Result<Endpoint, Error> {
-        let socket = UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+        let socket =
+            UdpSocket::bind(addr).map_err(|source| transport::Error::Bind { addr, source })?;
         Ok(Endpoint {
             socket,
             buf: [0; MAX_DATAGRAM],
@@ -962,7 +976,7 @@ impl Endpoint {
             // A zero timeout would mean "block forever"; `left` is positive here.
             self.socket.set_read_timeout(Some(left))?;
             match self.socket.recv_from(&mut self.buf) {
-                Ok((len, from)) => return Ok(Some((net::canonical(from), len))),
+                Ok((len, from)) => return Ok(Some((transport::udp::canonical(from), len))),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -984,7 +998,7 @@ impl Endpoint {
             Ok(_) => Ok(()),
             // An ICMP error left over from an earlier datagram; the next try may pass.
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
-            Err(source) => Err(Error::Unreachable { peer: to, source }),
+            Err(source) => Err(transport::Error::Unreachable { peer: to, source }.into()),
         }
     }
 }
@@ -1006,10 +1020,10 @@ fn paired_line(out: &mut dyn Write, name: &str, key: &PeerKey) -> Result<(), Err
 }
 
 /// `duet pair invite`: show a code, answer one join, save the joiner.
-fn invite(dir: &Path, args: InviteArgs, out: &mut dyn Write) -> Result<(), Error> {
+pub fn invite(dir: &Path, args: InviteOptions, out: &mut dyn Write) -> Result<(), Error> {
     let own = Identity::load_or_create(dir)?.public();
     check_name_free(dir, &args.name)?;
-    let bind = parse_addr(&args.bind)?;
+    let bind = transport::parse_addr(&args.bind)?;
     let mut endpoint = Endpoint::bind(bind)?;
     let local = endpoint.socket.local_addr()?;
     let code = Code::random()?;
@@ -1102,11 +1116,11 @@ fn linger(endpoint: &mut Endpoint, inviter: &mut Inviter, deadline: Instant) {
 }
 
 /// `duet pair join`: knock at the inviter with the code, save the inviter.
-fn join(dir: &Path, args: JoinArgs, out: &mut dyn Write) -> Result<(), Error> {
+pub fn join(dir: &Path, args: JoinOptions, out: &mut dyn Write) -> Result<(), Error> {
     let own = Identity::load_or_create(dir)?.public();
     check_name_free(dir, &args.name)?;
-    let inviter_addr = parse_addr(&args.addr)?;
-    let mut bind = parse_addr(&args.bind)?;
+    let inviter_addr = transport::parse_addr(&args.addr)?;
+    let mut bind = transport::parse_addr(&args.bind)?;
     // The default bind is IPv4's wildcard; an IPv6 inviter needs IPv6's.
     if bind.ip().is_unspecified() && bind.is_ipv4() != inviter_addr.is_ipv4() {
         bind.set_ip(match inviter_addr.ip() {

@@ -29,8 +29,7 @@ use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{AnySocket, udp};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
-use crate::error::Error;
-use crate::link::{HostClock, Transport};
+use super::{Error, HostClock, Transport};
 
 /// Datagrams each way that smoltcp's UDP socket buffers: a window of retransmissions, or
 /// datagrams queued while ARP resolves the peer, must fit.

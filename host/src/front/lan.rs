@@ -20,20 +20,21 @@ use duet_core::session::MessageId;
 use duet_core::text::{self, Encoding};
 use duet_core::time::{Duration, Instant};
 use duet_core::wire::ipmsg::PORT;
-use embedded_nal::{UdpClientStack, UdpFullStack, nb};
 
-use crate::cli::{ChatArgs, ListenArgs, PeersArgs, SendArgs};
-use crate::error::Error;
-use crate::input::{Input, InputPipe, TerminalRestore};
-use crate::link::{Link, Transport};
-use crate::net::{self, HostSocket, HostStack};
-use crate::ui::{self, Output};
+use super::input::{Input, InputPipe};
+use super::ui::{self, Output};
+use super::{ChatOptions, ListenOptions, PeersOptions, SendOptions};
+use crate::app::Error;
+use crate::platform::ifaces::{broadcast_addresses, host_name, local_addresses, login_name};
+use crate::platform::terminal::TerminalRestore;
+use crate::transport::broadcast::LanStack;
+use crate::transport::{self, Link};
 
 /// `--bind`'s default in `chat` and `listen` (cli.rs): with `--ipmsg` it means port 2425.
-const CHAT_DEFAULT_BIND: &str = "0.0.0.0:7789";
+pub const CHAT_DEFAULT_BIND: &str = "0.0.0.0:7789";
 /// `--bind`'s default in `send`: with `--ipmsg`, port 2425 too (real clients answer there
 /// whatever port a packet came from).
-const SEND_DEFAULT_BIND: &str = "0.0.0.0:0";
+pub const SEND_DEFAULT_BIND: &str = "0.0.0.0:0";
 
 /// How long `send` waits for a peer given by address to introduce itself (to learn its
 /// encoding) before writing to it in UTF-8.
@@ -49,141 +50,6 @@ const LEAVE_POLLS: usize = 8;
 const PLAINTEXT: &str = "PLAINTEXT: anyone on the LAN can read IP Messenger messages \
                          (duet's encryption does not exist here)";
 
-/// The operating system's UDP, with broadcasting allowed on the socket.
-pub struct LanStack(HostStack);
-
-impl LanStack {
-    /// A stack that binds `bind_ip` (use the unspecified address: a socket bound to one
-    /// interface's address does not receive broadcasts).
-    pub fn new(bind_ip: IpAddr) -> Self {
-        LanStack(HostStack::new(bind_ip))
-    }
-}
-
-impl UdpClientStack for LanStack {
-    type UdpSocket = HostSocket;
-    type Error = io::Error;
-
-    fn socket(&mut self) -> io::Result<HostSocket> {
-        self.0.socket()
-    }
-    fn connect(&mut self, socket: &mut HostSocket, remote: SocketAddr) -> io::Result<()> {
-        self.0.connect(socket, remote)
-    }
-    fn send(&mut self, socket: &mut HostSocket, buffer: &[u8]) -> nb::Result<(), io::Error> {
-        self.0.send(socket, buffer)
-    }
-    fn receive(
-        &mut self,
-        socket: &mut HostSocket,
-        buffer: &mut [u8],
-    ) -> nb::Result<(usize, SocketAddr), io::Error> {
-        self.0.receive(socket, buffer)
-    }
-    fn close(&mut self, socket: HostSocket) -> io::Result<()> {
-        self.0.close(socket)
-    }
-}
-
-impl UdpFullStack for LanStack {
-    fn bind(&mut self, socket: &mut HostSocket, port: u16) -> io::Result<()> {
-        self.0.bind(socket, port)?;
-        let fd = net::socket_fd(socket)?;
-        socket2::SockRef::from(&fd).set_broadcast(true)
-    }
-    fn send_to(
-        &mut self,
-        socket: &mut HostSocket,
-        remote: SocketAddr,
-        buffer: &[u8],
-    ) -> nb::Result<(), io::Error> {
-        self.0.send_to(socket, remote, buffer)
-    }
-}
-
-impl Transport for LanStack {
-    fn wait_fd<'a>(&'a self, socket: &'a HostSocket) -> io::Result<BorrowedFd<'a>> {
-        net::socket_fd(socket)
-    }
-    fn local_addr(&self, socket: &HostSocket) -> io::Result<SocketAddr> {
-        self.0.local_addr(socket)
-    }
-}
-
-/// The IPv4 broadcast address of every interface that is up and has one (only the
-/// interface of `bind` when it is a specific address); 255.255.255.255 when there is none.
-pub fn broadcast_addresses(bind: IpAddr) -> Vec<IpAddr> {
-    use nix::net::if_::InterfaceFlags;
-    let bind = bind.to_canonical();
-    let mut found = Vec::new();
-    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
-        for a in addrs {
-            if !a
-                .flags
-                .contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_BROADCAST)
-            {
-                continue;
-            }
-            let own = a.address.as_ref().and_then(|s| s.as_sockaddr_in());
-            let brd = a.broadcast.as_ref().and_then(|s| s.as_sockaddr_in());
-            let (Some(own), Some(brd)) = (own, brd) else {
-                continue;
-            };
-            if !bind.is_unspecified() && bind != IpAddr::V4(own.ip()) {
-                continue;
-            }
-            let brd = IpAddr::V4(brd.ip());
-            if !found.contains(&brd) {
-                found.push(brd);
-            }
-        }
-    }
-    if found.is_empty() {
-        found.push(IpAddr::V4(Ipv4Addr::BROADCAST));
-    }
-    found
-}
-
-/// Every address of this machine's interfaces, to recognise our own broadcasts coming
-/// back.
-fn local_addresses() -> Vec<IpAddr> {
-    let mut found = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
-        for a in addrs {
-            let Some(addr) = a.address else { continue };
-            let ip = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
-                (Some(v4), _) => IpAddr::V4(v4.ip()),
-                (_, Some(v6)) => IpAddr::V6(v6.ip()),
-                _ => continue,
-            };
-            if !found.contains(&ip) {
-                found.push(ip);
-            }
-        }
-    }
-    // Broadcasts leave from IPv4 addresses: keep those first, should the core keep only
-    // some.
-    found.sort_by_key(|ip| !ip.is_ipv4());
-    found
-}
-
-/// The login name other clients see.
-fn login_name() -> String {
-    ["USER", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "duet".to_owned())
-}
-
-/// This machine's name.
-fn host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .map(|h| h.to_string_lossy().into_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "duet".to_owned())
-}
-
 /// The first packet number: the Unix time in seconds, as IP Messenger does, so a restart
 /// numbers above the last run.
 fn first_packet_no() -> u32 {
@@ -193,14 +59,11 @@ fn first_packet_no() -> u32 {
         .unwrap_or(1)
 }
 
-fn bind_addr(text: &str, default: &str) -> Result<SocketAddr, Error> {
+pub(crate) fn bind_addr(text: &str, default: &str) -> Result<SocketAddr, Error> {
     if text == default {
         return Ok(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), PORT));
     }
-    net::resolve(text).map_err(|source| Error::BadAddress {
-        text: text.to_owned(),
-        source,
-    })
+    Ok(transport::parse_addr(text)?)
 }
 
 /// The encoding's name for people.
@@ -357,7 +220,7 @@ impl Lan {
             first_packet_no(),
         );
         let link = Link::bind(LanStack::new(bind.ip()), bind, ipmsg).inspect_err(|e| {
-            if let Error::Bind { source, .. } = e
+            if let transport::Error::Bind { source, .. } = e
                 && source.kind() == io::ErrorKind::AddrInUse
                 && bind.port() == PORT
             {
@@ -400,11 +263,11 @@ impl Lan {
     fn poll(&mut self, out: &mut Output) -> Result<Option<Instant>, Error> {
         match self.link.poll() {
             Ok(deadline) => Ok(deadline),
-            Err(e @ Error::Unreachable { .. }) => {
+            Err(e @ transport::Error::Unreachable { .. }) => {
                 out.line(&format!("* {e}; going on"));
                 Ok(Some(Instant::now() + Duration::from_millis(100)))
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -431,7 +294,7 @@ impl Lan {
 }
 
 /// `duet peers --ipmsg`: announce, collect answers for `--wait` seconds, list, leave.
-pub fn peers(args: PeersArgs) -> Result<(), Error> {
+pub fn peers(args: PeersOptions) -> Result<(), Error> {
     if !args.ipmsg {
         return Err(Error::Other(
             "duet peers lists who is on the LAN with IP Messenger's broadcast: add --ipmsg \
@@ -471,7 +334,7 @@ fn pieces(text: &str, max: usize) -> Vec<String> {
 }
 
 /// `duet send --ipmsg --to NAME|IP TEXT`.
-pub fn send(args: SendArgs) -> Result<(), Error> {
+pub fn send(args: SendOptions) -> Result<(), Error> {
     let text = args.text.join(" ");
     if text.is_empty() {
         return Err(Error::Other("nothing to send: the text is empty".into()));
@@ -593,7 +456,7 @@ pub fn send(args: SendArgs) -> Result<(), Error> {
 }
 
 /// `duet listen --ipmsg`: show every message, confirm it, and who comes and goes.
-pub fn listen(args: ListenArgs) -> Result<(), Error> {
+pub fn listen(args: ListenOptions) -> Result<(), Error> {
     let bind = bind_addr(&args.bind, CHAT_DEFAULT_BIND)?;
     let mut lan = Lan::open(bind, &login_name(), args.ipmsg.group.as_deref())?;
     let mut out = Output::Lines;
@@ -670,7 +533,7 @@ struct Chat {
 }
 
 /// `duet chat --ipmsg [--peer NAME]`.
-pub fn chat(args: ChatArgs) -> Result<(), Error> {
+pub fn chat(args: ChatOptions) -> Result<(), Error> {
     let bind = bind_addr(&args.bind, CHAT_DEFAULT_BIND)?;
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let _restore = interactive.then(TerminalRestore::save);
@@ -997,7 +860,6 @@ fn snippet(text: &str) -> String {
 #[cfg(test)]
 mod test {
     use super::*;
-    use clap::Parser;
     use duet_core::wire::ipmsg::Client;
 
     fn peer(addr: &str, nick: &str, user: &str, host: &str) -> Peer {
@@ -1053,37 +915,6 @@ mod test {
         assert_eq!(
             peer_line(&p),
             "Tux企鹅 root@vm at 10.0.0.1 (IP Messenger, utf-8)"
-        );
-    }
-
-    #[test]
-    fn ipmsg_mode_defaults_to_port_2425_only_when_bind_is_left_alone() {
-        // The defaults this module recognises are the command line's.
-        let cli = crate::cli::Cli::try_parse_from(["duet", "chat", "--ipmsg"]).unwrap();
-        let Some(crate::cli::Command::Chat(chat)) = cli.command else {
-            panic!("not chat")
-        };
-        assert_eq!(chat.args.bind, CHAT_DEFAULT_BIND);
-        assert!(chat.args.ipmsg.ipmsg);
-        let cli = crate::cli::Cli::try_parse_from(["duet", "send", "--ipmsg", "--to", "x", "hi"])
-            .unwrap();
-        let Some(crate::cli::Command::Send(send)) = cli.command else {
-            panic!("not send")
-        };
-        assert_eq!(send.bind, SEND_DEFAULT_BIND);
-        assert_eq!(
-            bind_addr(CHAT_DEFAULT_BIND, CHAT_DEFAULT_BIND).unwrap(),
-            "0.0.0.0:2425".parse::<SocketAddr>().unwrap()
-        );
-        assert_eq!(
-            bind_addr("0.0.0.0:2426", CHAT_DEFAULT_BIND).unwrap(),
-            "0.0.0.0:2426".parse::<SocketAddr>().unwrap()
-        );
-        // IP Messenger mode and the legacy or TAP modes exclude each other.
-        assert!(crate::cli::Cli::try_parse_from(["duet", "chat", "--ipmsg", "--legacy"]).is_err());
-        assert!(
-            crate::cli::Cli::try_parse_from(["duet", "listen", "--group", "x"]).is_err(),
-            "--group needs --ipmsg"
         );
     }
 

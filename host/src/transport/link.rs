@@ -15,8 +15,8 @@ use duet_core::time::Instant;
 use embedded_nal::UdpFullStack;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
-use crate::error::Error;
-use crate::net::{self, HostStack};
+use super::Error;
+use super::udp::{self, HostStack};
 
 /// The host clock: milliseconds since the process started.
 #[derive(Clone, Copy, Debug, Default)]
@@ -43,7 +43,7 @@ pub trait Transport: UdpFullStack<Error = io::Error> {
 
 impl Transport for HostStack {
     fn wait_fd<'a>(&'a self, socket: &'a Self::UdpSocket) -> io::Result<BorrowedFd<'a>> {
-        net::socket_fd(socket)
+        udp::socket_fd(socket)
     }
     fn local_addr(&self, socket: &Self::UdpSocket) -> io::Result<SocketAddr> {
         HostStack::local_addr(self, socket)
@@ -75,16 +75,22 @@ impl<P: Protocol> Link<HostStack, P> {
     }
 }
 
-impl<P: Protocol> Link<crate::transport::Stack, P> {
+impl<P: Protocol> Link<super::Stack, P> {
     /// Let the socket send to broadcast addresses (SO_BROADCAST), for discovery. smoltcp on
     /// a TAP device needs no permission.
     pub fn allow_broadcast(&self) -> Result<(), Error> {
-        use crate::transport::{Socket, Stack};
+        use super::{Socket, Stack};
         if let (Stack::Udp(_), Socket::Udp(socket)) = (&self.stack, self.driver.socket()) {
-            let fd = net::socket_fd(socket).map_err(|e| Error::Other(format!("socket: {e}")))?;
+            let fd = udp::socket_fd(socket).map_err(|source| Error::Io {
+                doing: "finding the socket",
+                source,
+            })?;
             socket2::SockRef::from(&fd)
                 .set_broadcast(true)
-                .map_err(|e| Error::Other(format!("cannot broadcast (SO_BROADCAST): {e}")))?;
+                .map_err(|source| Error::Io {
+                    doing: "allowing broadcasts (SO_BROADCAST)",
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -133,14 +139,17 @@ impl<S: Transport, P: Protocol> Link<S, P> {
                 // Already reported; poll again soon rather than spin.
                 Some(Instant::now() + duet_core::Duration::from_millis(100))
             }
-            Err(DriveError::Receive(e)) => {
-                return Err(Error::Other(format!("receive failed: {e}")));
+            Err(DriveError::Receive(source)) => {
+                return Err(Error::Io {
+                    doing: "receiving",
+                    source,
+                });
             }
         };
-        let stack = self
-            .stack
-            .poll_stack()
-            .map_err(|e| Error::Other(format!("network failed: {e}")))?;
+        let stack = self.stack.poll_stack().map_err(|source| Error::Io {
+            doing: "the network stack",
+            source,
+        })?;
         Ok(earliest(deadline, stack))
     }
 
@@ -167,7 +176,13 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         if timeout.is_some_and(|t| t.tv_sec == 0 && t.tv_nsec == 0) {
             return Ok(Woke { input: false });
         }
-        let socket = self.stack.wait_fd(self.driver.socket())?;
+        let socket = self
+            .stack
+            .wait_fd(self.driver.socket())
+            .map_err(|source| Error::Io {
+                doing: "finding the socket",
+                source,
+            })?;
         // A fixed array, not a Vec: the wait runs once per datagram on the hot path.
         let mut fds = [
             PollFd::from_borrowed_fd(socket, PollFlags::IN),
@@ -176,7 +191,12 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         let used = if input.is_some() { 2 } else { 1 };
         match rustix::event::poll(&mut fds[..used], timeout.as_ref()) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(Error::Other(format!("poll failed: {e}"))),
+            Err(e) => {
+                return Err(Error::Io {
+                    doing: "waiting (poll)",
+                    source: e.into(),
+                });
+            }
         }
         let input = used == 2 && !fds[1].revents().is_empty();
         Ok(Woke { input })

@@ -1,15 +1,10 @@
-//! How events look: one line each, `HH:MM:SS who: text`, with anything that could break the
-//! line or the terminal (newlines, escape sequences, undecodable bytes) shown escaped.
+//! Text as it may be shown: anything that could break a line or the terminal (newlines,
+//! escape sequences, undecodable bytes) escaped. Used for every text that came from a peer
+//! or a file before it reaches a terminal.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 use duet_core::text::{self, Encoding, Piece};
-
-/// The local time as `HH:MM:SS`.
-pub fn clock() -> String {
-    chrono::Local::now().format("%H:%M:%S").to_string()
-}
 
 /// Append `text` with control characters escaped, so a peer can neither split one message
 /// into several lines nor send escape sequences to the terminal.
@@ -48,34 +43,6 @@ pub fn legacy_text(bytes: &[u8], encoding: Encoding) -> (String, Encoding) {
         }
     });
     (out, used)
-}
-
-/// Where event lines go: stdout in line mode, above the prompt in the terminal UI.
-pub enum Output {
-    /// One line per event on stdout, flushed at once (line mode, `listen`, `send`).
-    Lines,
-    /// Printed above the line being edited, which stays intact.
-    Terminal(Box<dyn rustyline::ExternalPrinter + Send>),
-}
-
-impl Output {
-    /// Print one line, prefixed with the time.
-    pub fn line(&mut self, text: &str) {
-        let line = format!("{} {}", clock(), text);
-        match self {
-            Output::Lines => {
-                let mut out = std::io::stdout().lock();
-                // A closed stdout (`duet listen | head -1`) must not kill the chat.
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
-            }
-            Output::Terminal(printer) => {
-                // With the newline the line stays above the prompt even when the editor is
-                // not reading at that moment (it would otherwise be drawn over).
-                let _ = printer.print(format!("{line}\n"));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -27,29 +27,6 @@ pub enum Input {
     Interrupt,
 }
 
-/// Puts the terminal back as it was when duet started, however duet leaves: the line editor
-/// switches it to raw mode while it reads, and may still be reading when duet exits.
-pub struct TerminalRestore(Option<rustix::termios::Termios>);
-
-impl TerminalRestore {
-    /// Remember the terminal's settings now.
-    pub fn save() -> Self {
-        TerminalRestore(rustix::termios::tcgetattr(io::stdin()).ok())
-    }
-}
-
-impl Drop for TerminalRestore {
-    fn drop(&mut self) {
-        if let Some(settings) = &self.0 {
-            let _ = rustix::termios::tcsetattr(
-                io::stdin(),
-                rustix::termios::OptionalActions::Now,
-                settings,
-            );
-        }
-    }
-}
-
 /// Whether a typed line is the command to leave.
 pub fn is_quit(line: &str) -> bool {
     matches!(line.trim(), "/quit" | "/exit" | "/q")

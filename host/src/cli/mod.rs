@@ -1,4 +1,6 @@
-//! The command line.
+//! The command line: clap's types, turned into the plain options of the layers below
+//! ([`run`]), and errors into exit codes ([`exit`]). Nothing below this module knows
+//! clap.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -6,9 +8,17 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use duet_core::text::Encoding;
 
-use crate::keys::PeerKey;
-use crate::pair::Code;
-use crate::tap::{IfaceAddr, MacAddr};
+pub mod exit;
+
+use crate::app::Error;
+use crate::app::conversation::LegacyOptions;
+use crate::app::keys::{self, PeerKey};
+use crate::app::pair::{self, AddOptions, Code, InviteOptions, JoinOptions};
+use crate::front::{
+    self, ChatOptions, HistoryOptions, IpmsgOptions, ListenOptions, PeersOptions, SendOptions,
+};
+use crate::transport::TapOptions;
+use crate::transport::tap::{IfaceAddr, MacAddr};
 
 /// duet: a private chat for two people over UDP. No server: type an address and talk.
 #[derive(Debug, Parser)]
@@ -295,7 +305,200 @@ pub struct JoinArgs {
 }
 
 fn parse_peer_name(s: &str) -> Result<String, String> {
-    crate::keys::check_name(s)
+    keys::check_name(s)
         .map(|()| s.to_owned())
         .map_err(|e| e.to_string())
+}
+
+/// Run the command line's command.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    let dir = keys::config_dir(cli.config_dir)?;
+    let out = &mut std::io::stdout().lock();
+    match cli.command {
+        None => chat(cli.chat.into(), &dir),
+        Some(Command::Chat(chat_command)) => {
+            let mut options: ChatOptions = chat_command.args.into();
+            options.peer = options.peer.or(chat_command.with);
+            chat(options, &dir)
+        }
+        Some(Command::Send(args)) if args.ipmsg.ipmsg => front::lan::send(args.into()),
+        Some(Command::Send(args)) => front::send::send(args.into(), &dir),
+        Some(Command::Listen(args)) if args.ipmsg.ipmsg => front::lan::listen(args.into()),
+        Some(Command::Listen(args)) => front::listen::listen(args.into(), &dir),
+        Some(Command::Peers(args)) => front::lan::peers(args.into()),
+        Some(Command::History(args)) => front::history::history(args.into(), &dir),
+        Some(Command::Id) => pair::id(&dir, out),
+        Some(Command::Pair(command)) => match command {
+            PairCommand::Add(a) => pair::add(
+                &dir,
+                AddOptions {
+                    name: a.name,
+                    key: a.key,
+                    addr: a.addr,
+                },
+                out,
+            ),
+            PairCommand::List => pair::list(&dir, out),
+            PairCommand::Remove { name } => pair::remove(&dir, &name, out),
+            PairCommand::Invite(a) => pair::invite(
+                &dir,
+                InviteOptions {
+                    name: a.name,
+                    bind: a.bind,
+                    timeout: a.timeout,
+                },
+                out,
+            ),
+            PairCommand::Join(a) => pair::join(
+                &dir,
+                JoinOptions {
+                    name: a.name,
+                    code: a.code,
+                    addr: a.addr,
+                    bind: a.bind,
+                    timeout: a.timeout,
+                },
+                out,
+            ),
+        },
+    }
+}
+
+fn chat(options: ChatOptions, dir: &std::path::Path) -> Result<(), Error> {
+    if options.ipmsg.ipmsg {
+        front::lan::chat(options)
+    } else {
+        front::chat::chat(options, dir)
+    }
+}
+
+impl From<LegacyArgs> for LegacyOptions {
+    fn from(a: LegacyArgs) -> Self {
+        LegacyOptions {
+            legacy: a.legacy,
+            encoding: a.encoding,
+        }
+    }
+}
+
+impl From<TapArgs> for TapOptions {
+    fn from(a: TapArgs) -> Self {
+        TapOptions {
+            tap: a.tap,
+            ip: a.ip,
+            gateway: a.gateway,
+            mac: a.mac,
+        }
+    }
+}
+
+impl From<IpmsgArgs> for IpmsgOptions {
+    fn from(a: IpmsgArgs) -> Self {
+        IpmsgOptions {
+            ipmsg: a.ipmsg,
+            group: a.group,
+        }
+    }
+}
+
+impl From<ChatArgs> for ChatOptions {
+    fn from(a: ChatArgs) -> Self {
+        ChatOptions {
+            bind: a.bind,
+            peer: a.peer,
+            name: a.name,
+            legacy: a.legacy.into(),
+            tap: a.tap.into(),
+            ipmsg: a.ipmsg.into(),
+        }
+    }
+}
+
+impl From<SendArgs> for SendOptions {
+    fn from(a: SendArgs) -> Self {
+        SendOptions {
+            to: a.to,
+            bind: a.bind,
+            timeout: a.timeout,
+            no_split: a.no_split,
+            legacy: a.legacy.into(),
+            tap: a.tap.into(),
+            ipmsg: a.ipmsg.into(),
+            text: a.text,
+        }
+    }
+}
+
+impl From<ListenArgs> for ListenOptions {
+    fn from(a: ListenArgs) -> Self {
+        ListenOptions {
+            bind: a.bind,
+            count: a.count,
+            verbose: a.verbose,
+            legacy: a.legacy.into(),
+            tap: a.tap.into(),
+            ipmsg: a.ipmsg.into(),
+        }
+    }
+}
+
+impl From<HistoryArgs> for HistoryOptions {
+    fn from(a: HistoryArgs) -> Self {
+        HistoryOptions {
+            peer: a.peer,
+            search: a.search,
+            limit: a.limit,
+            check: a.check,
+        }
+    }
+}
+
+impl From<PeersArgs> for PeersOptions {
+    fn from(a: PeersArgs) -> Self {
+        PeersOptions {
+            ipmsg: a.ipmsg,
+            wait: a.wait,
+            bind: a.bind,
+            name: a.name,
+            group: a.group,
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::front::lan::{CHAT_DEFAULT_BIND, SEND_DEFAULT_BIND, bind_addr};
+    use clap::Parser;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn ipmsg_mode_defaults_to_port_2425_only_when_bind_is_left_alone() {
+        // The defaults this module recognises are the command line's.
+        let cli = Cli::try_parse_from(["duet", "chat", "--ipmsg"]).unwrap();
+        let Some(Command::Chat(chat)) = cli.command else {
+            panic!("not chat")
+        };
+        assert_eq!(chat.args.bind, CHAT_DEFAULT_BIND);
+        assert!(chat.args.ipmsg.ipmsg);
+        let cli = Cli::try_parse_from(["duet", "send", "--ipmsg", "--to", "x", "hi"]).unwrap();
+        let Some(Command::Send(send)) = cli.command else {
+            panic!("not send")
+        };
+        assert_eq!(send.bind, SEND_DEFAULT_BIND);
+        assert_eq!(
+            bind_addr(CHAT_DEFAULT_BIND, CHAT_DEFAULT_BIND).unwrap(),
+            "0.0.0.0:2425".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            bind_addr("0.0.0.0:2426", CHAT_DEFAULT_BIND).unwrap(),
+            "0.0.0.0:2426".parse::<SocketAddr>().unwrap()
+        );
+        // IP Messenger mode and the legacy or TAP modes exclude each other.
+        assert!(Cli::try_parse_from(["duet", "chat", "--ipmsg", "--legacy"]).is_err());
+        assert!(
+            Cli::try_parse_from(["duet", "listen", "--group", "x"]).is_err(),
+            "--group needs --ipmsg"
+        );
+    }
 }

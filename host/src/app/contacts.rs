@@ -1,0 +1,93 @@
+//! Who this duet is and whom it is paired with, and how a name or address the user typed
+//! becomes a paired peer to talk to.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use duet_core::secure::PublicKey;
+
+use super::Error;
+use super::keys::{Identity, Peer, PeerKey, Peers};
+use crate::transport::parse_addr;
+
+/// Who this duet is and whom it is paired with.
+pub struct Contacts {
+    /// This duet's identity.
+    pub identity: Identity,
+    /// The paired peers.
+    pub peers: Peers,
+}
+
+/// A paired peer to talk to.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Its name in the peers file.
+    pub name: String,
+    /// Its static key.
+    pub key: PeerKey,
+    /// Where it is, if known.
+    pub addr: Option<SocketAddr>,
+}
+
+impl Contacts {
+    /// Load (or, the first time, create) the identity, and the paired peers.
+    pub fn load(dir: &Path) -> Result<Self, Error> {
+        Ok(Contacts {
+            identity: Identity::load_or_create(dir)?,
+            peers: Peers::load(dir)?,
+        })
+    }
+
+    /// A paired peer from `NAME` or `HOST:PORT`.
+    pub fn find(&self, text: &str) -> Result<Target, Error> {
+        let target = |p: &Peer, addr: Option<SocketAddr>| Target {
+            name: p.name.clone(),
+            key: p.key,
+            addr: addr.or(p.addr),
+        };
+        if let Some(p) = self.peers.get(text) {
+            return Ok(target(p, None));
+        }
+        if self.peers.iter().next().is_none() {
+            return Err(Error::NotPaired);
+        }
+        if !text.contains(':') {
+            return Err(Error::UnknownPeer {
+                name: text.to_owned(),
+                paired: self.names(),
+            });
+        }
+        let addr = parse_addr(text)?;
+        let at: Vec<_> = self.peers.iter().filter(|p| p.addr == Some(addr)).collect();
+        let all: Vec<_> = self.peers.iter().collect();
+        match (at.as_slice(), all.as_slice()) {
+            ([one], _) | ([], [one]) => Ok(target(one, Some(addr))),
+            _ => Err(Error::Other(format!(
+                "which paired peer is at {addr}? name one: {} (or `duet pair add NAME KEY --addr {addr}`)",
+                self.names()
+            ))),
+        }
+    }
+
+    /// The paired peers' names, comma-separated.
+    pub fn names(&self) -> String {
+        self.peers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Every paired peer's key.
+    pub fn allowed(&self) -> Vec<PublicKey> {
+        self.peers.iter().map(|p| p.key.0).collect()
+    }
+
+    /// Each paired peer's key and name.
+    pub fn names_by_key(&self) -> Vec<(PublicKey, String)> {
+        self.peers
+            .iter()
+            .map(|p| (p.key.0, p.name.clone()))
+            .collect()
+    }
+}

@@ -1,0 +1,102 @@
+//! `duet listen`: print every message received, one line each.
+
+use std::path::Path;
+
+use duet_core::MAX_DATAGRAM;
+use duet_core::session::Config;
+use duet_core::time::{Duration, Instant};
+
+use super::ListenOptions;
+use super::ui::Output;
+use super::{banner, counters, sender};
+use crate::app::Error;
+use crate::app::contacts::Contacts;
+use crate::app::conversation::{Conversation, Shown};
+use crate::app::store::Store;
+use crate::transport::{self, Link, parse_addr};
+
+/// How long `listen --count` stays after its last message when the sender does not say
+/// goodbye: long enough to acknowledge retransmissions whose first acknowledgement was lost.
+const LINGER_QUIET: Duration = Duration::from_millis(1500);
+/// The longest `listen --count` lingers in any case.
+const LINGER_MAX: Duration = Duration::from_secs(6);
+/// `duet listen`.
+pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
+    let bind = parse_addr(&args.bind)?;
+    let (conversation, store) = if args.legacy.legacy {
+        (Conversation::legacy(&args.legacy, None), None)
+    } else {
+        let contacts = Contacts::load(dir)?;
+        if contacts.peers.iter().next().is_none() {
+            return Err(Error::NotPaired);
+        }
+        (
+            Conversation::duet(&contacts, None, Config::default())?,
+            Some(Store::open(dir)?),
+        )
+    };
+    let mut link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
+    let mut out = Output::Lines;
+    banner(&mut out, &args.legacy, link.local_addr());
+    let encoding = args.legacy.read_encoding();
+    let mut received = 0u64;
+    let mut linger_since: Option<(Instant, u32)> = None;
+    let mut linger_start = None;
+    loop {
+        let deadline = link.poll()?;
+        let mut peer_left = false;
+        while let Some(shown) = link.protocol.next_shown(encoding) {
+            match shown {
+                Shown::Message { from, who, text, stored } => {
+                    // Stored before it is shown and acknowledged; one stored by an earlier
+                    // run is a retransmission and is not shown again.
+                    if let (Some(store), Some((key, uid, raw))) = (&store, &stored)
+                        && !store.receive(key, *uid, raw)?
+                    {
+                        continue;
+                    }
+                    received += 1;
+                    out.line(&format!("{}: {text}", sender(who, from)));
+                }
+                Shown::Oversized { from } => out.line(&format!(
+                    "* dropped a datagram of more than {MAX_DATAGRAM} bytes from {from} (duet reads at most {MAX_DATAGRAM})"
+                )),
+                Shown::PeerDown => peer_left = true,
+                _ => {}
+            }
+            if args.count.is_some_and(|n| received >= n) && args.legacy.legacy {
+                break;
+            }
+        }
+        if args.count.is_some_and(|n| received >= n) {
+            let Conversation::Duet { secure: s, .. } = &link.protocol else {
+                break;
+            };
+            // Stay until the sender says goodbye or has been quiet for a while, so a lost
+            // acknowledgement of the last message is answered when it is retransmitted.
+            let now = Instant::now();
+            let heard = s.session_stats().datagrams_in;
+            let started = *linger_start.get_or_insert(now);
+            let quiet_since = match linger_since {
+                Some((t, n)) if n == heard => t,
+                _ => {
+                    linger_since = Some((now, heard));
+                    now
+                }
+            };
+            if peer_left || now >= quiet_since + LINGER_QUIET || now >= started + LINGER_MAX {
+                break;
+            }
+            let limit = (quiet_since + LINGER_QUIET).min(started + LINGER_MAX);
+            link.wait(deadline, None, Some(limit))?;
+            continue;
+        }
+        link.wait(deadline, None, None)?;
+    }
+    if args.verbose
+        && let Conversation::Duet { secure: s, .. } = &link.protocol
+    {
+        eprintln!("duet: {}", counters(s));
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Front-ends: what is typed in and how events look. The terminal chat and line mode
+//! ([`chat`]), one-shot [`send`] and [`listen`], [`history`], and IP Messenger mode
+//! ([`lan`]). Each takes plain options (the command line fills them) and runs the
+//! application's conversation; none knows about clap or exit codes.
+
+pub mod chat;
+pub mod history;
+pub mod input;
+pub mod lan;
+pub mod listen;
+pub mod send;
+pub mod ui;
+
+use std::net::SocketAddr;
+
+use duet_core::secure::Secure;
+
+use crate::app::conversation::LegacyOptions;
+use crate::transport::TapOptions;
+use ui::Output;
+
+/// IP Messenger mode's options (`--ipmsg`, `--group`).
+#[derive(Clone, Debug, Default)]
+pub struct IpmsgOptions {
+    /// Speak IP Messenger on the LAN instead of duet.
+    pub ipmsg: bool,
+    /// The group shown next to the name.
+    pub group: Option<String>,
+}
+
+/// `duet chat`.
+#[derive(Clone, Debug)]
+pub struct ChatOptions {
+    /// Local address, `ADDR:PORT`.
+    pub bind: String,
+    /// Who to talk to: a paired peer's name, or `HOST:PORT`.
+    pub peer: Option<String>,
+    /// The name shown for own messages.
+    pub name: String,
+    /// Legacy mode.
+    pub legacy: LegacyOptions,
+    /// TAP mode.
+    pub tap: TapOptions,
+    /// IP Messenger mode.
+    pub ipmsg: IpmsgOptions,
+}
+
+/// `duet send`.
+#[derive(Clone, Debug)]
+pub struct SendOptions {
+    /// Who to send to.
+    pub to: String,
+    /// Local address, `ADDR:PORT`.
+    pub bind: String,
+    /// Seconds without an acknowledgement before giving up.
+    pub timeout: u64,
+    /// Refuse text longer than one message.
+    pub no_split: bool,
+    /// Legacy mode.
+    pub legacy: LegacyOptions,
+    /// TAP mode.
+    pub tap: TapOptions,
+    /// IP Messenger mode.
+    pub ipmsg: IpmsgOptions,
+    /// The words of the text.
+    pub text: Vec<String>,
+}
+
+/// `duet listen`.
+#[derive(Clone, Debug)]
+pub struct ListenOptions {
+    /// Local address, `ADDR:PORT`.
+    pub bind: String,
+    /// Exit after this many messages.
+    pub count: Option<u64>,
+    /// Print counters of rejected datagrams when exiting.
+    pub verbose: bool,
+    /// Legacy mode.
+    pub legacy: LegacyOptions,
+    /// TAP mode.
+    pub tap: TapOptions,
+    /// IP Messenger mode.
+    pub ipmsg: IpmsgOptions,
+}
+
+/// `duet history`.
+#[derive(Clone, Debug)]
+pub struct HistoryOptions {
+    /// Only messages with this paired peer.
+    pub peer: Option<String>,
+    /// Only messages containing this text.
+    pub search: Option<String>,
+    /// At most this many, the latest.
+    pub limit: u64,
+    /// Check the file's integrity instead.
+    pub check: bool,
+}
+
+/// `duet peers --ipmsg`.
+#[derive(Clone, Debug)]
+pub struct PeersOptions {
+    /// Ask the LAN with IP Messenger's broadcast.
+    pub ipmsg: bool,
+    /// Seconds to wait for answers.
+    pub wait: u64,
+    /// Local address, `ADDR:PORT`.
+    pub bind: String,
+    /// The name shown meanwhile.
+    pub name: String,
+    /// The group shown next to it.
+    pub group: Option<String>,
+}
+
+/// The first line of a mode: where it listens and what it promises.
+pub(crate) fn banner(out: &mut Output, legacy: &LegacyOptions, local: SocketAddr) {
+    if legacy.legacy {
+        out.line(&format!(
+            "* listening on {local}; legacy mode: plain UDP datagrams, UNACKNOWLEDGED and UNENCRYPTED \
+             (sending {}, reading {})",
+            legacy.send_encoding().name(),
+            legacy.read_encoding().name()
+        ));
+    } else {
+        out.line(&format!(
+            "* listening on {local} (duet: end-to-end encrypted, every message acknowledged)"
+        ));
+    }
+}
+
+/// How a sender is shown: its paired name and address, or what is known of them.
+pub(crate) fn sender(who: Option<String>, from: Option<SocketAddr>) -> String {
+    match (who, from) {
+        (Some(name), Some(addr)) => format!("{name}@{addr}"),
+        (Some(name), None) => name,
+        (None, Some(addr)) => addr.to_string(),
+        (None, None) => "?".to_owned(),
+    }
+}
+
+/// A short quote of a message for status lines.
+pub(crate) fn snippet(text: &str) -> String {
+    let mut s: String = text.chars().take(40).collect();
+    if s.len() < text.len() {
+        s.push('…');
+    }
+    ui::escaped(&s)
+}
+
+/// What a secure session received and refused, for `/status` and `listen -v`.
+pub(crate) fn counters(s: &Secure) -> String {
+    let st = s.session_stats();
+    let sec = s.stats();
+    format!(
+        "received {} messages; rejected {} unauthenticated, {} replayed, {} from unpaired keys, \
+         {} while busy, {} malformed inside; {} duplicates, {} retransmits; {} handshakes; \
+         discovery probes: {} answered, {} refused",
+        st.messages_in,
+        sec.unauthenticated,
+        sec.replayed,
+        sec.unpaired,
+        sec.busy,
+        st.malformed + st.oversized,
+        st.duplicates,
+        st.retransmits,
+        sec.handshakes,
+        sec.probes_answered,
+        sec.probes_refused
+    )
+}

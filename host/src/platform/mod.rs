@@ -1,0 +1,6 @@
+//! What differs between operating systems, behind small modules: the terminal, the
+//! network interfaces and names. Everything above uses these and never the system's own
+//! calls, so a port (Windows) adds twins of these modules and nothing else.
+
+pub mod ifaces;
+pub mod terminal;

@@ -1,0 +1,71 @@
+//! The operating system's UDP with broadcasting allowed: IP Messenger's transport.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::BorrowedFd;
+
+use embedded_nal::{UdpClientStack, UdpFullStack, nb};
+
+use super::Transport;
+use super::udp::{self, HostSocket, HostStack};
+
+/// The operating system's UDP, with broadcasting allowed on the socket.
+pub struct LanStack(HostStack);
+
+impl LanStack {
+    /// A stack that binds `bind_ip` (use the unspecified address: a socket bound to one
+    /// interface's address does not receive broadcasts).
+    pub fn new(bind_ip: IpAddr) -> Self {
+        LanStack(HostStack::new(bind_ip))
+    }
+}
+
+impl UdpClientStack for LanStack {
+    type UdpSocket = HostSocket;
+    type Error = io::Error;
+
+    fn socket(&mut self) -> io::Result<HostSocket> {
+        self.0.socket()
+    }
+    fn connect(&mut self, socket: &mut HostSocket, remote: SocketAddr) -> io::Result<()> {
+        self.0.connect(socket, remote)
+    }
+    fn send(&mut self, socket: &mut HostSocket, buffer: &[u8]) -> nb::Result<(), io::Error> {
+        self.0.send(socket, buffer)
+    }
+    fn receive(
+        &mut self,
+        socket: &mut HostSocket,
+        buffer: &mut [u8],
+    ) -> nb::Result<(usize, SocketAddr), io::Error> {
+        self.0.receive(socket, buffer)
+    }
+    fn close(&mut self, socket: HostSocket) -> io::Result<()> {
+        self.0.close(socket)
+    }
+}
+
+impl UdpFullStack for LanStack {
+    fn bind(&mut self, socket: &mut HostSocket, port: u16) -> io::Result<()> {
+        self.0.bind(socket, port)?;
+        let fd = udp::socket_fd(socket)?;
+        socket2::SockRef::from(&fd).set_broadcast(true)
+    }
+    fn send_to(
+        &mut self,
+        socket: &mut HostSocket,
+        remote: SocketAddr,
+        buffer: &[u8],
+    ) -> nb::Result<(), io::Error> {
+        self.0.send_to(socket, remote, buffer)
+    }
+}
+
+impl Transport for LanStack {
+    fn wait_fd<'a>(&'a self, socket: &'a HostSocket) -> io::Result<BorrowedFd<'a>> {
+        udp::socket_fd(socket)
+    }
+    fn local_addr(&self, socket: &HostSocket) -> io::Result<SocketAddr> {
+        self.0.local_addr(socket)
+    }
+}
