@@ -519,6 +519,17 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
         self.session.poll_event()
     }
 
+    /// Acknowledge every message handed out so far, once the application stored them (see
+    /// [`Session::confirm_received`] and [`Config::confirm_receipt`]).
+    pub fn confirm_received(&mut self) {
+        self.session.confirm_received();
+    }
+
+    /// Messages handed out and not yet confirmed (see [`Session::unconfirmed`]).
+    pub fn unconfirmed(&self) -> usize {
+        self.session.unconfirmed()
+    }
+
     /// Say goodbye (see [`Session::close`]).
     pub fn close(&mut self) {
         self.session.close();

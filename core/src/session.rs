@@ -5,7 +5,9 @@
 //! 1. [`Session::handle_datagram`] for every datagram that arrives on the socket;
 //! 2. [`Session::handle_timeout`] once `now` has reached [`Session::poll_timeout`];
 //! 3. [`Session::poll_transmit`] until it returns `None`, sending each datagram it writes;
-//! 4. [`Session::poll_event`] until it returns `None`, showing each event;
+//! 4. [`Session::poll_event`] until it returns `None`, showing each event (with
+//!    [`Config::confirm_receipt`], then [`Session::confirm_received`] once what it showed is
+//!    stored);
 //! 5. wait for a datagram or [`Session::poll_timeout`], whichever comes first; repeat.
 //!
 //! [`crate::Driver`] does steps 1–3 and 5's arithmetic over any `embedded_nal::UdpFullStack`.
@@ -18,7 +20,10 @@
 //! (a simplified RACK); a message fails when any of its parts goes unacknowledged for
 //! [`Config::delivery_timeout`] after that part's first transmission. The receiver hands every
 //! message to the application exactly once, whole, and in the order it was sent, and drops
-//! duplicates in a sliding window. Nothing here panics on input, and nothing allocates.
+//! duplicates in a sliding window; it acknowledges a message (and its sender reports it
+//! delivered) only once the application took it, or, with [`Config::confirm_receipt`], once
+//! the application confirmed it stored it. Nothing here panics on input, and nothing
+//! allocates.
 //!
 //! Peer rules: a session created without a peer address adopts the first sender it hears.
 //! A frame from a new epoch (the peer restarted, or a new peer) replaces the peer when it
@@ -77,6 +82,14 @@ pub struct Config {
     pub keepalive: Duration,
     /// The peer counts as unreachable after this long without hearing from it.
     pub idle_timeout: Duration,
+    /// Acknowledge a received message only once the application confirms it stored it
+    /// ([`Session::confirm_received`]), not as soon as it asks for the next event.
+    ///
+    /// For an application that stores messages in batches (several messages per
+    /// transaction): the sender hears "delivered" only for messages that were committed, and
+    /// a failed store leaves them unacknowledged, so their sender fails them after its
+    /// [`Config::delivery_timeout`] instead of reporting them delivered. Off by default.
+    pub confirm_receipt: bool,
 }
 
 impl Default for Config {
@@ -88,6 +101,7 @@ impl Default for Config {
             delivery_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
+            confirm_receipt: false,
         }
     }
 }
@@ -286,6 +300,11 @@ struct Inbound<const IN: usize> {
     /// for the application: the cumulative acknowledgement stops there, so a sender hears
     /// "delivered" only once the application took the message.
     message_start: Option<u32>,
+    /// The seq of the first part of the oldest message handed to the application and not yet
+    /// confirmed ([`Config::confirm_receipt`]): the cumulative acknowledgement stops there
+    /// until [`Session::confirm_received`], so a sender hears "delivered" only once the
+    /// application stored the message.
+    unconfirmed_from: Option<u32>,
     /// The current message is whole and waits for [`Session::poll_event`].
     ready: bool,
     /// The current message was handed out; drop it on the next call.
@@ -306,6 +325,7 @@ impl<const IN: usize> Inbound<IN> {
             message_len: 0,
             message_id: 0,
             message_start: None,
+            unconfirmed_from: None,
             ready: false,
             taken: false,
             discarding: false,
@@ -330,6 +350,7 @@ impl<const IN: usize> Inbound<IN> {
         }
         // Seqs of the old epoch mean nothing in the new one.
         self.message_start = None;
+        self.unconfirmed_from = None;
         self.discarding = false;
     }
 
@@ -388,32 +409,37 @@ impl<const IN: usize> Inbound<IN> {
     }
 
     /// The acknowledgement of what is held: cumulative up to the first part the application
-    /// has not taken, selective for parts held beyond it.
+    /// has not taken (or, with [`Config::confirm_receipt`], not confirmed), selective for
+    /// the parts held beyond it that the application has not been handed.
     fn ack(&self) -> Option<AckInfo> {
         if self.epoch == 0 {
             return None;
         }
-        let next = self.message_start.unwrap_or(self.next_deliver);
+        let next = self
+            .unconfirmed_from
+            .or(self.message_start)
+            .unwrap_or(self.next_deliver);
+        // Bit for `seq`, if the 32 bits after `next` reach it.
+        let bit = |seq: u32| match seq.wrapping_sub(next) {
+            ahead @ 1..=32 => 1u32 << (ahead - 1),
+            _ => 0,
+        };
         let mut bits = 0u32;
         // While a whole message waits for the application, acknowledge nothing beyond it: a
         // selective bit for a later part would make the sender presume the waiting message
         // lost and resend it (RACK), for nothing. The application takes it in a moment.
         if !self.ready {
-            // The current message's parts so far...
-            for i in 0..self
-                .next_deliver
-                .saturating_sub(next)
-                .saturating_sub(1)
-                .min(32)
-            {
-                bits |= 1 << i;
+            // The current message's parts so far... (A message handed out but not confirmed
+            // lies below it and gets no bit: the session no longer holds its text, and the
+            // sender's retransmissions of it are what repair a lost acknowledgement once the
+            // application confirms.)
+            let start = self.message_start.unwrap_or(self.next_deliver);
+            for seq in (start..self.next_deliver).take(MAX_PARTS) {
+                bits |= bit(seq);
             }
             // ...and the parts held beyond it.
             for p in self.held() {
-                let ahead = p.seq.wrapping_sub(next);
-                if (1..=32).contains(&ahead) {
-                    bits |= 1 << (ahead - 1);
-                }
+                bits |= bit(p.seq);
             }
         }
         Some(AckInfo {
@@ -449,10 +475,13 @@ impl<const IN: usize> Inbound<IN> {
         }
     }
 
-    /// Clear a message the application has been handed; returns whether there was one
-    /// (its acknowledgement can go out now).
-    fn release_taken(&mut self) -> bool {
+    /// Clear a message the application has been handed; returns whether there was one. With
+    /// `hold`, its acknowledgement waits for [`Self::confirm`]; otherwise it can go out now.
+    fn release_taken(&mut self, hold: bool) -> bool {
         if self.taken {
+            if hold {
+                self.unconfirmed_from = self.unconfirmed_from.or(self.message_start);
+            }
             self.taken = false;
             self.ready = false;
             self.drop_message();
@@ -460,6 +489,11 @@ impl<const IN: usize> Inbound<IN> {
         } else {
             false
         }
+    }
+
+    /// Let the acknowledgement cover every message handed out; returns whether it moved.
+    fn confirm(&mut self) -> bool {
+        self.unconfirmed_from.take().is_some()
     }
 
     /// Add in-order parts to the current message until it is whole or a part is missing.
@@ -547,6 +581,11 @@ pub struct Session<const OUT: usize = OUTBOX_BYTES, const IN: usize = INBOX_BYTE
     unanswered_pings: u32,
     /// Acknowledgement owed to the peer.
     ack_pending: bool,
+    /// The application confirmed messages: their acknowledgement is news even while the
+    /// next message waits for the application, so it goes out without waiting for that.
+    confirmation_owed: bool,
+    /// Messages handed out since the application last confirmed ([`Config::confirm_receipt`]).
+    unconfirmed: usize,
     close_pending: bool,
     closed: bool,
 
@@ -606,6 +645,8 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             next_ping: now,
             unanswered_pings: 0,
             ack_pending: false,
+            confirmation_owed: false,
+            unconfirmed: 0,
             close_pending: false,
             closed: false,
             outbox: Deque::new(),
@@ -797,7 +838,7 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
 
     /// Feed one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.ack_pending |= self.inbound.release_taken();
+        self.release_taken();
         bump(&mut self.stats.datagrams_in);
         if datagram.len() > MAX_DATAGRAM {
             bump(&mut self.stats.oversized);
@@ -1035,7 +1076,7 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             at(t + self.config.idle_timeout);
         }
         if self.peer.is_some() {
-            if self.ack_pending && !self.inbound.ready {
+            if self.ack_due() {
                 at(Instant::ZERO);
             }
             at(self.next_ping);
@@ -1102,9 +1143,7 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
                 text: core::str::from_utf8(self.outbox_text.get(at, usize::from(part.len)))
                     .unwrap_or_default(),
             }
-        } else if self.ack_pending && !self.inbound.ready {
-            // (While a message waits for the application the acknowledgement waits too: it
-            // could say nothing new, and goes out as soon as the message is taken.)
+        } else if self.ack_due() {
             Body::Ack
         } else if now >= self.next_ping {
             let wait = if self.peer_up {
@@ -1126,6 +1165,7 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             return None;
         };
         self.ack_pending = false;
+        self.confirmation_owed = false;
         let repr = Repr {
             epoch: self.epoch,
             base,
@@ -1150,14 +1190,12 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
     ///
     /// A message is acknowledged to its sender (who then reports it delivered) only after the
     /// application took it and called in again: store it before the next call, and a crash
-    /// can never lose a message its sender saw delivered.
+    /// can never lose a message its sender saw delivered. With [`Config::confirm_receipt`]
+    /// the acknowledgement waits longer, for [`Self::confirm_received`]: take several
+    /// messages, store them together, then confirm.
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
-        if self.inbound.release_taken() {
-            // The application has the message now: acknowledge it.
-            self.ack_pending = true;
-            if self.inbound.deliver() {
-                bump(&mut self.stats.messages_in);
-            }
+        if self.release_taken() && self.inbound.deliver() {
+            bump(&mut self.stats.messages_in);
         }
         let state = (self.peer_up, self.peer);
         if state != self.reported {
@@ -1177,9 +1215,61 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
         }
         if self.inbound.ready && !self.inbound.taken {
             self.inbound.taken = true;
+            if self.config.confirm_receipt {
+                self.unconfirmed = self.unconfirmed.saturating_add(1);
+            }
             return Some(Event::Message(self.inbound.message()));
         }
         None
+    }
+
+    /// Acknowledge every message [`Self::poll_event`] has handed out so far, the last one
+    /// included: the application has stored them (all at once, say, in one transaction).
+    /// An acknowledgement goes out at the next [`Self::poll_transmit`], and their sender
+    /// reports them delivered.
+    ///
+    /// Only needed with [`Config::confirm_receipt`]: otherwise a message is acknowledged
+    /// anyway once the application calls in again, and this only does that at once. A
+    /// message the application never confirms is never acknowledged: its sender keeps
+    /// resending it and reports it failed after its delivery timeout. Ends the borrow of the
+    /// last [`Event::Message`], like any call.
+    pub fn confirm_received(&mut self) {
+        // The last message handed out is released as confirmed, not held.
+        let released = self.inbound.release_taken(false);
+        let moved = self.inbound.confirm() || released;
+        self.unconfirmed = 0;
+        if moved {
+            self.ack_pending = true;
+            self.confirmation_owed = true;
+        }
+        if released && self.inbound.deliver() {
+            bump(&mut self.stats.messages_in);
+        }
+    }
+
+    /// Messages [`Self::poll_event`] handed out that [`Self::confirm_received`] has not
+    /// confirmed yet: with [`Config::confirm_receipt`], their sender does not know of them.
+    /// Always 0 without it. Never more than the sender's window of [`WINDOW`] parts allows,
+    /// unless the sender gave up on some of them (it reported them failed).
+    pub fn unconfirmed(&self) -> usize {
+        self.unconfirmed
+    }
+
+    /// Let go of the message the application was handed, if any (a call ends its borrow);
+    /// returns whether there was one. Its acknowledgement is owed now, or, with
+    /// [`Config::confirm_receipt`], once the application confirms.
+    fn release_taken(&mut self) -> bool {
+        let hold = self.config.confirm_receipt;
+        let released = self.inbound.release_taken(hold);
+        self.ack_pending |= released && !hold;
+        released
+    }
+
+    /// Whether an acknowledgement must go out now. While a message waits for the application
+    /// an owed acknowledgement waits too: it could say nothing new, and goes out as soon as
+    /// the message is taken; unless the application confirmed messages since.
+    fn ack_due(&self) -> bool {
+        self.ack_pending && (!self.inbound.ready || self.confirmation_owed)
     }
 }
 
@@ -1213,5 +1303,161 @@ impl<const OUT: usize, const IN: usize> Protocol for Session<OUT, IN> {
     }
     fn poll_timeout(&self) -> Option<Instant> {
         Session::poll_timeout(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What the peer hears from a receiver, frame by frame: the sender's side is played by
+    //! hand-made frames, so every acknowledgement can be read exactly.
+
+    use super::*;
+
+    const PEER_EPOCH: u32 = 0x5eed;
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 2], 5000))
+    }
+
+    fn receiver(confirm_receipt: bool) -> Session {
+        let config = Config {
+            confirm_receipt,
+            ..Config::default()
+        };
+        Session::new(Instant::ZERO, config, 1, Some(peer()))
+    }
+
+    /// The peer's one-part message `text` as part `seq`, arriving at `now`.
+    fn arrive(session: &mut Session, now: Instant, seq: u32, text: &str) {
+        let repr = Repr {
+            epoch: PEER_EPOCH,
+            base: 0,
+            ack: None,
+            body: Body::Data {
+                seq,
+                first: true,
+                last: true,
+                id: u64::from(seq),
+                text,
+            },
+        };
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let len = repr.buffer_len();
+        repr.emit(&mut Frame::new_unchecked(&mut buf[..len]));
+        session.handle_datagram(now, peer(), &buf[..len]);
+    }
+
+    /// Every message `poll_event` hands out until it has nothing more.
+    fn take_all(session: &mut Session) -> Vec<String> {
+        let mut messages = Vec::new();
+        while let Some(event) = session.poll_event() {
+            if let Event::Message(text) = event {
+                messages.push(text.to_owned());
+            }
+        }
+        messages
+    }
+
+    /// The next frame the session sends at `now`: its kind and what it acknowledges.
+    fn sent(session: &mut Session, now: Instant) -> Option<(Body<'static>, AckInfo)> {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let transmit = session.poll_transmit(now, &mut buf)?;
+        let frame = Frame::new_checked(&buf[..transmit.len]).expect("a whole frame");
+        let repr = Repr::parse(&frame).expect("a valid frame");
+        let body = match repr.body {
+            Body::Ack => Body::Ack,
+            Body::Ping => Body::Ping,
+            other => panic!("expected an acknowledgement, sent {other:?}"),
+        };
+        Some((body, repr.ack.expect("the peer's epoch is known")))
+    }
+
+    fn ack(next: u32, bits: u32) -> AckInfo {
+        AckInfo {
+            epoch: PEER_EPOCH,
+            next,
+            bits,
+        }
+    }
+
+    /// Messages 0, 1 and 2 arrive and are taken; part 4 is held beyond the missing 3.
+    fn three_taken_one_held(session: &mut Session, now: Instant) {
+        for (seq, text) in [(0, "m0"), (1, "m1"), (2, "m2"), (4, "m4")] {
+            arrive(session, now, seq, text);
+        }
+        assert_eq!(take_all(session), ["m0", "m1", "m2"]);
+    }
+
+    #[test]
+    fn without_confirm_receipt_a_message_is_acknowledged_once_the_next_is_asked_for() {
+        let now = Instant::from_millis(10);
+        let mut session = receiver(false);
+        three_taken_one_held(&mut session, now);
+        assert_eq!(session.unconfirmed(), 0);
+        assert_eq!(sent(&mut session, now), Some((Body::Ack, ack(3, 0b1))));
+    }
+
+    #[test]
+    fn acknowledgement_before_confirmation_covers_no_unconfirmed_part() {
+        let now = Instant::from_millis(10);
+        let mut session = receiver(true);
+        three_taken_one_held(&mut session, now);
+        assert_eq!(session.unconfirmed(), 3);
+        // Cumulative at the first unconfirmed message; the held part 4 is acknowledged
+        // selectively relative to it, and the unconfirmed 0, 1 and 2 are not.
+        assert_eq!(sent(&mut session, now), Some((Body::Ack, ack(0, 1 << 3))));
+        assert_eq!(sent(&mut session, now), None);
+
+        // A retransmission of an unconfirmed part is a duplicate: not shown again, and
+        // answered with the same acknowledgement, which still does not cover it.
+        arrive(&mut session, now, 1, "m1");
+        assert_eq!(session.stats().duplicates, 1);
+        assert_eq!(take_all(&mut session), Vec::<String>::new());
+        assert_eq!(sent(&mut session, now), Some((Body::Ack, ack(0, 1 << 3))));
+
+        // Confirmed: the acknowledgement goes out at once and covers all three.
+        session.confirm_received();
+        assert_eq!(session.unconfirmed(), 0);
+        assert_eq!(session.poll_timeout(), Some(Instant::ZERO));
+        assert_eq!(sent(&mut session, now), Some((Body::Ack, ack(3, 0b1))));
+    }
+
+    #[test]
+    fn confirmation_goes_out_while_the_next_message_waits_to_be_taken() {
+        let now = Instant::from_millis(10);
+        let mut session = receiver(true);
+        for (seq, text) in [(0, "m0"), (1, "m1"), (2, "m2")] {
+            arrive(&mut session, now, seq, text);
+        }
+        // The application takes a batch of two and stops, m1 still in hand.
+        let mut batch = Vec::new();
+        while batch.len() < 2 {
+            match session.poll_event() {
+                Some(Event::Message(text)) => batch.push(text.to_owned()),
+                Some(_) => {}
+                None => panic!("fewer than two messages"),
+            }
+        }
+        assert_eq!(batch, ["m0", "m1"]);
+        assert_eq!(sent(&mut session, now), None, "nothing to say yet");
+
+        session.confirm_received();
+        // Both are acknowledged though m2 now waits for the application.
+        assert_eq!(sent(&mut session, now), Some((Body::Ack, ack(2, 0))));
+        assert_eq!(take_all(&mut session), ["m2"]);
+        assert_eq!(session.unconfirmed(), 1);
+    }
+
+    #[test]
+    fn confirming_with_nothing_handed_out_sends_nothing() {
+        let now = Instant::from_millis(10);
+        let mut session = receiver(true);
+        arrive(&mut session, now, 0, "m0");
+        assert_eq!(take_all(&mut session), ["m0"]);
+        session.confirm_received();
+        assert_eq!(sent(&mut session, now), Some((Body::Ack, ack(1, 0))));
+        session.confirm_received();
+        assert_eq!(sent(&mut session, now), None);
+        assert_eq!(session.poll_timeout().filter(|t| *t <= now), None);
     }
 }

@@ -308,6 +308,14 @@ pub struct Endpoint<const O: usize = OUTBOX_BYTES, const I: usize = INBOX_BYTES>
     pub log: Log,
     /// When a datagram last reached it.
     pub last_arrival: Option<Instant>,
+    /// For a session with [`Config::confirm_receipt`]: its application stores what it took
+    /// and confirms it at the end of every `n`th turn (a turn is what the endpoint does in
+    /// one [`Pair::step`]); `None`, only when the test calls [`Endpoint::confirm`].
+    pub confirm_every: Option<u64>,
+    /// How many of the messages in `log` the application had when it last confirmed.
+    pub confirmed: usize,
+    /// Turns taken so far.
+    pub turns: u64,
 }
 
 impl<const O: usize, const I: usize> Endpoint<O, I> {
@@ -318,7 +326,17 @@ impl<const O: usize, const I: usize> Endpoint<O, I> {
             addr,
             log: Log::default(),
             last_arrival: None,
+            confirm_every: None,
+            confirmed: 0,
+            turns: 0,
         }
+    }
+
+    /// The application has stored every message it took: confirm them
+    /// ([`Session::confirm_received`]).
+    pub fn confirm(&mut self) {
+        self.session.confirm_received();
+        self.confirmed = self.log.messages().len();
     }
 }
 
@@ -584,9 +602,10 @@ impl<const O: usize, const I: usize> Pair<O, I> {
     }
 }
 
-/// What a host does at `now`: expire timers, show events, then collect datagrams to send
-/// (into `out`, as `(from, to, bytes)`) — events first, because taking a message is what
-/// lets the session acknowledge it — and show what sending produced.
+/// What a host does at `now`: expire timers, show events, confirm them if it is time (see
+/// [`Endpoint::confirm_every`]), then collect datagrams to send (into `out`, as `(from, to,
+/// bytes)`) — events first, because taking (or confirming) a message is what lets the
+/// session acknowledge it — and show what sending produced.
 fn run_endpoint<const O: usize, const I: usize>(
     endpoint: &mut Endpoint<O, I>,
     now: Instant,
@@ -596,6 +615,13 @@ fn run_endpoint<const O: usize, const I: usize>(
     endpoint.session.handle_timeout(now);
     while let Some(event) = endpoint.session.poll_event() {
         endpoint.log.entries.push((now, event.into()));
+    }
+    endpoint.turns += 1;
+    if endpoint
+        .confirm_every
+        .is_some_and(|n| endpoint.turns.is_multiple_of(n))
+    {
+        endpoint.confirm();
     }
     while let Some(transmit) = endpoint.session.poll_transmit(now, &mut buf) {
         out.push((endpoint.addr, transmit.dst, buf[..transmit.len].to_vec()));

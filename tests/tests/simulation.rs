@@ -155,14 +155,25 @@ fn assert_all_delivered<const O: usize, const I: usize>(
 /// other's texts, in order, once, and every id it sent was reported delivered.
 fn exchange_all<const O: usize, const I: usize>(
     pair: &mut Pair<O, I>,
+    from_a: Script,
+    from_b: Script,
+) {
+    exchange_all_checking(pair, from_a, from_b, |_| {});
+}
+
+/// [`exchange_all`], calling `check` between every two steps.
+fn exchange_all_checking<const O: usize, const I: usize>(
+    pair: &mut Pair<O, I>,
     mut from_a: Script,
     mut from_b: Script,
+    mut check: impl FnMut(&Pair<O, I>),
 ) {
     let (count_a, count_b) = (from_a.texts.len(), from_b.texts.len());
     pair.drive_until(
         "all messages delivered both ways",
         Duration::from_secs(3600),
         |p| {
+            check(p);
             from_a.feed(p, Side::A);
             from_b.feed(p, Side::B);
             from_a.all_sent()
@@ -219,6 +230,169 @@ fn small_buffers_still_deliver_every_message_once_in_order_over_a_lossy_link() {
             pair.a.session.stats().out_of_window + pair.b.session.stats().out_of_window > 0,
             "{pair}: the receivers never ran out of room: the test tests nothing"
         );
+    }
+}
+
+/// Both sessions hold acknowledgements until their application confirms
+/// ([`Config::confirm_receipt`]).
+fn confirming() -> Config {
+    Config {
+        confirm_receipt: true,
+        ..Config::default()
+    }
+}
+
+/// The sender may report delivered only what the receiving application confirmed: checked
+/// between every two steps, in both directions.
+fn assert_delivered_only_when_confirmed<const O: usize, const I: usize>(pair: &Pair<O, I>) {
+    for (side, sender, receiver) in [("A", &pair.a, &pair.b), ("B", &pair.b, &pair.a)] {
+        let delivered = sender.log.delivered().len();
+        assert!(
+            delivered <= receiver.confirmed,
+            "{pair}: {side} was told {delivered} messages were delivered, its peer confirmed \
+             only {} of the {} it took",
+            receiver.confirmed,
+            receiver.log.messages().len()
+        );
+    }
+}
+
+#[test]
+fn receiver_that_never_confirms_gets_nothing_reported_delivered() {
+    let config = confirming();
+    for seed in seeds(&[21]) {
+        let mut pair = Pair::connected(seed, Link::PERFECT, config);
+        pair.drive_until("both peers up", Duration::from_secs(1), both_up);
+        let sent_at = pair.now;
+        let texts = [message("A", 0), message("A", 49), message("A", 2)];
+        assert_eq!(
+            parts(&texts[1]),
+            3,
+            "the test needs a message in three parts"
+        );
+        let ids: Vec<MessageId> = texts
+            .iter()
+            .map(|t| pair.a.session.send_text(pair.now, t).unwrap())
+            .collect();
+        // B's application takes every message and never manages to store one.
+        let bound = config.delivery_timeout + config.max_rto;
+        pair.drive_until("every message failed", bound, |p| {
+            assert_delivered_only_when_confirmed(p);
+            p.a.log.failed().len() == ids.len()
+        });
+        assert_eq!(
+            pair.b.log.messages(),
+            texts,
+            "{pair}: shown once each, in order"
+        );
+        assert_eq!(pair.b.session.unconfirmed(), ids.len(), "{pair}");
+        assert!(
+            pair.b.session.stats().duplicates > 0,
+            "{pair}: A never resent what B did not acknowledge"
+        );
+        for (failed_at, id, why) in pair.a.log.failed() {
+            assert!(ids.contains(&id) && why == FailReason::Timeout, "{pair}");
+            assert!(
+                failed_at >= sent_at + config.delivery_timeout,
+                "{pair}: {id} failed after {} ms, before the delivery timeout",
+                (failed_at - sent_at).as_millis()
+            );
+            assert_eq!(pair.a.log.outcomes_of(id), 1, "{pair}");
+        }
+        // Acknowledgements and pings still flowed: the peers never looked gone.
+        for endpoint in [&pair.a, &pair.b] {
+            assert_eq!(endpoint.log.peer_changes().len(), 1, "{pair}");
+        }
+
+        // A late confirmation does not revive what failed, and the next message goes through.
+        pair.b.confirm();
+        let next = pair
+            .a
+            .session
+            .send_text(pair.now, "after the failures")
+            .unwrap();
+        pair.b.confirm_every = Some(1);
+        pair.drive_until("the next message delivered", Duration::from_secs(2), |p| {
+            p.a.log.delivered().contains(&next)
+        });
+        assert_eq!(pair.a.log.delivered(), [next], "{pair}");
+        assert_eq!(pair.b.log.messages().len(), ids.len() + 1, "{pair}");
+    }
+}
+
+#[test]
+fn messages_confirmed_together_are_reported_delivered_in_order_once() {
+    const K: usize = 10;
+    let config = confirming();
+    for seed in seeds(&[22]) {
+        let mut pair = Pair::connected(seed, Link::PERFECT, config);
+        pair.drive_until("both peers up", Duration::from_secs(1), both_up);
+        let script = Script::new("A", K);
+        let ids: Vec<MessageId> = script
+            .texts
+            .iter()
+            .map(|t| pair.a.session.send_text(pair.now, t).unwrap())
+            .collect();
+        pair.drive_until("B took every message", Duration::from_secs(1), |p| {
+            p.b.log.messages().len() == K
+        });
+        // Several retransmission rounds: the messages are resent, not shown again, and not
+        // acknowledged while B's application has not stored them.
+        pair.advance(Duration::from_secs(5));
+        assert!(
+            pair.a.log.delivered().is_empty(),
+            "{pair}: delivered before B confirmed: {:?}",
+            pair.a.log.delivered()
+        );
+        assert!(pair.a.session.stats().retransmits > 0, "{pair}");
+        assert_same_messages(&pair, "B", &pair.b.log.messages(), &script.texts);
+        assert_eq!(pair.b.session.unconfirmed(), K, "{pair}");
+
+        // One transaction stores them all.
+        pair.b.confirm();
+        let confirmed_at = pair.now;
+        pair.drive_until("all delivered", Duration::from_millis(50), |p| {
+            p.a.log.delivered().len() == K
+        });
+        assert!(
+            pair.now - confirmed_at <= Link::PERFECT.latency,
+            "{pair}: the acknowledgement waited {} ms after the confirmation",
+            (pair.now - confirmed_at).as_millis()
+        );
+        pair.advance(Duration::from_secs(10));
+        assert_eq!(pair.a.log.delivered(), ids, "{pair}: in order, once each");
+        assert!(pair.a.log.failed().is_empty(), "{pair}");
+        assert_same_messages(&pair, "B", &pair.b.log.messages(), &script.texts);
+        assert_eq!(pair.b.session.unconfirmed(), 0, "{pair}");
+    }
+}
+
+/// The lossy exchange with both applications storing in batches: each confirms what it
+/// took only every few turns, so several messages wait unconfirmed at a time.
+#[test]
+fn batched_confirmations_over_a_lossy_link_deliver_every_message_once_in_order() {
+    const COUNT: usize = 300;
+    for seed in seeds(&[31, 32, 33]) {
+        let mut pair = Pair::connected(seed, Link::lossy(0.3), confirming());
+        pair.a.confirm_every = Some(3);
+        pair.b.confirm_every = Some(7);
+        let mut most_unconfirmed = 0;
+        exchange_all_checking(
+            &mut pair,
+            Script::new("A", COUNT),
+            Script::new("B", COUNT),
+            |p| {
+                assert_delivered_only_when_confirmed(p);
+                most_unconfirmed = most_unconfirmed
+                    .max(p.a.session.unconfirmed())
+                    .max(p.b.session.unconfirmed());
+            },
+        );
+        assert!(
+            most_unconfirmed > 1,
+            "{pair}: no application ever held more than one message unconfirmed"
+        );
+        assert_delivered_only_when_confirmed(&pair);
     }
 }
 
