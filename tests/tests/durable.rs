@@ -189,3 +189,52 @@ fn kill_9_during_a_burst_loses_nothing_that_was_shown() {
     integrity_ok(&ha);
     integrity_ok(&hb);
 }
+
+/// Run SQL on `home`'s history file (Python's sqlite3: the schema is duet's own).
+fn sql(home: &Home, statement: &str) {
+    let db = home.path().join("history.sqlite3");
+    let status = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
+        ])
+        .arg(&db)
+        .arg(statement)
+        .status()
+        .expect("python3");
+    assert!(status.success(), "sql failed: {statement}");
+}
+
+#[test]
+fn a_receiver_that_cannot_store_a_message_does_not_acknowledge_it() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ha, hb) = paired(Some(&local(pa)), Some(&local(pb)));
+    let mut b = hb.duet(&["listen", "--bind", &local(pb)]);
+    b.expect("* listening on", T);
+    // The receiver's history refuses new messages, as a full disk would.
+    sql(
+        &hb,
+        "CREATE TRIGGER full BEFORE INSERT ON messages WHEN NEW.direction = 'in' \
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    );
+    let (code, out) = ha.run(&["send", "--to", "b", "--timeout", "2", "kept until stored"]);
+    assert_ne!(code, 0, "reported delivered though not stored: {out}");
+    b.expect("cannot write the history", T);
+    assert!(
+        !b.seen.iter().any(|l| l.contains("kept until stored")),
+        "shown though not stored: {:?}",
+        b.seen
+    );
+    assert_eq!(history(&ha, "b", "->"), ["kept until stored [queued]"]);
+    assert!(history(&hb, "a", "<-").is_empty());
+    // Space again: the sender's next chat delivers it, stored and shown once.
+    sql(&hb, "DROP TRIGGER full;");
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(pa)]);
+    a.expect("delivered: kept until stored", T);
+    b.expect(": kept until stored", T);
+    a.close_stdin();
+    assert!(a.wait(T).success(), "{:?}", a.seen);
+    b.kill();
+    assert_eq!(history(&ha, "b", "->"), ["kept until stored [delivered]"]);
+    assert_eq!(history(&hb, "a", "<-"), ["kept until stored"]);
+}

@@ -148,7 +148,12 @@ impl Conversation {
         };
         let peer = target.and_then(|t| Some((t.key.0, t.addr?)));
         let config = SecureConfig {
-            session: config,
+            // The application stores each turn's messages in one transaction and confirms
+            // them then (app::talk): never acknowledged before they are on disk.
+            session: Config {
+                confirm_receipt: true,
+                ..config
+            },
             ..SecureConfig::default()
         };
         let mut secure = Secure::new(Instant::now(), config, keys, &allowed, peer, new_seed()?);
@@ -215,6 +220,14 @@ impl Conversation {
                 .map(|ip| SocketAddr::new(ip, DUET_PORT))
                 .collect();
             s.discover(Instant::now(), target.key.0, &targets);
+        }
+    }
+
+    /// Whether the peer answers (legacy datagrams: always, there is no way to know).
+    pub fn is_peer_up(&self) -> bool {
+        match self {
+            Conversation::Duet { secure: s, .. } => s.session().is_peer_up(),
+            Conversation::Legacy(_) => true,
         }
     }
 

@@ -11,5 +11,6 @@ mod error;
 pub mod keys;
 pub mod pair;
 pub mod store;
+pub mod talk;
 
 pub use error::Error;

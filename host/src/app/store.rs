@@ -70,6 +70,43 @@ pub struct Entry {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The id the next queued message travels with: random at open, then counted up, so a
+    /// message costs no system call for randomness (ids only need to differ per peer).
+    next_uid: u64,
+}
+
+/// Everything one turn of the application's loop has to write, committed together in
+/// one transaction by [`Store::commit`] (group commit: one disk sync per turn, not per
+/// message).
+#[derive(Debug, Default)]
+pub struct Writes {
+    /// Own messages to queue: the peer, the text.
+    pub queue: Vec<(PeerKey, String)>,
+    /// Messages received: the peer, the id it travels with, the text.
+    pub received: Vec<(PeerKey, u64, String)>,
+    /// Own messages the peer's application acknowledged: the peer, the id.
+    pub delivered: Vec<(PeerKey, u64)>,
+}
+
+impl Writes {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.received.is_empty() && self.delivered.is_empty()
+    }
+}
+
+/// What [`Store::commit`] wrote.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The id of each queued message, in the order given.
+    pub queued: Vec<u64>,
+    /// For each received message in the order given: whether it is new (false: stored
+    /// before, a retransmission across a restart, not to be shown again).
+    pub fresh: Vec<bool>,
+}
+
+fn store_err(path: &Path, e: rusqlite::Error) -> Error {
+    Error::Other(format!("history {}: {e}", path.display()))
 }
 
 fn now_ms() -> i64 {
@@ -99,40 +136,85 @@ impl Store {
             // Messages are as private as the key: readable by the owner only.
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
         }
-        Ok(Store { conn, path })
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).map_err(|e| Error::Other(format!("no randomness: {e}")))?;
+        Ok(Store {
+            conn,
+            path,
+            next_uid: u64::from_be_bytes(seed),
+        })
+    }
+
+    /// Write one turn's messages and state changes in one transaction: all of it is on
+    /// disk when this returns `Ok`, none of it when it returns `Err`.
+    pub fn commit(&mut self, writes: &Writes) -> Result<Committed, Error> {
+        let mut committed = Committed::default();
+        if writes.is_empty() {
+            return Ok(committed);
+        }
+        let now = now_ms();
+        let first_uid = self.next_uid;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| store_err(&self.path, e))?;
+        let result = (|| -> rusqlite::Result<()> {
+            let mut uid = first_uid;
+            let mut queue = tx.prepare_cached(
+                "INSERT INTO messages (peer, direction, uid, text, state, created_ms, updated_ms)
+                 VALUES (?1, 'out', ?2, ?3, 'queued', ?4, ?4)",
+            )?;
+            for (peer, text) in &writes.queue {
+                // Stored as SQLite's signed 64-bit integer; the bits are the id.
+                queue.execute(params![peer.to_string(), uid as i64, text, now])?;
+                committed.queued.push(uid);
+                uid = uid.wrapping_add(1);
+            }
+            let mut receive = tx.prepare_cached(
+                "INSERT OR IGNORE INTO messages (peer, direction, uid, text, state, created_ms, updated_ms)
+                 VALUES (?1, 'in', ?2, ?3, 'received', ?4, ?4)",
+            )?;
+            for (peer, uid, text) in &writes.received {
+                let inserted =
+                    receive.execute(params![peer.to_string(), *uid as i64, text, now])?;
+                committed.fresh.push(inserted == 1);
+            }
+            let mut deliver = tx.prepare_cached(
+                "UPDATE messages SET state = 'delivered', updated_ms = ?3
+                 WHERE peer = ?1 AND direction = 'out' AND uid = ?2",
+            )?;
+            for (peer, uid) in &writes.delivered {
+                deliver.execute(params![peer.to_string(), *uid as i64, now])?;
+            }
+            Ok(())
+        })();
+        result
+            .and_then(|()| tx.commit())
+            .map_err(|e| store_err(&self.path, e))?;
+        self.next_uid = first_uid.wrapping_add(writes.queue.len() as u64);
+        Ok(committed)
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {
-        Error::Other(format!("history {}: {e}", self.path.display()))
+        store_err(&self.path, e)
     }
 
     /// Store an outgoing message as queued; returns the id it travels with.
-    pub fn queue_out(&self, peer: &PeerKey, text: &str) -> Result<u64, Error> {
-        let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes).map_err(|e| Error::Other(format!("no randomness: {e}")))?;
-        // Stored as SQLite's signed 64-bit integer; the bits are the id.
-        let uid = u64::from_be_bytes(bytes);
-        let now = now_ms();
-        self.conn
-            .execute(
-                "INSERT INTO messages (peer, direction, uid, text, state, created_ms, updated_ms)
-                 VALUES (?1, 'out', ?2, ?3, 'queued', ?4, ?4)",
-                params![peer.to_string(), uid as i64, text, now],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(uid)
+    pub fn queue_out(&mut self, peer: &PeerKey, text: &str) -> Result<u64, Error> {
+        let writes = Writes {
+            queue: vec![(*peer, text.to_owned())],
+            ..Writes::default()
+        };
+        Ok(self.commit(&writes)?.queued[0])
     }
 
     /// The peer's application has the message.
-    pub fn mark_delivered(&self, peer: &PeerKey, uid: u64) -> Result<(), Error> {
-        self.conn
-            .execute(
-                "UPDATE messages SET state = 'delivered', updated_ms = ?3
-                 WHERE peer = ?1 AND direction = 'out' AND uid = ?2",
-                params![peer.to_string(), uid as i64, now_ms()],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+    pub fn mark_delivered(&mut self, peer: &PeerKey, uid: u64) -> Result<(), Error> {
+        let writes = Writes {
+            delivered: vec![(*peer, uid)],
+            ..Writes::default()
+        };
+        self.commit(&writes).map(drop)
     }
 
     /// Outgoing messages to `peer` not yet delivered, oldest first.
@@ -154,17 +236,12 @@ impl Store {
 
     /// Store an incoming message; false if it was stored before (a retransmission across a
     /// restart), which must then not be shown again.
-    pub fn receive(&self, peer: &PeerKey, uid: u64, text: &str) -> Result<bool, Error> {
-        let now = now_ms();
-        let inserted = self
-            .conn
-            .execute(
-                "INSERT OR IGNORE INTO messages (peer, direction, uid, text, state, created_ms, updated_ms)
-                 VALUES (?1, 'in', ?2, ?3, 'received', ?4, ?4)",
-                params![peer.to_string(), uid as i64, text, now],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(inserted == 1)
+    pub fn receive(&mut self, peer: &PeerKey, uid: u64, text: &str) -> Result<bool, Error> {
+        let writes = Writes {
+            received: vec![(*peer, uid, text.to_owned())],
+            ..Writes::default()
+        };
+        Ok(self.commit(&writes)?.fresh[0])
     }
 
     /// Stored messages, oldest first: the last `limit` of them, with `peer` only if given,
@@ -242,7 +319,7 @@ mod test {
     fn outgoing_messages_stay_queued_until_delivered_and_survive_reopening() {
         let dir = temp_dir("out");
         let bob = PeerKey([2; 32]);
-        let store = Store::open(&dir).unwrap();
+        let mut store = Store::open(&dir).unwrap();
         let a = store.queue_out(&bob, "one").unwrap();
         let b = store.queue_out(&bob, "two 你好").unwrap();
         assert_ne!(a, b);
@@ -262,7 +339,7 @@ mod test {
     fn an_incoming_message_is_stored_once() {
         let dir = temp_dir("in");
         let alice = PeerKey([1; 32]);
-        let store = Store::open(&dir).unwrap();
+        let mut store = Store::open(&dir).unwrap();
         assert!(store.receive(&alice, 7, "hi").unwrap());
         assert!(!store.receive(&alice, 7, "hi").unwrap());
         assert!(
@@ -280,6 +357,51 @@ mod test {
         );
         // LIKE wildcards in a search are taken literally.
         assert!(store.history(None, Some("%"), 10).unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn one_commit_writes_a_whole_turn_or_nothing() {
+        let dir = temp_dir("batch");
+        let (alice, bob) = (PeerKey([1; 32]), PeerKey([2; 32]));
+        let mut store = Store::open(&dir).unwrap();
+        let earlier = store.queue_out(&bob, "earlier").unwrap();
+        let writes = Writes {
+            queue: vec![(bob, "a".into()), (bob, "b".into())],
+            received: vec![
+                (alice, 5, "x".into()),
+                (alice, 5, "x".into()),
+                (alice, 6, "y".into()),
+            ],
+            delivered: vec![(bob, earlier)],
+        };
+        let done = store.commit(&writes).unwrap();
+        assert_eq!(done.fresh, vec![true, false, true]);
+        assert_eq!(done.queued.len(), 2);
+        assert_ne!(done.queued[0], done.queued[1]);
+        let unsent: Vec<String> = store
+            .unsent(&bob)
+            .unwrap()
+            .into_iter()
+            .map(|u| u.1)
+            .collect();
+        assert_eq!(unsent, ["a", "b"]);
+        // A turn that cannot be written leaves nothing of itself behind.
+        store
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER no_z BEFORE INSERT ON messages WHEN NEW.text = 'z'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        let failing = Writes {
+            queue: vec![(bob, "c".into())],
+            received: vec![(alice, 7, "z".into())],
+            ..Writes::default()
+        };
+        assert!(store.commit(&failing).is_err());
+        assert_eq!(store.unsent(&bob).unwrap().len(), 2);
+        assert_eq!(store.history(None, None, 100).unwrap().len(), 5);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

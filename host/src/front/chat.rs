@@ -1,39 +1,36 @@
 //! `duet chat`: the terminal chat (a line editor, events printed above it) and line mode
 //! (stdin lines in, one line per event out), over the application's conversation.
 
-use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use duet_core::MAX_DATAGRAM;
-use duet_core::legacy::PlainSendError;
-use duet_core::session::{Config, MessageId, SendError};
-use duet_core::text::Encoding;
+use duet_core::session::Config;
 use duet_core::time::{Duration, Instant};
 
 use super::ChatOptions;
 use super::input::{Input, InputPipe};
 use super::ui::Output;
-use super::{banner, counters, sender, snippet};
+use super::{banner, counters, sender};
 use crate::app::Error;
 use crate::app::contacts::Contacts;
-use crate::app::conversation::{Conversation, Shown, messages_of};
+use crate::app::conversation::Conversation;
 use crate::app::keys::PeerKey;
 use crate::app::store::Store;
+use crate::app::talk::{Happened, Talk};
 use crate::platform::terminal::TerminalRestore;
-use crate::transport::{self, Link, Stack, parse_addr};
+use crate::transport::{self, Link, parse_addr};
 
-/// Book-keeping of own messages: what each id said, how many were delivered or failed.
-#[derive(Default)]
-struct Sent {
-    /// A quote of each message in flight, and its id in the store if it is stored.
-    texts: HashMap<MessageId, (String, Option<u64>)>,
-    delivered: usize,
-    failed: usize,
-    total: usize,
-}
+/// How long a chat leaving at the end of its input (line mode) waits for a peer that is
+/// not answering before it gives up on what is still unacknowledged (kept in the outbox).
+const LEAVE_WAIT: Duration = Duration::from_secs(30);
+
+/// A chat never gives up on a message while it runs: a message failing after a timeout
+/// while later ones go on would arrive out of order when sent again. It waits for the peer
+/// (the retransmission timeout is capped, so a returning peer gets it within seconds).
+const CHAT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// `duet chat`: `dir` is the config directory (identity and paired peers).
 pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
@@ -77,7 +74,14 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
         if target.is_none() && contacts.peers.iter().next().is_none() {
             return Err(Error::NotPaired);
         }
-        let mut conversation = Conversation::duet(&contacts, target.as_ref(), Config::default())?;
+        let mut conversation = Conversation::duet(
+            &contacts,
+            target.as_ref(),
+            Config {
+                delivery_timeout: CHAT_DELIVERY_TIMEOUT,
+                ..Config::default()
+            },
+        )?;
         if let Some(t) = target.as_ref().filter(|t| t.addr.is_none()) {
             conversation.discover(t, bind);
             looking = Some(t.name.clone());
@@ -89,7 +93,7 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
         let key = target.map(|t| t.key);
         (conversation, Some(contacts), shown, key)
     };
-    let mut link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
+    let link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
     if looking.is_some() {
         link.allow_broadcast()?;
     }
@@ -114,27 +118,23 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
     if let Some(name) = &looking {
         out.line(&format!("* looking for {name} on the LAN…"));
     }
+    let store = if contacts.is_some() {
+        Some(Store::open(dir)?)
+    } else {
+        None
+    };
+    let mut talk = Talk::new(link, store, None, args.legacy.read_encoding());
     let mut chat = ChatState {
         name: args.name,
         prompt,
-        legacy: args.legacy.legacy,
-        read_encoding: args.legacy.read_encoding(),
-        store: if contacts.is_some() {
-            Some(Store::open(dir)?)
-        } else {
-            None
-        },
         contacts,
-        sent: Sent::default(),
-        pending: VecDeque::new(),
-        outbox_peer,
-        kept: Vec::new(),
-        quitting: false,
+        quitting: None,
+        heard: false,
         interactive,
         looking: looking.map(|name| (name, None)),
     };
-    chat.resume_outbox(&mut out);
-    chat.run(&mut link, &mut out, &mut input)
+    chat.set_outbox_peer(&mut talk, outbox_peer, &mut out);
+    chat.run(&mut talk, &mut out, &mut input)
 }
 
 /// Ask on the terminal until `parse` accepts the answer (Enter alone: none).
@@ -159,88 +159,83 @@ fn ask<T>(
 struct ChatState {
     name: String,
     prompt: Arc<Mutex<String>>,
-    legacy: bool,
-    read_encoding: Encoding,
     /// Identity and paired peers (duet mode only).
     contacts: Option<Contacts>,
-    sent: Sent,
-    /// Messages typed but not yet accepted by the outbox (backpressure).
-    pending: VecDeque<Pending>,
-    /// The history and durable outbox (duet mode).
-    store: Option<Store>,
-    /// The paired peer typed messages are stored for, when one was named.
-    outbox_peer: Option<PeerKey>,
-    /// Stored messages that failed this time: sent again when the peer is back.
-    kept: Vec<Pending>,
-    quitting: bool,
+    /// Since when the chat is leaving (end of input, /quit), waiting for acknowledgements.
+    quitting: Option<Instant>,
+    /// Whether the peer was ever heard from.
+    heard: bool,
     interactive: bool,
     /// The peer looked for on the LAN and where it was last found.
     looking: Option<(String, Option<SocketAddr>)>,
 }
 
-/// A message waiting for room in the session's outbox.
-#[derive(Clone, Debug)]
-struct Pending {
-    text: String,
-    /// Its id in the store, when it is stored (and so survives a restart).
-    uid: Option<u64>,
-}
-
-const HELP: &str = "commands: /peer HOST:PORT (talk to someone else), /nick NAME, /status, /quit, /help; \
+const HELP: &str = "commands: /peer NAME or HOST:PORT (talk to someone else), /nick NAME, /status, /quit, /help; \
                     start a message with // to send a line that begins with /";
 
 impl ChatState {
     fn run(
         &mut self,
-        link: &mut Link<Stack, Conversation>,
+        talk: &mut Talk,
         out: &mut Output,
         input: &mut InputPipe,
     ) -> Result<(), Error> {
         loop {
-            let deadline = match link.poll() {
-                Ok(deadline) => deadline,
-                Err(e @ transport::Error::Unreachable { .. }) => {
-                    out.line(&format!("* {e}; retrying"));
-                    Some(Instant::now() + Duration::from_millis(100))
+            let deadline = talk.turn()?;
+            self.show_events(talk, out);
+            self.show_found(talk, out);
+            if let Some(since) = self.quitting {
+                if talk.waiting() == 0 {
+                    break;
                 }
-                Err(e) => return Err(e.into()),
-            };
-            self.show_events(link, out);
-            self.show_found(link, out);
-            if self.quitting && self.pending.is_empty() && link.protocol.in_flight() == 0 {
-                break;
+                if Instant::now() >= since + LEAVE_WAIT && !talk.conversation().is_peer_up() {
+                    // Nobody answers: what is stored stays in the outbox for next time.
+                    return Err(self.undelivered(talk));
+                }
             }
-            let queued = self.queue_pending(link, out);
             let mut took_input = false;
-            while self.pending.is_empty() && link.protocol.has_room() && !self.quitting {
+            while talk.has_room() && self.quitting.is_none() {
                 let Some(item) = input.try_next() else { break };
                 took_input = true;
-                self.handle_input(item, link, out);
-                self.queue_pending(link, out);
+                self.handle_input(item, talk, out);
             }
-            if queued || took_input {
+            if took_input {
                 continue;
             }
-            let want_input = self.pending.is_empty() && link.protocol.has_room() && !self.quitting;
-            link.wait(deadline, if want_input { input.fd() } else { None }, None)?;
+            let want_input = talk.has_room() && self.quitting.is_none();
+            let limit = self.quitting.map(|since| since + LEAVE_WAIT);
+            talk.wait(deadline, if want_input { input.fd() } else { None }, limit)?;
         }
-        if let Conversation::Duet { secure: s, .. } = &mut link.protocol {
-            s.close();
-            let _ = link.poll();
-        }
-        if self.sent.failed > 0 && !self.interactive {
+        talk.close();
+        let counts = talk.counts();
+        if counts.failed > 0 && !self.interactive {
             return Err(Error::NotDelivered {
-                failed: self.sent.failed,
-                total: self.sent.total,
+                failed: counts.failed,
+                total: counts.total,
             });
         }
         Ok(())
     }
 
+    /// The error for leaving with messages unacknowledged: no answer at all, or some.
+    fn undelivered(&self, talk: &Talk) -> Error {
+        let waiting = talk.waiting();
+        match talk.conversation().peer() {
+            Some(peer) if !self.heard => Error::NoAnswer {
+                peer,
+                waited: LEAVE_WAIT.as_millis() / 1000,
+            },
+            _ => Error::NotDelivered {
+                failed: waiting + talk.counts().failed,
+                total: talk.counts().total + talk.waiting() - talk.conversation().in_flight(),
+            },
+        }
+    }
+
     /// Say where discovery found the peer, once per address.
-    fn show_found(&mut self, link: &Link<Stack, Conversation>, out: &mut Output) {
+    fn show_found(&mut self, talk: &Talk, out: &mut Output) {
         if let Some((name, shown)) = &mut self.looking
-            && let Some(addr) = link.protocol.peer()
+            && let Some(addr) = talk.conversation().peer()
             && *shown != Some(addr)
         {
             out.line(&format!("* found {name} at {addr}"));
@@ -248,135 +243,86 @@ impl ChatState {
         }
     }
 
-    fn show_events(&mut self, link: &mut Link<Stack, Conversation>, out: &mut Output) {
-        while let Some(shown) = link.protocol.next_shown(self.read_encoding) {
-            match shown {
-                Shown::Message { from, who, text, stored } => {
-                    // Stored before it is shown, and before the next event is asked for
-                    // (which is what acknowledges it): a crash cannot lose it.
-                    if let (Some(store), Some((key, uid, raw))) = (&self.store, &stored) {
-                        match store.receive(key, *uid, raw) {
-                            Ok(true) => {}
-                            // Stored by an earlier run: a retransmission, not a new message.
-                            Ok(false) => continue,
-                            Err(e) => out.line(&format!("* {e}")),
-                        }
-                    }
+    fn show_events(&mut self, talk: &mut Talk, out: &mut Output) {
+        while let Some(happened) = talk.next_event() {
+            match happened {
+                Happened::Message { from, who, text } => {
+                    self.heard = true;
                     out.line(&format!("{}: {text}", sender(who, from)));
                 }
-                Shown::Delivered(id) => {
-                    self.sent.delivered += 1;
-                    let (text, uid) = self.sent.texts.remove(&id).unwrap_or_default();
-                    if let (Some(store), Some(key), Some(uid)) = (&self.store, &self.outbox_peer, uid)
-                        && let Err(e) = store.mark_delivered(key, uid)
-                    {
-                        out.line(&format!("* {e}"));
-                    }
-                    out.line(&format!("* {id} delivered: {text}"));
+                Happened::Delivered { id, quote } => {
+                    self.heard = true;
+                    out.line(&format!("* {id} delivered: {quote}"));
                 }
-                Shown::Failed(id, why) => {
-                    self.sent.failed += 1;
-                    let (text, uid) = self.sent.texts.remove(&id).unwrap_or_default();
-                    if let Some(uid) = uid {
+                Happened::NotDelivered { id, why, quote, kept } => {
+                    if kept {
                         out.line(&format!(
-                            "* {id} not delivered yet ({why}); kept in the outbox, sent again when the peer is back: {text}"
+                            "* {id} not delivered yet ({why}); kept in the outbox, sent the next time you chat: {quote}"
                         ));
-                        if let Some(store) = &self.store
-                            && let Some(key) = &self.outbox_peer
-                            && let Ok(unsent) = store.unsent(key)
-                            && let Some((_, full)) = unsent.into_iter().find(|(u, _)| *u == uid)
-                        {
-                            self.kept.push(Pending { text: full, uid: Some(uid) });
-                        }
                     } else {
-                        out.line(&format!("* {id} FAILED ({why}): {text}"));
+                        out.line(&format!("* {id} FAILED ({why}): {quote}"));
                     }
                 }
-                Shown::PeerUp(addr) => {
+                Happened::Refused { why, quote } => out.line(&format!("* not sent ({why}): {quote}")),
+                Happened::Unmappable { count, encoding } => out.line(&format!(
+                    "* {count} character(s) cannot be written in {} and were sent as '?'",
+                    encoding.name()
+                )),
+                Happened::PeerUp(addr) => {
+                    self.heard = true;
                     out.line(&format!("* peer {addr} is up"));
-                    if !self.kept.is_empty() {
-                        out.line(&format!("* sending {} kept message(s) again", self.kept.len()));
-                        self.pending.extend(self.kept.drain(..));
-                    }
                 }
-                Shown::PeerDown => out.line("* peer is down (it left, or stopped answering)"),
-                Shown::Oversized { from } => out.line(&format!(
+                Happened::PeerDown => {
+                    let waiting = talk.waiting();
+                    out.line(&if waiting > 0 {
+                        format!(
+                            "* peer is down (it left, or stopped answering); {waiting} message(s) wait for it"
+                        )
+                    } else {
+                        "* peer is down (it left, or stopped answering)".to_owned()
+                    });
+                }
+                Happened::Oversized { from } => out.line(&format!(
                     "* dropped a datagram of more than {MAX_DATAGRAM} bytes from {from} (duet reads at most {MAX_DATAGRAM})"
                 )),
+                Happened::Problem(text) => out.line(&format!("* {text}")),
             }
         }
     }
 
-    /// Offer typed messages to the protocol; returns whether any was taken.
-    fn queue_pending(&mut self, link: &mut Link<Stack, Conversation>, out: &mut Output) -> bool {
-        let mut took = false;
-        while let Some(Pending { text, uid }) = self.pending.front() {
-            let result = match &mut link.protocol {
-                Conversation::Duet { secure: s, .. } => match match uid {
-                    Some(uid) => s.send_message(Instant::now(), *uid, text),
-                    None => s.send_text(Instant::now(), text),
-                } {
-                    Ok(id) => {
-                        self.sent.texts.insert(id, (snippet(text), *uid));
-                        self.sent.total += 1;
-                        Ok(())
-                    }
-                    Err(SendError::OutboxFull) => return took,
-                    Err(e) => Err(e.to_string()),
-                },
-                Conversation::Legacy(p) => match p.send_text(text) {
-                    Ok(report) => {
-                        if report.unmappable > 0 {
-                            out.line(&format!(
-                                "* {} character(s) cannot be written in {} and were sent as '?'",
-                                report.unmappable,
-                                p.encoding().name()
-                            ));
-                        }
-                        Ok(())
-                    }
-                    Err(PlainSendError::QueueFull) => return took,
-                    Err(PlainSendError::NoPeer) => {
-                        Err("no peer yet: /peer HOST:PORT first".to_owned())
-                    }
-                },
-            };
-            if let Err(why) = result {
-                out.line(&format!("* not sent ({why}): {}", snippet(text)));
-            }
-            self.pending.pop_front();
-            took = true;
+    /// Store typed messages for `peer`, and queue what earlier runs left for it.
+    fn set_outbox_peer(&mut self, talk: &mut Talk, peer: Option<PeerKey>, out: &mut Output) {
+        match talk.set_outbox_peer(peer) {
+            Ok(0) => {}
+            Ok(n) => out.line(&format!(
+                "* {n} message(s) from before are queued for this peer"
+            )),
+            Err(e) => out.line(&format!("* {e}")),
         }
-        took
     }
 
-    fn handle_input(
-        &mut self,
-        input: Input,
-        link: &mut Link<Stack, Conversation>,
-        out: &mut Output,
-    ) {
+    fn handle_input(&mut self, input: Input, talk: &mut Talk, out: &mut Output) {
         let line = match input {
             Input::Line(line) => line,
             Input::Eof | Input::Interrupt => {
-                self.quit(link, out);
+                self.quit(talk, out);
                 return;
             }
         };
         if let Some(literal) = line.strip_prefix("//") {
-            self.enqueue(&format!("/{literal}"), out);
+            talk.submit(&format!("/{literal}"));
             return;
         }
         let Some(command) = line.strip_prefix('/') else {
             if !line.is_empty() {
-                self.enqueue(&line, out);
+                talk.submit(&line);
             }
             return;
         };
         let (word, rest) = command.split_once(' ').unwrap_or((command, ""));
         let rest = rest.trim();
         match word {
-            "quit" | "exit" | "q" => self.quit(link, out),
+            "quit" | "exit" | "q" => self.quit(talk, out),
             "help" | "h" => out.line(&format!("* {HELP}")),
             "peer" => {
                 let found = match &self.contacts {
@@ -393,11 +339,10 @@ impl ChatState {
                 };
                 match found {
                     Ok((addr, key, name)) => {
-                        link.protocol.set_peer(addr, key);
+                        talk.conversation_mut().set_peer(addr, key);
                         out.line(&format!("* talking to {name} at {addr}"));
                         if let Some(key) = key {
-                            self.outbox_peer = Some(PeerKey(key));
-                            self.resume_outbox(out);
+                            self.set_outbox_peer(talk, Some(PeerKey(key)), out);
                         }
                     }
                     Err(e) => out.line(&format!("* {e}")),
@@ -411,20 +356,21 @@ impl ChatState {
                 out.line(&format!("* you are now {}", self.name));
             }
             "status" => {
-                let peer = link
-                    .protocol
+                let peer = talk
+                    .conversation()
                     .peer()
                     .map_or_else(|| "none yet".to_owned(), |p| p.to_string());
+                let counts = talk.counts();
                 let mut line = format!(
                     "* {} on {}, peer {peer}; sent {}, delivered {}, failed {}, in flight {}",
                     self.name,
-                    link.local_addr(),
-                    self.sent.total,
-                    self.sent.delivered,
-                    self.sent.failed,
-                    link.protocol.in_flight()
+                    talk.link.local_addr(),
+                    counts.total,
+                    counts.delivered,
+                    counts.failed,
+                    talk.conversation().in_flight()
                 );
-                if let Conversation::Duet { secure: s, .. } = &link.protocol {
+                if let Conversation::Duet { secure: s, .. } = talk.conversation() {
                     line.push_str(&format!(
                         "; peer {}, {}; {}",
                         if s.session().is_peer_up() {
@@ -446,57 +392,12 @@ impl ChatState {
         }
     }
 
-    /// Queue typed text: stored first when it is for a named paired peer, so it survives
-    /// a restart.
-    fn enqueue(&mut self, text: &str, out: &mut Output) {
-        for piece in messages_of(text, self.legacy) {
-            let uid = match (&self.store, &self.outbox_peer) {
-                (Some(store), Some(key)) => match store.queue_out(key, &piece) {
-                    Ok(uid) => Some(uid),
-                    Err(e) => {
-                        out.line(&format!("* {e}; sending without keeping it"));
-                        None
-                    }
-                },
-                _ => None,
-            };
-            self.pending.push_back(Pending { text: piece, uid });
-        }
-    }
-
-    /// Queue what earlier runs left undelivered for the current peer.
-    fn resume_outbox(&mut self, out: &mut Output) {
-        let (Some(store), Some(key)) = (&self.store, &self.outbox_peer) else {
-            return;
-        };
-        match store.unsent(key) {
-            Ok(unsent) if !unsent.is_empty() => {
-                out.line(&format!(
-                    "* {} message(s) from before are queued for this peer",
-                    unsent.len()
-                ));
-                let queued: Vec<u64> = self.pending.iter().filter_map(|p| p.uid).collect();
-                self.pending.extend(
-                    unsent
-                        .into_iter()
-                        .filter(|(uid, _)| !queued.contains(uid))
-                        .map(|(uid, text)| Pending {
-                            text,
-                            uid: Some(uid),
-                        }),
-                );
-            }
-            Ok(_) => {}
-            Err(e) => out.line(&format!("* {e}")),
-        }
-    }
-
-    fn quit(&mut self, link: &Link<Stack, Conversation>, out: &mut Output) {
-        if self.quitting {
+    fn quit(&mut self, talk: &Talk, out: &mut Output) {
+        if self.quitting.is_some() {
             return;
         }
-        self.quitting = true;
-        let waiting = self.pending.len() + link.protocol.in_flight();
+        self.quitting = Some(Instant::now());
+        let waiting = talk.waiting();
         if waiting > 0 {
             out.line(&format!(
                 "* waiting for {waiting} message(s) to be acknowledged before leaving"

@@ -11,8 +11,9 @@ use super::ui::Output;
 use super::{banner, counters, sender};
 use crate::app::Error;
 use crate::app::contacts::Contacts;
-use crate::app::conversation::{Conversation, Shown};
+use crate::app::conversation::Conversation;
 use crate::app::store::Store;
+use crate::app::talk::{Happened, Talk};
 use crate::transport::{self, Link, parse_addr};
 
 /// How long `listen --count` stays after its last message when the sender does not say
@@ -35,33 +36,29 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
             Some(Store::open(dir)?),
         )
     };
-    let mut link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
+    let link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
     let mut out = Output::Lines;
     banner(&mut out, &args.legacy, link.local_addr());
-    let encoding = args.legacy.read_encoding();
+    let mut talk = Talk::new(link, store, None, args.legacy.read_encoding());
     let mut received = 0u64;
     let mut linger_since: Option<(Instant, u32)> = None;
     let mut linger_start = None;
     loop {
-        let deadline = link.poll()?;
+        let deadline = talk.turn()?;
         let mut peer_left = false;
-        while let Some(shown) = link.protocol.next_shown(encoding) {
-            match shown {
-                Shown::Message { from, who, text, stored } => {
-                    // Stored before it is shown and acknowledged; one stored by an earlier
-                    // run is a retransmission and is not shown again.
-                    if let (Some(store), Some((key, uid, raw))) = (&store, &stored)
-                        && !store.receive(key, *uid, raw)?
-                    {
-                        continue;
-                    }
+        while let Some(happened) = talk.next_event() {
+            match happened {
+                // Stored before it is shown and acknowledged; one stored by an earlier run
+                // is a retransmission and does not come out again.
+                Happened::Message { from, who, text } => {
                     received += 1;
                     out.line(&format!("{}: {text}", sender(who, from)));
                 }
-                Shown::Oversized { from } => out.line(&format!(
+                Happened::Oversized { from } => out.line(&format!(
                     "* dropped a datagram of more than {MAX_DATAGRAM} bytes from {from} (duet reads at most {MAX_DATAGRAM})"
                 )),
-                Shown::PeerDown => peer_left = true,
+                Happened::PeerDown => peer_left = true,
+                Happened::Problem(text) => out.line(&format!("* {text}")),
                 _ => {}
             }
             if args.count.is_some_and(|n| received >= n) && args.legacy.legacy {
@@ -69,7 +66,7 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
             }
         }
         if args.count.is_some_and(|n| received >= n) {
-            let Conversation::Duet { secure: s, .. } = &link.protocol else {
+            let Conversation::Duet { secure: s, .. } = talk.conversation() else {
                 break;
             };
             // Stay until the sender says goodbye or has been quiet for a while, so a lost
@@ -88,11 +85,12 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
                 break;
             }
             let limit = (quiet_since + LINGER_QUIET).min(started + LINGER_MAX);
-            link.wait(deadline, None, Some(limit))?;
+            talk.wait(deadline, None, Some(limit))?;
             continue;
         }
-        link.wait(deadline, None, None)?;
+        talk.wait(deadline, None, None)?;
     }
+    let link = &talk.link;
     if args.verbose
         && let Conversation::Duet { secure: s, .. } = &link.protocol
     {

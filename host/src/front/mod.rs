@@ -137,15 +137,6 @@ pub(crate) fn sender(who: Option<String>, from: Option<SocketAddr>) -> String {
     }
 }
 
-/// A short quote of a message for status lines.
-pub(crate) fn snippet(text: &str) -> String {
-    let mut s: String = text.chars().take(40).collect();
-    if s.len() < text.len() {
-        s.push('…');
-    }
-    ui::escaped(&s)
-}
-
 /// What a secure session received and refused, for `/status` and `listen -v`.
 pub(crate) fn counters(s: &Secure) -> String {
     let st = s.session_stats();

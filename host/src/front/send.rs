@@ -1,21 +1,21 @@
 //! `duet send`: one message (or several pieces of one text), exit once acknowledged.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 
 use duet_core::legacy::PlainSendError;
-use duet_core::session::{self, Config, MessageId, SendError};
+use duet_core::session::{self, Config};
 use duet_core::text::Encoding;
 use duet_core::time::{Duration, Instant};
 
-use super::SendOptions;
 use super::ui::Output;
+use super::{SendOptions, sender};
 use crate::app::Error;
 use crate::app::contacts::Contacts;
 use crate::app::conversation::DUET_PORT;
-use crate::app::conversation::{Conversation, Shown, messages_of};
+use crate::app::conversation::{Conversation, messages_of};
 use crate::app::store::Store;
+use crate::app::talk::{Happened, Talk};
 use crate::transport::{self, Link, parse_addr};
 
 /// `duet send`.
@@ -99,44 +99,34 @@ pub fn send(args: SendOptions, dir: &Path) -> Result<(), Error> {
         return Ok(());
     }
     let total = pieces.len();
-    // Stored first: what cannot be delivered now is sent by the next chat with this peer.
-    let mut pending: VecDeque<(u64, String)> = VecDeque::new();
-    for piece in pieces {
-        let uid = match &durable {
-            Some((store, key, _)) => store.queue_out(key, &piece)?,
-            None => 0,
-        };
-        pending.push_back((uid, piece));
-    }
-    let mut uids: HashMap<MessageId, u64> = HashMap::new();
+    let Some((store, key, name)) = durable else {
+        return Err(Error::Other("duet mode needs the history".into()));
+    };
+    // Stored first (in the first turn's transaction): what cannot be delivered now is
+    // sent by the next chat with this peer.
+    let mut talk = Talk::new(link, Some(store), Some(key), Encoding::Utf8);
+    talk.submit(&text);
     let mut heard = false;
     let (mut delivered, mut failed) = (0, 0);
     // Each piece may wait its turn for room and then its own delivery timeout.
     let give_up = Instant::now() + timeout.saturating_mul(total as u64 + 1);
     while delivered + failed < total {
-        if let Conversation::Duet { secure: s, .. } = &mut link.protocol {
-            while let Some((uid, piece)) = pending.front() {
-                match s.send_message(Instant::now(), *uid, piece) {
-                    Ok(id) => {
-                        uids.insert(id, *uid);
-                        pending.pop_front();
-                    }
-                    Err(SendError::OutboxFull) => break,
-                    Err(e) => return Err(Error::Other(e.to_string())),
-                }
-            }
-        }
-        let deadline = link.poll()?;
-        while let Some(shown) = link.protocol.next_shown(Encoding::Utf8) {
-            match shown {
-                Shown::Delivered(id) => {
+        let deadline = talk.turn()?;
+        while let Some(happened) = talk.next_event() {
+            match happened {
+                Happened::Delivered { .. } => {
                     delivered += 1;
-                    if let (Some((store, key, _)), Some(uid)) = (&durable, uids.get(&id)) {
-                        store.mark_delivered(key, *uid)?;
-                    }
+                    heard = true;
                 }
-                Shown::Failed(..) => failed += 1,
-                Shown::PeerUp(_) => heard = true,
+                Happened::NotDelivered { .. } => failed += 1,
+                Happened::PeerUp(_) => heard = true,
+                // The peer wrote meanwhile: stored in the history, and shown.
+                Happened::Message { from, who, text } => {
+                    heard = true;
+                    out.line(&format!("{}: {text}", sender(who, from)));
+                }
+                Happened::Refused { why, .. } => return Err(Error::Other(why)),
+                Happened::Problem(text) => eprintln!("duet: {text}"),
                 _ => {}
             }
         }
@@ -145,13 +135,12 @@ pub fn send(args: SendOptions, dir: &Path) -> Result<(), Error> {
             break;
         }
         if delivered + failed < total {
-            link.wait(deadline, None, Some(give_up))?;
+            talk.wait(deadline, None, Some(give_up))?;
         }
     }
-    if let Conversation::Duet { secure: s, .. } = &mut link.protocol {
-        s.close();
-        let _ = link.poll();
-    }
+    talk.close();
+    let durable = Some(name);
+    let link = &talk.link;
     let to = link.protocol.peer().unwrap_or(to);
     if failed == 0 {
         out.line(&format!(
@@ -164,7 +153,7 @@ pub fn send(args: SendOptions, dir: &Path) -> Result<(), Error> {
         ));
         Ok(())
     } else {
-        if let Some((_, _, name)) = &durable {
+        if let Some(name) = &durable {
             eprintln!(
                 "duet: kept in the outbox: sent again the next time you chat with {name} (`duet chat {name}`)"
             );

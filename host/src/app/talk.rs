@@ -1,0 +1,491 @@
+//! The application's loop, shared by every front-end: one [`Talk`] runs the conversation
+//! over its link, keeps the history and the durable outbox, and hands the front-end what
+//! to show as [`Happened`] events.
+//!
+//! One turn ([`Talk::turn`]): run the core's driver once (receive, timers, transmit);
+//! take every event the conversation has; write the whole turn — messages received,
+//! messages typed, deliveries — in **one** SQLite transaction (group commit); only then
+//! confirm the received messages to the session, which is what lets it acknowledge them;
+//! then offer typed messages to the session. So "delivered" on the sender's side always
+//! means stored on this side, and a store that cannot be written holds messages
+//! unacknowledged (the sender keeps them) and says so, instead of losing them.
+//!
+//! The front-end then waits ([`Talk::wait`]) for a datagram, its input or the next
+//! deadline, and turns again.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
+
+use duet_core::legacy::PlainSendError;
+use duet_core::session::{FailReason, MessageId, SendError};
+use duet_core::text::Encoding;
+use duet_core::time::{Duration, Instant};
+
+use super::Error;
+use super::conversation::{Conversation, Shown, messages_of};
+use super::display;
+use super::keys::PeerKey;
+use super::store::{Store, Writes};
+use crate::transport::{self, Link, Stack, Woke};
+
+/// How soon a turn that could not write the history tries again.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+/// Something for the front-end to show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Happened {
+    /// A message from the peer, stored (when there is a store) before it is shown.
+    Message {
+        /// Where it came from.
+        from: Option<SocketAddr>,
+        /// The paired peer's name.
+        who: Option<String>,
+        /// The text, escaped for one line.
+        text: String,
+    },
+    /// The peer's application has one of ours.
+    Delivered {
+        /// Its number in this run.
+        id: MessageId,
+        /// A short quote.
+        quote: String,
+    },
+    /// One of ours was not delivered this time.
+    NotDelivered {
+        /// Its number in this run.
+        id: MessageId,
+        /// Why.
+        why: FailReason,
+        /// A short quote.
+        quote: String,
+        /// Whether it stays in the durable outbox (sent again later).
+        kept: bool,
+    },
+    /// A typed message was refused before it was sent.
+    Refused {
+        /// Why.
+        why: String,
+        /// A short quote.
+        quote: String,
+    },
+    /// Some characters could not be written in legacy mode's encoding.
+    Unmappable {
+        /// How many.
+        count: usize,
+        /// The encoding.
+        encoding: Encoding,
+    },
+    /// The peer is reachable, at this address.
+    PeerUp(SocketAddr),
+    /// The peer stopped answering or left.
+    PeerDown,
+    /// A legacy datagram longer than duet reads was dropped.
+    Oversized {
+        /// Its sender.
+        from: SocketAddr,
+    },
+    /// Something went wrong that the user must know, and duet goes on.
+    Problem(String),
+}
+
+/// A typed message not yet in the session.
+#[derive(Clone, Debug)]
+struct Pending {
+    text: String,
+    /// Its id in the store, once stored.
+    uid: Option<u64>,
+    /// Whether to store it (a message for a named paired peer, in duet mode).
+    durable: bool,
+}
+
+/// Own messages in the session.
+#[derive(Clone, Debug)]
+struct InFlight {
+    quote: String,
+    uid: Option<u64>,
+}
+
+/// A received message not yet stored.
+#[derive(Clone, Debug)]
+struct Received {
+    from: Option<SocketAddr>,
+    who: Option<String>,
+    text: String,
+    stored: Option<(PeerKey, u64, String)>,
+}
+
+/// Counts of own messages in this run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Given to the session.
+    pub total: usize,
+    /// Acknowledged by the peer's application.
+    pub delivered: usize,
+    /// Not delivered (kept in the outbox when stored).
+    pub failed: usize,
+}
+
+/// The application's conversation with one peer (or, before one is known, with whichever
+/// paired peer writes first).
+pub struct Talk {
+    /// The link: the core's driver over the transport, running the conversation.
+    pub link: Link<Stack, Conversation>,
+    store: Option<Store>,
+    /// The paired peer typed messages are stored for, when one was named.
+    outbox_peer: Option<PeerKey>,
+    read_encoding: Encoding,
+    pending: VecDeque<Pending>,
+    in_flight: HashMap<MessageId, InFlight>,
+    /// Received, waiting to be stored: confirmed to the session only once they are.
+    unstored: Vec<Received>,
+    /// Deliveries of stored messages not yet written.
+    delivered: Vec<(PeerKey, u64)>,
+    events: VecDeque<Happened>,
+    counts: Counts,
+    /// The last store error shown, so a failing disk is reported once, not every turn.
+    store_problem: Option<String>,
+    retry_store_at: Option<Instant>,
+}
+
+impl Talk {
+    /// Run `link`'s conversation, storing history in `store` (duet mode) and typed messages
+    /// for `outbox_peer` in its durable outbox.
+    pub fn new(
+        link: Link<Stack, Conversation>,
+        store: Option<Store>,
+        outbox_peer: Option<PeerKey>,
+        read_encoding: Encoding,
+    ) -> Self {
+        Talk {
+            link,
+            store,
+            outbox_peer,
+            read_encoding,
+            pending: VecDeque::new(),
+            in_flight: HashMap::new(),
+            unstored: Vec::new(),
+            delivered: Vec::new(),
+            events: VecDeque::new(),
+            counts: Counts::default(),
+            store_problem: None,
+            retry_store_at: None,
+        }
+    }
+
+    /// The conversation.
+    pub fn conversation(&self) -> &Conversation {
+        &self.link.protocol
+    }
+
+    /// The conversation, to change its peer.
+    pub fn conversation_mut(&mut self) -> &mut Conversation {
+        &mut self.link.protocol
+    }
+
+    /// Own messages so far.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// The store, when there is one.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Store typed messages for `peer` from now on, and queue what earlier runs left
+    /// undelivered for it; returns how many of those there were.
+    pub fn set_outbox_peer(&mut self, peer: Option<PeerKey>) -> Result<usize, Error> {
+        self.outbox_peer = peer;
+        let (Some(store), Some(key)) = (&self.store, &self.outbox_peer) else {
+            return Ok(0);
+        };
+        let unsent = store.unsent(key)?;
+        let known: Vec<u64> = self
+            .pending
+            .iter()
+            .filter_map(|p| p.uid)
+            .chain(self.in_flight.values().filter_map(|f| f.uid))
+            .collect();
+        let mut resumed = 0;
+        for (uid, text) in unsent {
+            if !known.contains(&uid) {
+                self.pending.push_back(Pending {
+                    text,
+                    uid: Some(uid),
+                    durable: true,
+                });
+                resumed += 1;
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Queue typed text (split into messages if long). It is stored, in the next turn's
+    /// transaction, before the session sends it.
+    pub fn submit(&mut self, text: &str) {
+        let legacy = matches!(self.link.protocol, Conversation::Legacy(_));
+        let durable = !legacy && self.store.is_some() && self.outbox_peer.is_some();
+        for piece in messages_of(text, legacy) {
+            self.pending.push_back(Pending {
+                text: piece,
+                uid: None,
+                durable,
+            });
+        }
+    }
+
+    /// Whether more typed text can be taken now (backpressure for the input).
+    pub fn has_room(&self) -> bool {
+        self.pending.is_empty() && self.link.protocol.has_room()
+    }
+
+    /// Messages typed and not yet acknowledged (or failed).
+    pub fn waiting(&self) -> usize {
+        self.pending.len() + self.link.protocol.in_flight()
+    }
+
+    /// The next thing to show.
+    pub fn next_event(&mut self) -> Option<Happened> {
+        self.events.pop_front()
+    }
+
+    /// One turn of the loop (see the module docs); returns when the conversation next
+    /// needs a turn.
+    pub fn turn(&mut self) -> Result<Option<Instant>, Error> {
+        let deadline = match self.link.poll() {
+            Ok(deadline) => deadline,
+            Err(e @ transport::Error::Unreachable { .. }) => {
+                self.events
+                    .push_back(Happened::Problem(format!("{e}; retrying")));
+                Some(Instant::now() + Duration::from_millis(100))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.collect();
+        self.commit();
+        self.offer();
+        let retry = self.retry_store_at;
+        Ok(match (deadline, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Wait for a datagram, the input (`input`), `deadline` or `limit`.
+    pub fn wait(
+        &self,
+        deadline: Option<Instant>,
+        input: Option<BorrowedFd<'_>>,
+        limit: Option<Instant>,
+    ) -> Result<Woke, Error> {
+        Ok(self.link.wait(deadline, input, limit)?)
+    }
+
+    /// Say goodbye to the peer and get it out.
+    pub fn close(&mut self) {
+        if let Conversation::Duet { secure, .. } = &mut self.link.protocol {
+            secure.close();
+            let _ = self.link.poll();
+        }
+    }
+
+    /// Take everything the conversation has to show.
+    fn collect(&mut self) {
+        while let Some(shown) = self.link.protocol.next_shown(self.read_encoding) {
+            match shown {
+                Shown::Message {
+                    from,
+                    who,
+                    text,
+                    stored,
+                } => self.unstored.push(Received {
+                    from,
+                    who,
+                    text,
+                    stored,
+                }),
+                Shown::Delivered(id) => {
+                    self.counts.delivered += 1;
+                    let sent = self.in_flight.remove(&id);
+                    if let (Some(key), Some(uid)) =
+                        (self.outbox_peer, sent.as_ref().and_then(|s| s.uid))
+                    {
+                        self.delivered.push((key, uid));
+                    }
+                    self.events.push_back(Happened::Delivered {
+                        id,
+                        quote: sent.map(|s| s.quote).unwrap_or_default(),
+                    });
+                }
+                Shown::Failed(id, why) => {
+                    self.counts.failed += 1;
+                    let sent = self.in_flight.remove(&id);
+                    let kept = sent.as_ref().is_some_and(|s| s.uid.is_some());
+                    self.events.push_back(Happened::NotDelivered {
+                        id,
+                        why,
+                        quote: sent.map(|s| s.quote).unwrap_or_default(),
+                        kept,
+                    });
+                }
+                Shown::PeerUp(addr) => self.events.push_back(Happened::PeerUp(addr)),
+                Shown::PeerDown => self.events.push_back(Happened::PeerDown),
+                Shown::Oversized { from } => self.events.push_back(Happened::Oversized { from }),
+            }
+        }
+    }
+
+    /// Write the turn in one transaction; on success confirm what was received and show
+    /// it, on failure keep it unacknowledged and say so once.
+    fn commit(&mut self) {
+        let now = Instant::now();
+        if self.retry_store_at.is_some_and(|at| now < at) {
+            return;
+        }
+        let Some(store) = &mut self.store else {
+            // Legacy mode: nothing is stored, everything is shown at once.
+            for r in self.unstored.drain(..) {
+                self.events.push_back(Happened::Message {
+                    from: r.from,
+                    who: r.who,
+                    text: r.text,
+                });
+            }
+            return;
+        };
+        let mut writes = Writes {
+            delivered: std::mem::take(&mut self.delivered),
+            ..Writes::default()
+        };
+        let queue_at: Vec<usize> = match self.outbox_peer {
+            Some(key) => self
+                .pending
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.durable && p.uid.is_none())
+                .map(|(i, p)| {
+                    writes.queue.push((key, p.text.clone()));
+                    i
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        writes.received = self
+            .unstored
+            .iter()
+            .filter_map(|r| r.stored.clone())
+            .collect();
+        match store.commit(&writes) {
+            Ok(done) => {
+                for (i, uid) in queue_at.into_iter().zip(done.queued) {
+                    if let Some(p) = self.pending.get_mut(i) {
+                        p.uid = Some(uid);
+                    }
+                }
+                let mut fresh = done.fresh.into_iter();
+                for r in self.unstored.drain(..) {
+                    // A message stored by an earlier run is a retransmission: not shown again.
+                    let new = if r.stored.is_some() {
+                        fresh.next().unwrap_or(true)
+                    } else {
+                        true
+                    };
+                    if new {
+                        self.events.push_back(Happened::Message {
+                            from: r.from,
+                            who: r.who,
+                            text: r.text,
+                        });
+                    }
+                }
+                if let Conversation::Duet { secure, .. } = &mut self.link.protocol {
+                    secure.confirm_received();
+                }
+                if self.store_problem.take().is_some() {
+                    self.events
+                        .push_back(Happened::Problem("the history can be written again".into()));
+                }
+                self.retry_store_at = None;
+            }
+            Err(e) => {
+                // Nothing of the turn was written: deliveries are tried again, typed
+                // messages wait, received ones stay unacknowledged (their sender keeps
+                // them and sends them again) and unshown.
+                self.delivered = writes.delivered;
+                let text = format!(
+                    "cannot write the history ({e}): received messages are NOT acknowledged \
+                     and typed ones NOT sent until it can be written"
+                );
+                if self.store_problem.as_deref() != Some(text.as_str()) {
+                    self.events.push_back(Happened::Problem(text.clone()));
+                    self.store_problem = Some(text);
+                }
+                self.retry_store_at = Some(now + STORE_RETRY);
+            }
+        }
+    }
+
+    /// Offer typed messages to the session, in order; a durable one only once stored.
+    fn offer(&mut self) {
+        while let Some(p) = self.pending.front() {
+            if p.durable && p.uid.is_none() {
+                // Not stored yet (the store failed this turn): keep input order.
+                return;
+            }
+            let quote = snippet(&p.text);
+            let now = Instant::now();
+            let result = match &mut self.link.protocol {
+                Conversation::Duet { secure, .. } => {
+                    let sent = match p.uid {
+                        Some(uid) => secure.send_message(now, uid, &p.text),
+                        None => secure.send_text(now, &p.text),
+                    };
+                    match sent {
+                        Ok(id) => {
+                            self.in_flight.insert(
+                                id,
+                                InFlight {
+                                    quote: quote.clone(),
+                                    uid: p.uid,
+                                },
+                            );
+                            self.counts.total += 1;
+                            Ok(())
+                        }
+                        Err(SendError::OutboxFull) => return,
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Conversation::Legacy(plain) => match plain.send_text(&p.text) {
+                    Ok(report) => {
+                        if report.unmappable > 0 {
+                            self.events.push_back(Happened::Unmappable {
+                                count: report.unmappable,
+                                encoding: plain.encoding(),
+                            });
+                        }
+                        Ok(())
+                    }
+                    Err(PlainSendError::QueueFull) => return,
+                    Err(PlainSendError::NoPeer) => {
+                        Err("no peer yet: /peer HOST:PORT first".to_owned())
+                    }
+                },
+            };
+            if let Err(why) = result {
+                self.events.push_back(Happened::Refused { why, quote });
+            }
+            self.pending.pop_front();
+        }
+    }
+}
+
+/// A short quote of a message for status lines.
+pub fn snippet(text: &str) -> String {
+    let mut s: String = text.chars().take(40).collect();
+    if s.len() < text.len() {
+        s.push('…');
+    }
+    display::escaped(&s)
+}
