@@ -81,6 +81,31 @@ fn send_and_listen_replace_the_tutorials_two_programs() {
 }
 
 #[test]
+fn an_address_no_paired_peer_is_recorded_at_is_refused_unless_named() {
+    let (pl, elsewhere) = (free_port(), free_port());
+    let (hs, hl) = paired(None, None);
+    let mut listen = hl.duet(&["listen", "--bind", &local(pl), "--count", "1"]);
+    listen.expect("* listening on", T);
+    // The only paired peer has no address: an address alone must not be taken for it.
+    for to in [local(pl), local(elsewhere)] {
+        let (code, out) = run(&hs, &["send", "--to", &to, "--timeout", "2", "who?"]);
+        assert_eq!(code, 3, "{out}");
+        assert!(
+            out.contains(&format!("no paired peer is known at {to}")),
+            "{out}"
+        );
+    }
+    // Named with its address, it is reached there.
+    let (code, out) = run(
+        &hs,
+        &["send", "--to", &format!("b@{}", local(pl)), "by name"],
+    );
+    assert_eq!(code, 0, "{out}");
+    listen.expect(": by name", T);
+    assert!(listen.wait(T).success(), "{:?}", listen.seen);
+}
+
+#[test]
 fn send_to_a_port_where_nobody_listens_fails_with_exit_code_8() {
     let nobody = free_port();
     let (hs, _b) = paired(None, Some(&local(nobody)));

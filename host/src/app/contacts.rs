@@ -38,7 +38,7 @@ impl Contacts {
         })
     }
 
-    /// A paired peer from `NAME` or `HOST:PORT`.
+    /// A paired peer from `NAME`, `NAME@HOST:PORT`, or the `HOST:PORT` recorded for one.
     pub fn find(&self, text: &str) -> Result<Target, Error> {
         let target = |p: &Peer, addr: Option<SocketAddr>| Target {
             name: p.name.clone(),
@@ -51,6 +51,14 @@ impl Contacts {
         if self.peers.iter().next().is_none() {
             return Err(Error::NotPaired);
         }
+        // NAME@HOST:PORT: that peer, at that address (its key proves it is there).
+        if let Some((name, at)) = text.split_once('@') {
+            let peer = self.peers.get(name).ok_or_else(|| Error::UnknownPeer {
+                name: name.to_owned(),
+                paired: self.names(),
+            })?;
+            return Ok(target(peer, Some(parse_addr(at)?)));
+        }
         if !text.contains(':') {
             return Err(Error::UnknownPeer {
                 name: text.to_owned(),
@@ -58,12 +66,17 @@ impl Contacts {
             });
         }
         let addr = parse_addr(text)?;
+        // An address alone names the peer recorded there, and no other: taking it for the
+        // only paired peer (or any) would send that peer's messages somewhere it never was.
         let at: Vec<_> = self.peers.iter().filter(|p| p.addr == Some(addr)).collect();
-        let all: Vec<_> = self.peers.iter().collect();
-        match (at.as_slice(), all.as_slice()) {
-            ([one], _) | ([], [one]) => Ok(target(one, Some(addr))),
+        match at.as_slice() {
+            [one] => Ok(target(one, Some(addr))),
+            [] => Err(Error::NoPeerAt {
+                addr,
+                paired: self.names(),
+            }),
             _ => Err(Error::Other(format!(
-                "which paired peer is at {addr}? name one: {} (or `duet pair add NAME KEY --addr {addr}`)",
+                "several paired peers are recorded at {addr}: name one ({})",
                 self.names()
             ))),
         }

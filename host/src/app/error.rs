@@ -39,6 +39,13 @@ pub enum Error {
         /// The names that are paired.
         paired: String,
     },
+    /// An address alone that no paired peer is recorded at.
+    NoPeerAt {
+        /// The address given.
+        addr: SocketAddr,
+        /// The names that are paired.
+        paired: String,
+    },
     /// A key file's permissions let other users read it (or write it, for the peers file).
     InsecureKeyFile {
         /// The file.
@@ -100,6 +107,11 @@ impl fmt::Display for Error {
                 )
             }
             Error::Config { path, problem } => write!(f, "{}: {problem}", path.display()),
+            Error::NoPeerAt { addr, paired } => write!(
+                f,
+                "no paired peer is known at {addr}: say who is there with NAME@{addr} \
+                 (paired: {paired}), or record it with `duet pair set-addr NAME {addr}`"
+            ),
             Error::Transport(e) => e.fmt(f),
             Error::Peer(e) => e.fmt(f),
             Error::Pairing(e) => e.fmt(f),

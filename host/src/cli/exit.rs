@@ -48,7 +48,7 @@ pub fn exit_code(error: &Error) -> ExitCode {
         Error::NoAnswer { .. } => ExitCode::NoAnswer,
         Error::NotDelivered { .. } => ExitCode::NotDelivered,
         Error::NotPaired => ExitCode::NotPaired,
-        Error::UnknownPeer { .. } => ExitCode::BadAddress,
+        Error::UnknownPeer { .. } | Error::NoPeerAt { .. } => ExitCode::BadAddress,
         Error::InsecureKeyFile { .. } => ExitCode::InsecureKeyFile,
         Error::Config { .. } | Error::Peer(_) => ExitCode::Failure,
         Error::Pairing(failure) => pairing_exit_code(failure),

@@ -134,7 +134,8 @@ pub struct ChatArgs {
     /// Local address to listen on, ADDR:PORT.
     #[arg(long, default_value = "0.0.0.0:7789", value_name = "ADDR:PORT")]
     pub bind: String,
-    /// Who to talk to: a paired peer's NAME, or HOST:PORT. Without it duet asks (on a
+    /// Who to talk to: a paired peer's NAME, NAME@HOST:PORT, or the HOST:PORT recorded for one
+    /// (legacy mode: any HOST:PORT). Without it duet asks (on a
     /// terminal), or talks to whichever paired peer writes first.
     #[arg(long, value_name = "NAME|HOST:PORT")]
     pub peer: Option<String>,
@@ -166,7 +167,8 @@ pub struct ChatCommand {
 /// `duet send`.
 #[derive(Debug, Args, Clone)]
 pub struct SendArgs {
-    /// Who to send to: a paired peer's NAME, or HOST:PORT (legacy mode: HOST:PORT).
+    /// Who to send to: a paired peer's NAME, NAME@HOST:PORT, or the HOST:PORT recorded for
+    /// one (legacy mode: any HOST:PORT).
     #[arg(long, value_name = "NAME|HOST:PORT")]
     pub to: String,
     /// Local address to send from, ADDR:PORT (default: any address, a free port).

@@ -170,7 +170,7 @@ struct ChatState {
     looking: Option<(String, Option<SocketAddr>)>,
 }
 
-const HELP: &str = "commands: /peer NAME or HOST:PORT (talk to someone else), /nick NAME, /status, /quit, /help; \
+const HELP: &str = "commands: /peer NAME or NAME@HOST:PORT (talk to someone else), /nick NAME, /status, /quit, /help; \
                     start a message with // to send a line that begins with /";
 
 impl ChatState {
