@@ -1,5 +1,6 @@
 //! Helpers shared by duet's end-to-end tests.
 
+pub mod nat;
 pub mod netns;
 pub mod netns_router;
 pub mod peers;

@@ -8,6 +8,7 @@
 //! dropped (killed) first.
 
 use std::ffi::OsStr;
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -83,6 +84,52 @@ impl Netns {
             .output()
             .expect("cannot run ip");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run `program ARGS...` inside the namespace to completion, with `input` on its
+    /// standard input; panic with its output if it fails. Returns its standard output.
+    pub fn run(&self, program: &str, args: &[&str], input: Option<&str>) -> String {
+        let mut child = self
+            .command(program)
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {program} in {}: {e}", self.name));
+        if let (Some(text), Some(mut pipe)) = (input, child.stdin.take()) {
+            pipe.write_all(text.as_bytes())
+                .unwrap_or_else(|e| panic!("cannot feed {program} in {}: {e}", self.name));
+        }
+        let out = child.wait_with_output().expect("wait for a command");
+        assert!(
+            out.status.success(),
+            "{program} {} in {} failed: {}{}",
+            args.join(" "),
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Set a sysctl of the namespace (`net.*` keys are per namespace), e.g.
+    /// `net.ipv4.ip_forward=1`.
+    pub fn sysctl(&self, setting: &str) {
+        self.run("sysctl", &["-qw", setting], None);
+    }
+
+    /// A veth pair: `name` here, `peer_name` in `peer`, both up.
+    pub fn veth(&self, name: &str, peer: &Netns, peer_name: &str) {
+        self.ip(&[
+            "link", "add", name, "type", "veth", "peer", "name", peer_name, "netns", &peer.name,
+        ]);
+        self.ip(&["link", "set", name, "up"]);
+        peer.ip(&["link", "set", peer_name, "up"]);
     }
 
     /// A TAP device `name` in the namespace, up (it shows NO-CARRIER until a program

@@ -236,11 +236,23 @@ impl Proc {
     /// read count, so expectations need not be in output order); panic with everything seen
     /// after `timeout`.
     pub fn expect(&mut self, needle: &str, timeout: Duration) -> String {
+        self.wait_for(needle, timeout).unwrap_or_else(|| {
+            panic!(
+                "{}: no line containing {needle:?} within {timeout:?}; output so far:\n{}",
+                self.name,
+                self.seen.join("\n")
+            )
+        })
+    }
+
+    /// Like [`Proc::expect`], but `None` after `timeout` (or when the output ended) instead
+    /// of a panic: for waits whose failure is an answer, such as "nothing got through".
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<String> {
         if let Some(i) =
             (0..self.seen.len()).find(|&i| !self.matched[i] && self.seen[i].contains(needle))
         {
             self.matched[i] = true;
-            return self.seen[i].clone();
+            return Some(self.seen[i].clone());
         }
         let deadline = Instant::now() + timeout;
         loop {
@@ -251,15 +263,26 @@ impl Proc {
                     self.seen.push(line.clone());
                     self.matched.push(hit);
                     if hit {
-                        return line;
+                        return Some(line);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => panic!(
-                    "{}: no line containing {needle:?} within {timeout:?}; output so far:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                ),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    return None;
+                }
             }
+        }
+    }
+
+    /// Read whatever the process prints within `period` into [`Proc::seen`], e.g. before
+    /// checking that something did *not* arrive.
+    pub fn read_for(&mut self, period: Duration) {
+        let deadline = Instant::now() + period;
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line);
+            self.matched.push(false);
         }
     }
 
