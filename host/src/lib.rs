@@ -14,6 +14,7 @@ pub mod lan;
 pub mod link;
 pub mod net;
 pub mod pair;
+pub mod reach;
 pub mod store;
 pub mod tap;
 pub mod transport;
