@@ -41,6 +41,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod dht;
 pub mod rendezvous;
 pub mod stun;
 pub mod turn;
