@@ -42,6 +42,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub mod dht;
+pub mod portmap;
 pub mod rendezvous;
 pub mod stun;
 pub mod turn;
