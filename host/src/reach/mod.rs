@@ -489,12 +489,28 @@ pub fn resolve_in_background(names: Vec<String>) -> Result<Pending<Vec<SocketAdd
         .spawn(move || {
             let addrs = names
                 .iter()
-                .filter_map(|name| crate::net::resolve(name).ok())
+                .filter_map(|name| resolve(name).ok())
+                .flatten()
                 .collect();
             // The receiver may be gone: then nobody wants the answer.
             let _ = sender.send(addrs);
         })?;
     Ok(pending)
+}
+
+/// The addresses of `HOST:PORT`, IPv4 first (most home networks have no working IPv6
+/// route even where a name has an AAAA record). Blocks for DNS.
+pub fn resolve(name: &str) -> Result<Vec<SocketAddr>, ReachError> {
+    use std::net::ToSocketAddrs;
+    let mut addrs: Vec<SocketAddr> = name
+        .to_socket_addrs()
+        .map_err(|source| ReachError::Resolve {
+            name: name.to_owned(),
+            source,
+        })?
+        .collect();
+    addrs.sort_by_key(|a| a.is_ipv6());
+    Ok(addrs)
 }
 
 #[cfg(test)]
@@ -643,6 +659,25 @@ mod tests {
         assert_eq!(Demux::classify(&[]), Demux::Other);
         assert_eq!(Demux::classify(&[0x00, 0x01]), Demux::Other);
         assert_eq!(Demux::classify(&[0xff; 30]), Demux::Other);
+    }
+
+    #[test]
+    fn names_resolve_in_the_background() {
+        // Literal addresses only: no DNS traffic from tests.
+        let pending =
+            resolve_in_background(vec!["127.0.0.1:3478".into(), "[::1]:19302".into()]).unwrap();
+        let addrs = pending.wait(Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            addrs,
+            [
+                "127.0.0.1:3478".parse::<SocketAddr>().unwrap(),
+                "[::1]:19302".parse().unwrap()
+            ]
+        );
+        assert!(matches!(
+            resolve("no port"),
+            Err(ReachError::Resolve { .. })
+        ));
     }
 
     #[test]
