@@ -346,7 +346,10 @@ impl Worker {
         options.timeout = Some(UPNP_TIMEOUT);
         options.single_search_timeout = Some(UPNP_TIMEOUT);
         if ssdp.ip().is_loopback() {
+            // A router on loopback (tests, a local IGD): igd-next distrusts loopback
+            // descriptions unless the address is named, and here the configuration named it.
             options.bind_addr = SocketAddr::new(ssdp.ip(), 0);
+            options.allowed_gateway_ips = vec![ssdp.ip()];
         }
         let gateway = igd_next::search_gateway(options).map_err(|e| format!("UPnP: {e}"))?;
         let local_ip = local_ip_towards(gateway.addr.ip()).ok_or("UPnP: no route to the router")?;
@@ -617,5 +620,175 @@ wlan0\t00000000\t0100000A\t0003\t0\t0\t600\t00000000\t0\t0\t0
         };
         assert!(matches!(event, PortMapEvent::Unavailable(_)), "{event:?}");
         mapper.shutdown(Duration::from_secs(5)).unwrap();
+    }
+    /// A UPnP-IGD router on loopback: SSDP on UDP, its description, action list and SOAP
+    /// control on HTTP. Reports the SOAP actions it was asked for.
+    struct FakeIgd {
+        ssdp: SocketAddr,
+        actions: mpsc::Receiver<String>,
+    }
+
+    const ROOT_DESC: &str = r#"<?xml version="1.0"?>
+<root xmlns="urn:schemas-upnp-org:device-1-0"><device>
+<deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:1</deviceType>
+<deviceList><device><deviceType>urn:schemas-upnp-org:device:WANDevice:1</deviceType>
+<deviceList><device><deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:1</deviceType>
+<serviceList><service>
+<serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>
+<serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId>
+<controlURL>/ctl</controlURL><eventSubURL>/evt</eventSubURL><SCPDURL>/scpd.xml</SCPDURL>
+</service></serviceList></device></deviceList></device></deviceList></device></root>"#;
+
+    fn scpd() -> String {
+        let action = |name: &str, args: &[&str]| {
+            let args: String = args
+                .iter()
+                .map(|a| format!("<argument><name>{a}</name></argument>"))
+                .collect();
+            format!("<action><name>{name}</name><argumentList>{args}</argumentList></action>")
+        };
+        format!(
+            r#"<?xml version="1.0"?><scpd xmlns="urn:schemas-upnp-org:service-1-0"><actionList>{}{}{}</actionList></scpd>"#,
+            action(
+                "AddPortMapping",
+                &[
+                    "NewRemoteHost",
+                    "NewExternalPort",
+                    "NewProtocol",
+                    "NewInternalPort",
+                    "NewInternalClient",
+                    "NewEnabled",
+                    "NewPortMappingDescription",
+                    "NewLeaseDuration",
+                ]
+            ),
+            action(
+                "DeletePortMapping",
+                &["NewRemoteHost", "NewExternalPort", "NewProtocol"]
+            ),
+            action("GetExternalIPAddress", &["NewExternalIPAddress"]),
+        )
+    }
+
+    fn soap_response(action: &str) -> String {
+        let body = match action {
+            "GetExternalIPAddress" => "<NewExternalIPAddress>203.0.113.9</NewExternalIPAddress>",
+            _ => "",
+        };
+        format!(
+            r#"<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:{action}Response xmlns:u="urn:schemas-upnp-org:service:WANIPConnection:1">{body}</u:{action}Response></s:Body></s:Envelope>"#
+        )
+    }
+
+    fn fake_igd() -> FakeIgd {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let http_port = http.local_addr().unwrap().port();
+        let ssdp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ssdp.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let ssdp_addr = ssdp.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((len, from)) = ssdp.recv_from(&mut buf) {
+                if buf[..len].starts_with(b"M-SEARCH") {
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\n\
+                         ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\
+                         LOCATION: http://127.0.0.1:{http_port}/rootDesc.xml\r\n\r\n"
+                    );
+                    let _ = ssdp.send_to(reply.as_bytes(), from);
+                }
+            }
+        });
+        let (actions_tx, actions) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in http.incoming().take(16) {
+                let Ok(mut stream) = stream else { break };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let (mut length, mut action) = (0usize, String::new());
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let line = line.trim_end();
+                    if line.is_empty() {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if lower.starts_with("soapaction:") {
+                        action = line
+                            .rsplit('#')
+                            .next()
+                            .unwrap()
+                            .trim_matches('"')
+                            .to_owned();
+                    }
+                }
+                let mut body = vec![0u8; length];
+                reader.read_exact(&mut body).unwrap();
+                let content = if request_line.contains("/rootDesc.xml") {
+                    ROOT_DESC.to_owned()
+                } else if request_line.contains("/scpd.xml") {
+                    scpd()
+                } else {
+                    let _ = actions_tx.send(action.clone());
+                    soap_response(&action)
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{content}",
+                    content.len()
+                );
+            }
+        });
+        FakeIgd {
+            ssdp: ssdp_addr,
+            actions,
+        }
+    }
+
+    #[test]
+    fn maps_and_removes_through_upnp_when_pcp_and_natpmp_fail() {
+        let igd = fake_igd();
+        let mapper = PortMapper::spawn(PortMapConfig {
+            local_port: 7790,
+            // Nobody answers PCP/NAT-PMP here.
+            gateway: Some(Ipv4Addr::new(127, 77, 0, 3).into()),
+            ssdp: Some(igd.ssdp),
+            lifetime: Duration::from_secs(3600),
+            min_renew: MIN_RENEW,
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let event = loop {
+            if let Some(event) = mapper.poll_event() {
+                break event;
+            }
+            assert!(Instant::now() < deadline, "no mapping in time");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            event,
+            PortMapEvent::Mapped(Mapping {
+                external: "203.0.113.9:7790".parse().unwrap(),
+                protocol: MapProtocol::Upnp,
+                lifetime: Duration::from_secs(3600),
+            })
+        );
+        mapper.shutdown(Duration::from_secs(10)).unwrap();
+        let asked: Vec<String> = igd.actions.try_iter().collect();
+        assert_eq!(
+            asked,
+            [
+                "AddPortMapping",
+                "GetExternalIPAddress",
+                "DeletePortMapping"
+            ]
+        );
     }
 }
