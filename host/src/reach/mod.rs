@@ -35,6 +35,8 @@
 //! (or the hour turns) it publishes [`dht::Rendezvous::publish_candidates`]; when the peer
 //! has no working address it calls [`dht::Rendezvous::lookup_candidates`] and tries the
 //! addresses it gets back, punching from both sides at once, and falls back to the relay.
+//! On exit it calls [`portmap::PortMapper::shutdown`] and [`turn::Relay::close`] (sending
+//! what the relay then queues), so the router and the TURN server free what they hold.
 
 use std::fmt;
 use std::net::SocketAddr;
