@@ -20,6 +20,7 @@ use embedded_nal::{UdpClientStack, UdpFullStack, nb};
 pub mod broadcast;
 mod error;
 pub mod link;
+pub mod reach;
 pub mod tap;
 pub mod udp;
 
