@@ -141,6 +141,15 @@ fn every_layer_uses_only_the_layers_below_it() {
         "a lower layer uses a higher one:\n{}",
         wrong.join("\n")
     );
+    // Every module belongs to a layer (a new top-level module must be placed in one).
+    let unplaced: Vec<&String> = edges
+        .keys()
+        .filter(|m| rank(m).is_none() && *m != "main" && *m != "lib")
+        .collect();
+    assert!(
+        unplaced.is_empty(),
+        "modules outside every layer: {unplaced:?}"
+    );
     // The check sees real references: the command line uses the front-ends.
     assert!(edges["cli"].iter().any(|m| m.starts_with("front")));
 }

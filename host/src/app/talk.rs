@@ -14,8 +14,11 @@
 //! deadline, and turns again.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 
 use duet_core::legacy::PlainSendError;
 use duet_core::session::{FailReason, MessageId, SendError};
@@ -25,8 +28,10 @@ use duet_core::time::{Duration, Instant};
 use super::Error;
 use super::conversation::{Conversation, Shown, messages_of};
 use super::display;
+use super::handoff::{self, Reply};
 use super::keys::PeerKey;
 use super::store::{Store, Writes};
+use crate::platform::ipc::LocalListener;
 use crate::transport::{self, Link, Stack, Woke};
 
 /// How soon a turn that could not write the history tries again.
@@ -97,6 +102,8 @@ struct Pending {
     uid: Option<u64>,
     /// Whether to store it (a message for a named paired peer, in duet mode).
     durable: bool,
+    /// The hand-off it came from, if a `duet send` handed it over.
+    origin: Option<u64>,
 }
 
 /// Own messages in the session.
@@ -104,6 +111,15 @@ struct Pending {
 struct InFlight {
     quote: String,
     uid: Option<u64>,
+    origin: Option<u64>,
+}
+
+/// A `duet send` that handed its text to this duet, waiting for its messages' outcomes.
+struct HandedIn {
+    origin: u64,
+    stream: UnixStream,
+    /// Outcomes still to report.
+    waiting: usize,
 }
 
 /// A received message not yet stored.
@@ -146,6 +162,10 @@ pub struct Talk {
     /// The last store error shown, so a failing disk is reported once, not every turn.
     store_problem: Option<String>,
     retry_store_at: Option<Instant>,
+    /// Where `duet send` next to this duet hands its messages over, when served.
+    handoff: Option<LocalListener>,
+    handed_in: Vec<HandedIn>,
+    next_origin: u64,
 }
 
 impl Talk {
@@ -170,7 +190,22 @@ impl Talk {
             counts: Counts::default(),
             store_problem: None,
             retry_store_at: None,
+            handoff: None,
+            handed_in: Vec::new(),
+            next_origin: 1,
         }
+    }
+
+    /// Take over the messages of a `duet send` to this duet's peer started next to it
+    /// (see [`super::handoff`]), unless another duet of this config directory does already.
+    pub fn serve_handoffs(&mut self, dir: &Path) -> Result<(), Error> {
+        self.handoff = LocalListener::bind(&dir.join(handoff::SOCKET_FILE)).map_err(|e| {
+            Error::Other(format!(
+                "cannot offer {} to `duet send`: {e}",
+                dir.join(handoff::SOCKET_FILE).display()
+            ))
+        })?;
+        Ok(())
     }
 
     /// The conversation.
@@ -214,6 +249,7 @@ impl Talk {
                     text,
                     uid: Some(uid),
                     durable: true,
+                    origin: None,
                 });
                 resumed += 1;
             }
@@ -224,15 +260,24 @@ impl Talk {
     /// Queue typed text (split into messages if long). It is stored, in the next turn's
     /// transaction, before the session sends it.
     pub fn submit(&mut self, text: &str) {
+        self.submit_from(text, None);
+    }
+
+    /// [`Talk::submit`] for a hand-off; returns how many messages the text became.
+    fn submit_from(&mut self, text: &str, origin: Option<u64>) -> usize {
         let legacy = matches!(self.link.protocol, Conversation::Legacy(_));
         let durable = !legacy && self.store.is_some() && self.outbox_peer.is_some();
-        for piece in messages_of(text, legacy) {
+        let pieces = messages_of(text, legacy);
+        let count = pieces.len();
+        for piece in pieces {
             self.pending.push_back(Pending {
                 text: piece,
                 uid: None,
                 durable,
+                origin,
             });
         }
+        count
     }
 
     /// Whether more typed text can be taken now (backpressure for the input).
@@ -263,6 +308,7 @@ impl Talk {
             Err(e) => return Err(e.into()),
         };
         self.collect();
+        self.take_handoffs();
         self.commit();
         self.offer();
         let retry = self.retry_store_at;
@@ -279,7 +325,8 @@ impl Talk {
         input: Option<BorrowedFd<'_>>,
         limit: Option<Instant>,
     ) -> Result<Woke, Error> {
-        Ok(self.link.wait(deadline, input, limit)?)
+        let handoff = self.handoff.as_ref().map(LocalListener::fd);
+        Ok(self.link.wait_also(deadline, input, handoff, limit)?)
     }
 
     /// Say goodbye to the peer and get it out.
@@ -287,6 +334,75 @@ impl Talk {
         if let Conversation::Duet { secure, .. } = &mut self.link.protocol {
             secure.close();
             let _ = self.link.poll();
+        }
+    }
+
+    /// Accept the texts of `duet send`s waiting on the hand-off socket: taken when they are
+    /// for the peer this duet talks to, refused (the send goes on its own) otherwise.
+    fn take_handoffs(&mut self) {
+        let Some(listener) = &self.handoff else {
+            return;
+        };
+        // Bounded: a few connections per turn; the rest wait for the next.
+        let mut accepted = Vec::new();
+        for _ in 0..8 {
+            match listener.accept(handoff::LINE_WAIT) {
+                Ok(Some(stream)) => accepted.push(stream),
+                Ok(None) => break,
+                Err(e) => {
+                    self.events
+                        .push_back(Happened::Problem(format!("hand-off socket: {e}")));
+                    break;
+                }
+            }
+        }
+        for mut stream in accepted {
+            let Ok(request) = handoff::read_request(&mut stream) else {
+                continue;
+            };
+            let peer = match &self.link.protocol {
+                Conversation::Duet { secure, .. } => secure.peer_key().map(PeerKey),
+                Conversation::Legacy(_) => None,
+            };
+            if peer != Some(request.peer) {
+                let _ = stream.write_all(
+                    Reply::Refused("this duet talks to someone else".into())
+                        .line()
+                        .as_bytes(),
+                );
+                continue;
+            }
+            if self.outbox_peer.is_none() && self.store.is_some() {
+                // A listen with no outbox yet: keep the handed messages like a chat would.
+                let _ = self.set_outbox_peer(Some(request.peer));
+            }
+            let origin = self.next_origin;
+            self.next_origin += 1;
+            let count = self.submit_from(&request.text, Some(origin));
+            if stream
+                .write_all(Reply::Queued(count).line().as_bytes())
+                .is_ok()
+            {
+                self.handed_in.push(HandedIn {
+                    origin,
+                    stream,
+                    waiting: count,
+                });
+            }
+        }
+    }
+
+    /// Tell the `duet send` a message came from what became of it.
+    fn report(&mut self, origin: Option<u64>, reply: Reply) {
+        let Some(origin) = origin else { return };
+        if let Some(at) = self.handed_in.iter().position(|h| h.origin == origin) {
+            let h = &mut self.handed_in[at];
+            h.waiting = h.waiting.saturating_sub(1);
+            // A send that went away no longer listens; the message went out all the same.
+            let gone = h.stream.write_all(reply.line().as_bytes()).is_err();
+            if gone || h.waiting == 0 {
+                self.handed_in.swap_remove(at);
+            }
         }
     }
 
@@ -313,6 +429,7 @@ impl Talk {
                     {
                         self.delivered.push((key, uid));
                     }
+                    self.report(sent.as_ref().and_then(|s| s.origin), Reply::Delivered);
                     self.events.push_back(Happened::Delivered {
                         id,
                         quote: sent.map(|s| s.quote).unwrap_or_default(),
@@ -322,6 +439,10 @@ impl Talk {
                     self.counts.failed += 1;
                     let sent = self.in_flight.remove(&id);
                     let kept = sent.as_ref().is_some_and(|s| s.uid.is_some());
+                    self.report(
+                        sent.as_ref().and_then(|s| s.origin),
+                        Reply::Failed(why.to_string()),
+                    );
                     self.events.push_back(Happened::NotDelivered {
                         id,
                         why,
@@ -448,6 +569,7 @@ impl Talk {
                                 InFlight {
                                     quote: quote.clone(),
                                     uid: p.uid,
+                                    origin: p.origin,
                                 },
                             );
                             self.counts.total += 1;
@@ -474,6 +596,8 @@ impl Talk {
                 },
             };
             if let Err(why) = result {
+                let origin = p.origin;
+                self.report(origin, Reply::Failed(why.clone()));
                 self.events.push_back(Happened::Refused { why, quote });
             }
             self.pending.pop_front();

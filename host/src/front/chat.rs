@@ -124,6 +124,9 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
         None
     };
     let mut talk = Talk::new(link, store, None, args.legacy.read_encoding());
+    if !args.legacy.legacy {
+        talk.serve_handoffs(dir)?;
+    }
     let mut chat = ChatState {
         name: args.name,
         prompt,

@@ -40,6 +40,9 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
     let mut out = Output::Lines;
     banner(&mut out, &args.legacy, link.local_addr());
     let mut talk = Talk::new(link, store, None, args.legacy.read_encoding());
+    if !args.legacy.legacy {
+        talk.serve_handoffs(dir)?;
+    }
     let mut received = 0u64;
     let mut linger_since: Option<(Instant, u32)> = None;
     let mut linger_start = None;

@@ -14,6 +14,7 @@ use crate::app::Error;
 use crate::app::contacts::Contacts;
 use crate::app::conversation::DUET_PORT;
 use crate::app::conversation::{Conversation, messages_of};
+use crate::app::handoff::{self, Handed, Reply};
 use crate::app::store::Store;
 use crate::app::talk::{Happened, Talk};
 use crate::transport::{self, Link, parse_addr};
@@ -46,6 +47,13 @@ pub fn send(args: SendOptions, dir: &Path) -> Result<(), Error> {
     } else {
         let contacts = Contacts::load(dir)?;
         let target = contacts.find(&args.to)?;
+        // A duet of this identity already talking to the peer sends it in its session;
+        // a second session would take the peer's over and cut that duet off.
+        if let Some(handed) = handoff::offer(dir, target.key, &text)
+            .map_err(|e| Error::Other(format!("handing over to the running duet: {e}")))?
+        {
+            return handed_over(handed, &target.name, timeout);
+        }
         durable = Some((Store::open(dir)?, target.key, target.name.clone()));
         let mut conversation = Conversation::duet(&contacts, Some(&target), config)?;
         let to = match target.addr {
@@ -166,4 +174,46 @@ pub fn send(args: SendOptions, dir: &Path) -> Result<(), Error> {
         }
         Err(Error::NotDelivered { failed, total })
     }
+}
+
+/// Report what the running duet that took the text says became of it.
+fn handed_over(mut handed: Handed, name: &str, timeout: Duration) -> Result<(), Error> {
+    let total = handed.messages;
+    let (mut delivered, mut failed) = (0, 0);
+    let give_up = Instant::now() + timeout.saturating_mul(total as u64 + 1);
+    while delivered + failed < total {
+        let left = give_up.saturating_duration_since(Instant::now());
+        if left == Duration::ZERO {
+            break;
+        }
+        let wait = std::time::Duration::from_millis(left.as_millis());
+        match handed.next(wait) {
+            Ok(Some(Reply::Delivered)) => delivered += 1,
+            Ok(Some(Reply::Failed(why))) => {
+                failed += 1;
+                eprintln!("duet: not delivered: {why}");
+            }
+            Ok(Some(_)) | Ok(None) => {}
+            Err(e) => {
+                eprintln!("duet: {e}");
+                break;
+            }
+        }
+    }
+    if delivered == total {
+        Output::Lines.line(&format!(
+            "* delivered to {name} (sent by the duet already running here){}",
+            if total > 1 {
+                format!(" as {total} messages")
+            } else {
+                String::new()
+            }
+        ));
+        return Ok(());
+    }
+    eprintln!("duet: the duet running here keeps sending what is not delivered yet");
+    Err(Error::NotDelivered {
+        failed: total - delivered,
+        total,
+    })
 }

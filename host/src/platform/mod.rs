@@ -3,4 +3,5 @@
 //! calls, so a port (Windows) adds twins of these modules and nothing else.
 
 pub mod ifaces;
+pub mod ipc;
 pub mod terminal;

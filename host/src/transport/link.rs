@@ -161,6 +161,17 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         input: Option<BorrowedFd<'_>>,
         limit: Option<Instant>,
     ) -> Result<Woke, Error> {
+        self.wait_also(deadline, input, None, limit)
+    }
+
+    /// [`Link::wait`], also waking when `other` (say, a listening local socket) is readable.
+    pub fn wait_also(
+        &self,
+        deadline: Option<Instant>,
+        input: Option<BorrowedFd<'_>>,
+        other: Option<BorrowedFd<'_>>,
+        limit: Option<Instant>,
+    ) -> Result<Woke, Error> {
         // The caller showed events since `deadline` was computed, and taking a message is
         // what makes its acknowledgement due: ask the protocol again, or the acknowledgement
         // would wait out the sleep (and the sender retransmit meanwhile).
@@ -187,8 +198,15 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         let mut fds = [
             PollFd::from_borrowed_fd(socket, PollFlags::IN),
             PollFd::from_borrowed_fd(input.unwrap_or(socket), PollFlags::IN),
+            PollFd::from_borrowed_fd(other.unwrap_or(socket), PollFlags::IN),
         ];
-        let used = if input.is_some() { 2 } else { 1 };
+        let used = if other.is_some() {
+            3
+        } else if input.is_some() {
+            2
+        } else {
+            1
+        };
         match rustix::event::poll(&mut fds[..used], timeout.as_ref()) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => {
@@ -198,7 +216,7 @@ impl<S: Transport, P: Protocol> Link<S, P> {
                 });
             }
         }
-        let input = used == 2 && !fds[1].revents().is_empty();
+        let input = input.is_some() && !fds[1].revents().is_empty();
         Ok(Woke { input })
     }
 }

@@ -1,0 +1,222 @@
+//! Hand-off between duet processes of one identity.
+//!
+//! Two sessions with one peer cannot both be that peer's session: the peer's duet keeps
+//! one session per key, so a one-shot `duet send` started next to an open `duet chat` with
+//! the same peer would take the peer's session over (its temporary port becomes "the
+//! peer"), and the chat would be cut off. Instead, a running chat or listen offers a local
+//! socket in the config directory ([`SOCKET_FILE`]); `duet send` hands its text there when
+//! the running duet talks to the same peer, and reports what that duet reports. When no
+//! duet runs, or it talks to someone else, `send` opens its own session as before.
+//!
+//! The exchange, over a private Unix stream socket (the config directory is 0700):
+//!
+//! ```text
+//! send → running duet   duet-handoff 1\n  PEER-KEY (base64)\n  LENGTH\n  TEXT (LENGTH bytes)
+//! running duet → send   queued N\n  then, per message, delivered\n or failed REASON\n
+//!                       or, instead of all that: refused REASON\n
+//! ```
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use super::keys::PeerKey;
+use crate::platform::ipc;
+
+/// The socket's file name in the config directory.
+pub const SOCKET_FILE: &str = "duet.sock";
+/// The first line of a request.
+const MAGIC: &str = "duet-handoff 1";
+/// The longest text handed over (what one `duet send` may carry).
+pub const MAX_TEXT: usize = 1 << 20;
+/// How long either side waits for the other's next line while it is talking.
+pub const LINE_WAIT: Duration = Duration::from_millis(500);
+
+/// A hand-off request: the text of a `duet send` for a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The peer it is for.
+    pub peer: PeerKey,
+    /// The text.
+    pub text: String,
+}
+
+/// What the running duet answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// It took the text as this many messages.
+    Queued(usize),
+    /// One message was delivered.
+    Delivered,
+    /// One message failed.
+    Failed(String),
+    /// It did not take the text (it talks to someone else).
+    Refused(String),
+}
+
+impl Reply {
+    /// The reply as its line.
+    pub fn line(&self) -> String {
+        match self {
+            Reply::Queued(n) => format!("queued {n}\n"),
+            Reply::Delivered => "delivered\n".to_owned(),
+            Reply::Failed(why) => format!("failed {}\n", one_line(why)),
+            Reply::Refused(why) => format!("refused {}\n", one_line(why)),
+        }
+    }
+
+    /// Parse one line (without its newline).
+    pub fn parse(line: &str) -> Option<Reply> {
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match word {
+            "queued" => rest.parse().ok().map(Reply::Queued),
+            "delivered" => Some(Reply::Delivered),
+            "failed" => Some(Reply::Failed(rest.to_owned())),
+            "refused" => Some(Reply::Refused(rest.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
+
+/// Read a request from a connected stream (bounded in size and by the stream's timeout).
+pub fn read_request(stream: &mut impl Read) -> io::Result<Request> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut reader = BufReader::new(stream.take(MAX_TEXT as u64 + 256));
+    let mut line = String::new();
+    let mut next_line = |reader: &mut BufReader<_>| -> io::Result<String> {
+        line.clear();
+        reader.read_line(&mut line)?;
+        Ok(line.trim_end_matches('\n').to_owned())
+    };
+    if next_line(&mut reader)? != MAGIC {
+        return Err(bad("not a duet hand-off"));
+    }
+    let peer: PeerKey = next_line(&mut reader)?
+        .parse()
+        .map_err(|_| bad("bad peer key"))?;
+    let len: usize = next_line(&mut reader)?
+        .parse()
+        .map_err(|_| bad("bad length"))?;
+    if len > MAX_TEXT {
+        return Err(bad("text too long"));
+    }
+    let mut bytes = vec![0u8; len];
+    reader.read_exact(&mut bytes)?;
+    let text = String::from_utf8(bytes).map_err(|_| bad("text is not UTF-8"))?;
+    Ok(Request { peer, text })
+}
+
+/// Write a request.
+pub fn write_request(stream: &mut impl Write, request: &Request) -> io::Result<()> {
+    write!(
+        stream,
+        "{MAGIC}\n{}\n{}\n{}",
+        request.peer,
+        request.text.len(),
+        request.text
+    )?;
+    stream.flush()
+}
+
+/// A running duet that took a `send`'s text: read its replies with [`Handed::next`].
+pub struct Handed {
+    reader: BufReader<UnixStream>,
+    /// How many messages the text became there.
+    pub messages: usize,
+}
+
+impl Handed {
+    /// The next reply, waiting at most `wait`; `Ok(None)` when none came in time.
+    pub fn next(&mut self, wait: Duration) -> io::Result<Option<Reply>> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the running duet stopped",
+            )),
+            Ok(_) => Reply::parse(line.trim_end_matches('\n'))
+                .map(Some)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad reply")),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Offer `text` for `peer` to a duet running with the config directory `dir`. `Ok(None)`:
+/// none runs, or it talks to someone else; send on your own.
+pub fn offer(dir: &Path, peer: PeerKey, text: &str) -> io::Result<Option<Handed>> {
+    let Some(mut stream) = ipc::connect(&dir.join(SOCKET_FILE), LINE_WAIT)? else {
+        return Ok(None);
+    };
+    let request = Request {
+        peer,
+        text: text.to_owned(),
+    };
+    if write_request(&mut stream, &request).is_err() {
+        // It went away meanwhile: as if none ran.
+        return Ok(None);
+    }
+    let mut handed = Handed {
+        reader: BufReader::new(stream),
+        messages: 0,
+    };
+    match handed.next(LINE_WAIT * 4)? {
+        Some(Reply::Queued(n)) => {
+            handed.messages = n;
+            Ok(Some(handed))
+        }
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn a_request_survives_the_socket_whatever_its_text() {
+        let request = Request {
+            peer: PeerKey([7; 32]),
+            text: "two\nlines 你好\n".into(),
+        };
+        let mut bytes = Vec::new();
+        write_request(&mut bytes, &request).unwrap();
+        assert_eq!(read_request(&mut &bytes[..]).unwrap(), request);
+        // Anything else is refused, never taken in part.
+        assert!(read_request(&mut &b"hello\n"[..]).is_err());
+        let long = format!("{MAGIC}\n{}\n{}\n", request.peer, MAX_TEXT + 1);
+        assert!(read_request(&mut long.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn replies_are_one_line_each() {
+        for reply in [
+            Reply::Queued(3),
+            Reply::Delivered,
+            Reply::Failed("peer did not\nacknowledge".into()),
+            Reply::Refused("talks to carol".into()),
+        ] {
+            let line = reply.line();
+            assert_eq!(line.matches('\n').count(), 1);
+            let parsed = Reply::parse(line.trim_end()).unwrap();
+            assert_eq!(parsed.line(), line);
+        }
+        assert_eq!(Reply::parse("nonsense"), None);
+    }
+}
