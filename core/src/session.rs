@@ -728,6 +728,11 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
         self.rto
     }
 
+    /// The smoothed round trip (RFC 6298), once one was measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
     /// Whether [`Self::send_text`] would find room for `text` now.
     pub fn has_room(&self, text: &str) -> bool {
         self.has_room_for(text::split(text, PART_TEXT).count(), text.len())

@@ -17,10 +17,39 @@ pub fn workspace_root() -> &'static Path {
         .unwrap_or(Path::new(".."))
 }
 
-/// Path of the `duet` binary, built once per test process with the cargo running the tests.
+/// Path of the `duet` the tests run, built once per test process with the cargo running
+/// the tests.
+///
+/// It is a two-line shell script beside the binary that runs it with internet reach off
+/// (`DUET_DHT=off`, no STUN servers) unless the test set `DUET_DHT`, `DUET_DHT_BOOTSTRAP`
+/// or `DUET_STUN` itself: duet's defaults are the public DHT bootstrap nodes and STUN
+/// servers, and tests send traffic only to loopback and to namespaces they made.
 pub fn duet_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| cargo_bin("duet-host", "duet")).clone()
+    BIN.get_or_init(|| offline_wrapper(&cargo_bin("duet-host", "duet")))
+        .clone()
+}
+
+/// Write the wrapper described at [`duet_bin`] beside `bin` (atomically: tests in other
+/// processes may be writing the same one).
+fn offline_wrapper(bin: &Path) -> PathBuf {
+    let script = format!(
+        "#!/bin/sh\n\
+         if [ -z \"${{DUET_DHT+x}}${{DUET_DHT_BOOTSTRAP+x}}\" ]; then export DUET_DHT=off; fi\n\
+         if [ -z \"${{DUET_STUN+x}}\" ]; then export DUET_STUN=; fi\n\
+         exec '{}' \"$@\"\n",
+        bin.display()
+    );
+    let path = bin.with_file_name("duet-tested");
+    let temp = bin.with_file_name(format!("duet-tested.{}", std::process::id()));
+    std::fs::write(&temp, script).expect("write the duet wrapper");
+    let mut perms = std::fs::metadata(&temp)
+        .expect("wrapper metadata")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&temp, perms).expect("make the wrapper executable");
+    std::fs::rename(&temp, &path).expect("put the wrapper in place");
+    path
 }
 
 /// Build `bin` of `package` in the workspace (debug) and return the executable's path.

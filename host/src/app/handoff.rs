@@ -14,7 +14,11 @@
 //! send → running duet   duet-handoff 1\n  PEER-KEY (base64)\n  LENGTH\n  TEXT (LENGTH bytes)
 //! running duet → send   queued N\n  then, per message, delivered\n or failed REASON\n
 //!                       or, instead of all that: refused REASON\n
+//! status → running duet duet-handoff 1\n  status\n
+//! running duet → status status\tPEER-KEY or -\tPATH or -\tADDRESS or -\tROUND TRIP MS or -\n
 //! ```
+//!
+//! `duet status` asks the same socket how the running duet reaches its peer.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -40,6 +44,60 @@ pub struct Request {
     pub peer: PeerKey,
     /// The text.
     pub text: String,
+}
+
+/// What a connection asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// Send this text.
+    Send(Request),
+    /// Say how the peer is reached.
+    Status,
+}
+
+/// How the running duet reaches its peer, for `duet status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// The peer, once known.
+    pub peer: Option<PeerKey>,
+    /// The path's name (LAN, direct through NAT, relay), while the peer answers.
+    pub path: Option<String>,
+    /// The peer's address on it.
+    pub addr: Option<String>,
+    /// The smoothed round trip in milliseconds, once measured.
+    pub rtt_ms: Option<u64>,
+}
+
+impl Status {
+    /// The reply line.
+    pub fn line(&self) -> String {
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        format!(
+            "status\t{}\t{}\t{}\t{}\n",
+            or_dash(self.peer.map(|k| k.to_string())),
+            or_dash(self.path.clone()),
+            or_dash(self.addr.clone()),
+            or_dash(self.rtt_ms.map(|r| r.to_string()))
+        )
+    }
+
+    /// Parse a reply line (without its newline).
+    pub fn parse(line: &str) -> Option<Status> {
+        let mut fields = line.split('\t');
+        if fields.next()? != "status" {
+            return None;
+        }
+        let mut next = || fields.next().filter(|f| *f != "-").map(str::to_owned);
+        let peer = next().and_then(|k| k.parse().ok());
+        let (path, addr) = (next(), next());
+        let rtt_ms = next().and_then(|r| r.parse().ok());
+        Some(Status {
+            peer,
+            path,
+            addr,
+            rtt_ms,
+        })
+    }
 }
 
 /// What the running duet answers.
@@ -83,8 +141,8 @@ fn one_line(text: &str) -> String {
     text.replace(['\n', '\r'], " ")
 }
 
-/// Read a request from a connected stream (bounded in size and by the stream's timeout).
-pub fn read_request(stream: &mut impl Read) -> io::Result<Request> {
+/// Read what a connection asks (bounded in size and by the stream's timeout).
+pub fn read_request(stream: &mut impl Read) -> io::Result<Asked> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
     let mut reader = BufReader::new(stream.take(MAX_TEXT as u64 + 256));
     let mut line = String::new();
@@ -96,9 +154,11 @@ pub fn read_request(stream: &mut impl Read) -> io::Result<Request> {
     if next_line(&mut reader)? != MAGIC {
         return Err(bad("not a duet hand-off"));
     }
-    let peer: PeerKey = next_line(&mut reader)?
-        .parse()
-        .map_err(|_| bad("bad peer key"))?;
+    let second = next_line(&mut reader)?;
+    if second == "status" {
+        return Ok(Asked::Status);
+    }
+    let peer: PeerKey = second.parse().map_err(|_| bad("bad peer key"))?;
     let len: usize = next_line(&mut reader)?
         .parse()
         .map_err(|_| bad("bad length"))?;
@@ -108,7 +168,22 @@ pub fn read_request(stream: &mut impl Read) -> io::Result<Request> {
     let mut bytes = vec![0u8; len];
     reader.read_exact(&mut bytes)?;
     let text = String::from_utf8(bytes).map_err(|_| bad("text is not UTF-8"))?;
-    Ok(Request { peer, text })
+    Ok(Asked::Send(Request { peer, text }))
+}
+
+/// Ask the duet running with the config directory `dir` how it reaches its peer;
+/// `Ok(None)`: none runs.
+pub fn status(dir: &Path) -> io::Result<Option<Status>> {
+    let Some(mut stream) = ipc::connect(&dir.join(SOCKET_FILE), LINE_WAIT * 4)? else {
+        return Ok(None);
+    };
+    write!(stream, "{MAGIC}\nstatus\n")?;
+    stream.flush()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Status::parse(line.trim_end_matches('\n'))
+        .map(Some)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad status reply"))
 }
 
 /// Write a request.
@@ -197,11 +272,30 @@ mod test {
         };
         let mut bytes = Vec::new();
         write_request(&mut bytes, &request).unwrap();
-        assert_eq!(read_request(&mut &bytes[..]).unwrap(), request);
+        assert_eq!(
+            read_request(&mut &bytes[..]).unwrap(),
+            Asked::Send(request.clone())
+        );
+        let ask = format!("{MAGIC}\nstatus\n");
+        assert_eq!(read_request(&mut ask.as_bytes()).unwrap(), Asked::Status);
         // Anything else is refused, never taken in part.
         assert!(read_request(&mut &b"hello\n"[..]).is_err());
         let long = format!("{MAGIC}\n{}\n{}\n", request.peer, MAX_TEXT + 1);
         assert!(read_request(&mut long.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_status_survives_the_socket() {
+        let full = Status {
+            peer: Some(PeerKey([3; 32])),
+            path: Some("direct through NAT".into()),
+            addr: Some("203.0.113.12:7789".into()),
+            rtt_ms: Some(12),
+        };
+        for status in [full, Status::default()] {
+            let line = status.line();
+            assert_eq!(Status::parse(line.trim_end()), Some(status));
+        }
     }
 
     #[test]

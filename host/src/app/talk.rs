@@ -28,12 +28,15 @@ use duet_core::time::{Duration, Instant};
 use super::Error;
 use super::conversation::{Conversation, Shown, messages_of};
 use super::display;
-use super::handoff::{self, Reply};
+use super::handoff::{self, Asked, Reply, Status};
 use super::keys::PeerKey;
+use super::reach::{self, PathKind, Reaching};
 use super::store::{Store, Writes};
 use crate::platform::ipc::LocalListener;
 use crate::transport::{self, Link, Stack, Woke};
 
+/// How often a conversation with internet reach looks at its background work.
+const REACH_TICK: Duration = Duration::from_millis(200);
 /// How soon a turn that could not write the history tries again.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
@@ -89,6 +92,13 @@ pub enum Happened {
     Oversized {
         /// Its sender.
         from: SocketAddr,
+    },
+    /// The path to the peer changed (internet reach): how, and to which address.
+    Path {
+        /// LAN, direct through NAT, or relay.
+        kind: PathKind,
+        /// The peer's address on that path.
+        addr: SocketAddr,
     },
     /// Something went wrong that the user must know, and duet goes on.
     Problem(String),
@@ -166,6 +176,8 @@ pub struct Talk {
     handoff: Option<LocalListener>,
     handed_in: Vec<HandedIn>,
     next_origin: u64,
+    /// Internet reach for the named peer, when on.
+    reaching: Option<Reaching>,
 }
 
 impl Talk {
@@ -193,6 +205,27 @@ impl Talk {
             handoff: None,
             handed_in: Vec::new(),
             next_origin: 1,
+            reaching: None,
+        }
+    }
+
+    /// Reach the peer across the internet too (see [`super::reach`]).
+    pub fn reach(&mut self, reaching: Reaching) {
+        self.reaching = Some(reaching);
+    }
+
+    /// The path to the peer and its round trip, when it answers.
+    pub fn path(&self) -> Option<(PathKind, SocketAddr, Option<Duration>)> {
+        let Conversation::Duet { secure, .. } = &self.link.protocol else {
+            return None;
+        };
+        let rtt = secure.session().srtt();
+        match &self.reaching {
+            Some(r) => r.path().map(|(kind, addr)| (kind, addr, rtt)),
+            None => match (secure.peer_addr(), secure.session().is_peer_up()) {
+                (Some(addr), true) => Some((reach::kind_of_addr(addr), addr, rtt)),
+                _ => None,
+            },
         }
     }
 
@@ -308,6 +341,14 @@ impl Talk {
             Err(e) => return Err(e.into()),
         };
         self.collect();
+        if let Some(reaching) = &mut self.reaching {
+            if let Some((kind, addr)) = reaching.step(&mut self.link) {
+                self.events.push_back(Happened::Path { kind, addr });
+            }
+            while let Some(problem) = reaching.next_problem() {
+                self.events.push_back(Happened::Problem(problem));
+            }
+        }
         self.take_handoffs();
         self.commit();
         self.offer();
@@ -326,6 +367,15 @@ impl Talk {
         limit: Option<Instant>,
     ) -> Result<Woke, Error> {
         let handoff = self.handoff.as_ref().map(LocalListener::fd);
+        // Internet reach's look-ups and publications finish on other threads: look at
+        // them a few times a second while it runs.
+        let limit = match &self.reaching {
+            Some(_) => {
+                let tick = Instant::now() + REACH_TICK;
+                Some(limit.map_or(tick, |l| l.min(tick)))
+            }
+            None => limit,
+        };
         Ok(self.link.wait_also(deadline, input, handoff, limit)?)
     }
 
@@ -357,8 +407,13 @@ impl Talk {
             }
         }
         for mut stream in accepted {
-            let Ok(request) = handoff::read_request(&mut stream) else {
-                continue;
+            let request = match handoff::read_request(&mut stream) {
+                Ok(Asked::Send(request)) => request,
+                Ok(Asked::Status) => {
+                    let _ = stream.write_all(self.status().line().as_bytes());
+                    continue;
+                }
+                Err(_) => continue,
             };
             let peer = match &self.link.protocol {
                 Conversation::Duet { secure, .. } => secure.peer_key().map(PeerKey),
@@ -389,6 +444,21 @@ impl Talk {
                     waiting: count,
                 });
             }
+        }
+    }
+
+    /// How the peer is reached now, for `duet status`.
+    pub fn status(&self) -> Status {
+        let peer = match &self.link.protocol {
+            Conversation::Duet { secure, .. } => secure.peer_key().map(PeerKey),
+            Conversation::Legacy(_) => None,
+        };
+        let path = self.path();
+        Status {
+            peer,
+            path: path.map(|(kind, _, _)| kind.as_str().to_owned()),
+            addr: path.map(|(_, addr, _)| addr.to_string()),
+            rtt_ms: path.and_then(|(_, _, rtt)| rtt).map(|r| r.as_millis()),
         }
     }
 

@@ -15,7 +15,8 @@ use crate::app::conversation::LegacyOptions;
 use crate::app::keys::{self, PeerKey};
 use crate::app::pair::{self, AddOptions, Code, InviteOptions, JoinOptions};
 use crate::front::{
-    self, ChatOptions, HistoryOptions, IpmsgOptions, ListenOptions, PeersOptions, SendOptions,
+    self, ChatOptions, HistoryOptions, IpmsgOptions, ListenOptions, PeersOptions, ReachOptions,
+    SendOptions,
 };
 use crate::transport::TapOptions;
 use crate::transport::tap::{IfaceAddr, MacAddr};
@@ -57,6 +58,23 @@ pub enum Command {
     History(HistoryArgs),
     /// List who is on the LAN: IP Messenger, FeiQ and iptux users (`--ipmsg`).
     Peers(PeersArgs),
+    /// Show the running chat's path to its peer (LAN, direct through NAT, relay) and the
+    /// round trip.
+    Status,
+    /// Run a BitTorrent DHT node in server mode, for private networks where duets cannot
+    /// reach the public DHT (point them at it with DUET_DHT_BOOTSTRAP).
+    DhtNode(DhtNodeArgs),
+}
+
+/// `duet dht-node`.
+#[derive(Debug, Args, Clone)]
+pub struct DhtNodeArgs {
+    /// Where the node listens, ADDR:PORT (IPv4).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: String,
+    /// Other nodes to join, HOST:PORT (repeat, or comma-separated); none: a new network.
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
 }
 
 /// `duet history`.
@@ -128,6 +146,40 @@ pub struct IpmsgArgs {
     pub group: Option<String>,
 }
 
+/// Where `--help` lists the internet reach options.
+const REACH_HEADING: &str = "Internet reach (peers behind NAT)";
+
+/// Options of internet reach: finding and connecting a paired peer behind NAT.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReachArgs {
+    /// Publish and look up addresses on the BitTorrent DHT: on (default) or off (stay on
+    /// the LAN: no DHT, no STUN, no port mapping).
+    #[arg(long = "dht", env = "DUET_DHT", value_name = "on|off", help_heading = REACH_HEADING)]
+    pub dht: Option<String>,
+    /// DHT nodes to start from, comma-separated HOST:PORT [default: the public Mainline
+    /// bootstrap nodes].
+    #[arg(long, env = "DUET_DHT_BOOTSTRAP", value_name = "HOST:PORT,...", help_heading = REACH_HEADING)]
+    pub dht_bootstrap: Option<String>,
+    /// STUN servers that tell this duet its public address, comma-separated HOST:PORT
+    /// [default: a few public ones]; empty: none.
+    #[arg(long, env = "DUET_STUN", value_name = "HOST:PORT,...", help_heading = REACH_HEADING)]
+    pub stun: Option<String>,
+    /// A TURN relay for when no direct path works (strict NATs): USER:PASS@HOST:PORT.
+    #[arg(long, env = "DUET_TURN", value_name = "USER:PASS@HOST:PORT", hide_env_values = true, help_heading = REACH_HEADING)]
+    pub turn: Option<String>,
+}
+
+impl From<ReachArgs> for ReachOptions {
+    fn from(a: ReachArgs) -> Self {
+        ReachOptions {
+            dht: a.dht,
+            bootstrap: a.dht_bootstrap,
+            stun: a.stun,
+            turn: a.turn,
+        }
+    }
+}
+
 /// `duet chat`.
 #[derive(Debug, Args, Clone)]
 pub struct ChatArgs {
@@ -151,6 +203,9 @@ pub struct ChatArgs {
     /// IP Messenger mode.
     #[command(flatten)]
     pub ipmsg: IpmsgArgs,
+    /// Internet reach.
+    #[command(flatten)]
+    pub reach: ReachArgs,
 }
 
 /// `duet chat [PEER]`.
@@ -192,6 +247,9 @@ pub struct SendArgs {
     /// The text; several words are joined with spaces.
     #[arg(required = true, num_args = 1.., value_name = "TEXT")]
     pub text: Vec<String>,
+    /// Internet reach.
+    #[command(flatten)]
+    pub reach: ReachArgs,
 }
 
 /// `duet listen`.
@@ -330,6 +388,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Some(Command::Peers(args)) => front::lan::peers(args.into()),
         Some(Command::History(args)) => front::history::history(args.into(), &dir),
         Some(Command::Id) => pair::id(&dir, out),
+        Some(Command::Status) => front::status::status(&dir),
+        Some(Command::DhtNode(args)) => front::node::dht_node(&args.bind, &args.bootstrap),
         Some(Command::Pair(command)) => match command {
             PairCommand::Add(a) => pair::add(
                 &dir,
@@ -412,6 +472,7 @@ impl From<ChatArgs> for ChatOptions {
             legacy: a.legacy.into(),
             tap: a.tap.into(),
             ipmsg: a.ipmsg.into(),
+            reach: a.reach.into(),
         }
     }
 }
@@ -427,6 +488,7 @@ impl From<SendArgs> for SendOptions {
             tap: a.tap.into(),
             ipmsg: a.ipmsg.into(),
             text: a.text,
+            reach: a.reach.into(),
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::app::Error;
 use crate::app::contacts::Contacts;
 use crate::app::conversation::Conversation;
 use crate::app::keys::PeerKey;
+use crate::app::reach::Reaching;
 use crate::app::store::Store;
 use crate::app::talk::{Happened, Talk};
 use crate::platform::terminal::TerminalRestore;
@@ -46,6 +47,12 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
     };
     // The paired peer looked for on the LAN, when no address is known.
     let mut looking = None;
+    let mut peer_name = None;
+    let reach_config = if args.legacy.legacy || args.tap.tap.is_some() {
+        None
+    } else {
+        args.reach.config()?
+    };
     let (conversation, contacts, talking_to, outbox_peer) = if args.legacy.legacy {
         let mut peer = peer_text.as_deref().map(parse_addr).transpose()?;
         if let (None, Some(ed)) = (peer, editor.as_mut()) {
@@ -86,6 +93,7 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
             conversation.discover(t, bind);
             looking = Some(t.name.clone());
         }
+        peer_name = target.as_ref().map(|t| t.name.clone());
         let shown = target.as_ref().map(|t| match t.addr {
             Some(addr) => format!("{} at {addr}", t.name),
             None => t.name.clone(),
@@ -93,7 +101,11 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
         let key = target.map(|t| t.key);
         (conversation, Some(contacts), shown, key)
     };
-    let link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
+    // Internet reach is for a named peer (a chat waiting for whoever writes has no one
+    // to look up).
+    let reach_config = reach_config.filter(|_| outbox_peer.is_some());
+    let stack = transport::open_reaching(bind, &args.tap, reach_config.is_some())?;
+    let link = Link::bind(stack, bind, conversation)?;
     if looking.is_some() {
         link.allow_broadcast()?;
     }
@@ -116,7 +128,13 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
         None => out.line("* no peer yet: any paired peer may write; /peer NAME picks one"),
     }
     if let Some(name) = &looking {
-        out.line(&format!("* looking for {name} on the LAN…"));
+        if reach_config.is_some() {
+            out.line(&format!(
+                "* looking for {name} on the LAN and across the internet…"
+            ));
+        } else {
+            out.line(&format!("* looking for {name} on the LAN…"));
+        }
     }
     let store = if contacts.is_some() {
         Some(Store::open(dir)?)
@@ -127,7 +145,15 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
     if !args.legacy.legacy {
         talk.serve_handoffs(dir)?;
     }
+    if let (Some(config), Some(key), Some(contacts)) = (&reach_config, outbox_peer, &contacts) {
+        let port = talk.link.local_addr().port();
+        match Reaching::start(config, &contacts.identity, key, port) {
+            Ok(reaching) => talk.reach(reaching),
+            Err(e) => out.line(&format!("* internet reach is off: {e}")),
+        }
+    }
     let mut chat = ChatState {
+        peer_name,
         name: args.name,
         prompt,
         contacts,
@@ -160,6 +186,8 @@ fn ask<T>(
 }
 
 struct ChatState {
+    /// The named peer's name, when one was named.
+    peer_name: Option<String>,
     name: String,
     prompt: Arc<Mutex<String>>,
     /// Identity and paired peers (duet mode only).
@@ -288,6 +316,11 @@ impl ChatState {
                 Happened::Oversized { from } => out.line(&format!(
                     "* dropped a datagram of more than {MAX_DATAGRAM} bytes from {from} (duet reads at most {MAX_DATAGRAM})"
                 )),
+                Happened::Path { kind, addr } => out.line(&format!(
+                    "* path to {}: {} at {addr}",
+                    self.peer_name.as_deref().unwrap_or("the peer"),
+                    kind.as_str()
+                )),
                 Happened::Problem(text) => out.line(&format!("* {text}")),
             }
         }
@@ -373,6 +406,17 @@ impl ChatState {
                     counts.failed,
                     talk.conversation().in_flight()
                 );
+                match talk.path() {
+                    Some((kind, addr, rtt)) => line.push_str(&format!(
+                        "; path: {} at {addr}, round trip {}",
+                        kind.as_str(),
+                        rtt.map_or_else(
+                            || "not measured yet".to_owned(),
+                            |r| format!("{} ms", r.as_millis())
+                        )
+                    )),
+                    None => line.push_str("; path: none"),
+                }
                 if let Conversation::Duet { secure: s, .. } = talk.conversation() {
                     line.push_str(&format!(
                         "; peer {}, {}; {}",

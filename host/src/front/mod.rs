@@ -8,15 +8,19 @@ pub mod history;
 pub mod input;
 pub mod lan;
 pub mod listen;
+pub mod node;
 pub mod send;
+pub mod status;
 pub mod ui;
 
 use std::net::SocketAddr;
 
 use duet_core::secure::Secure;
 
+use crate::app::Error;
 use crate::app::conversation::LegacyOptions;
 use crate::transport::TapOptions;
+use crate::transport::reach::ReachConfig;
 use ui::Output;
 
 /// IP Messenger mode's options (`--ipmsg`, `--group`).
@@ -26,6 +30,35 @@ pub struct IpmsgOptions {
     pub ipmsg: bool,
     /// The group shown next to the name.
     pub group: Option<String>,
+}
+
+/// Internet reach's settings as given (flags or `DUET_*` variables; `None`: not given).
+#[derive(Clone, Debug, Default)]
+pub struct ReachOptions {
+    /// `DUET_DHT`: on or off.
+    pub dht: Option<String>,
+    /// `DUET_DHT_BOOTSTRAP`: comma-separated `HOST:PORT`.
+    pub bootstrap: Option<String>,
+    /// `DUET_STUN`: comma-separated `HOST:PORT`.
+    pub stun: Option<String>,
+    /// `DUET_TURN`: `USER:PASS@HOST:PORT`.
+    pub turn: Option<String>,
+}
+
+impl ReachOptions {
+    /// The configuration, or `None` when internet reach is off (`DUET_DHT=off` and no
+    /// STUN or TURN server given).
+    pub fn config(&self) -> Result<Option<ReachConfig>, Error> {
+        let config = ReachConfig::from_vars(
+            self.dht.as_deref(),
+            self.bootstrap.as_deref(),
+            self.stun.as_deref(),
+            self.turn.as_deref(),
+        )
+        .map_err(|e| Error::Other(e.to_string()))?;
+        let on = config.dht || config.turn.is_some();
+        Ok(on.then_some(config))
+    }
 }
 
 /// `duet chat`.
@@ -43,6 +76,8 @@ pub struct ChatOptions {
     pub tap: TapOptions,
     /// IP Messenger mode.
     pub ipmsg: IpmsgOptions,
+    /// Internet reach.
+    pub reach: ReachOptions,
 }
 
 /// `duet send`.
@@ -64,6 +99,8 @@ pub struct SendOptions {
     pub ipmsg: IpmsgOptions,
     /// The words of the text.
     pub text: Vec<String>,
+    /// Internet reach.
+    pub reach: ReachOptions,
 }
 
 /// `duet listen`.

@@ -15,6 +15,8 @@ use crate::app::contacts::Contacts;
 use crate::app::conversation::DUET_PORT;
 use crate::app::conversation::{Conversation, messages_of};
 use crate::app::handoff::{self, Handed, Reply};
+use crate::app::keys::Identity;
+use crate::app::reach::Reaching;
 use crate::app::store::Store;
 use crate::app::talk::{Happened, Talk};
 use crate::transport::{self, Link, parse_addr};
@@ -40,6 +42,7 @@ pub fn send(args: SendOptions, dir: &Path) -> Result<(), Error> {
         ..Config::default()
     };
     let mut durable = None;
+    let mut reach = None;
     let mut discovering = false;
     let (conversation, to) = if legacy {
         let to = parse_addr(&args.to)?;
@@ -55,6 +58,9 @@ pub fn send(args: SendOptions, dir: &Path) -> Result<(), Error> {
             return handed_over(handed, &target.name, timeout);
         }
         durable = Some((Store::open(dir)?, target.key, target.name.clone()));
+        if args.tap.tap.is_none() {
+            reach = args.reach.config()?;
+        }
         let mut conversation = Conversation::duet(&contacts, Some(&target), config)?;
         let to = match target.addr {
             Some(to) => to,
@@ -67,7 +73,8 @@ pub fn send(args: SendOptions, dir: &Path) -> Result<(), Error> {
         };
         (conversation, to)
     };
-    let mut link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
+    let stack = transport::open_reaching(bind, &args.tap, reach.is_some())?;
+    let mut link = Link::bind(stack, bind, conversation)?;
     if discovering {
         link.allow_broadcast()?;
     }
@@ -113,6 +120,14 @@ pub fn send(args: SendOptions, dir: &Path) -> Result<(), Error> {
     // Stored first (in the first turn's transaction): what cannot be delivered now is
     // sent by the next chat with this peer.
     let mut talk = Talk::new(link, Some(store), Some(key), Encoding::Utf8);
+    if let Some(config) = &reach {
+        let port = talk.link.local_addr().port();
+        let identity = Identity::load_or_create(dir)?;
+        match Reaching::start(config, &identity, key, port) {
+            Ok(reaching) => talk.reach(reaching),
+            Err(e) => eprintln!("duet: internet reach is off: {e}"),
+        }
+    }
     talk.submit(&text);
     let mut heard = false;
     let (mut delivered, mut failed) = (0, 0);

@@ -80,7 +80,9 @@ impl<P: Protocol> Link<super::Stack, P> {
     /// a TAP device needs no permission.
     pub fn allow_broadcast(&self) -> Result<(), Error> {
         use super::{Socket, Stack};
-        if let (Stack::Udp(_), Socket::Udp(socket)) = (&self.stack, self.driver.socket()) {
+        if let (Stack::Udp(_) | Stack::Reach(_), Socket::Udp(socket)) =
+            (&self.stack, self.driver.socket())
+        {
             let fd = udp::socket_fd(socket).map_err(|source| Error::Io {
                 doing: "finding the socket",
                 source,
@@ -111,6 +113,16 @@ impl<S: Transport, P: Protocol> Link<S, P> {
             local,
             last_send_error: None,
         })
+    }
+
+    /// The transport, e.g. to ask a NAT-traversing stack what it learned.
+    pub fn stack(&self) -> &S {
+        &self.stack
+    }
+
+    /// The transport, to change it.
+    pub fn stack_mut(&mut self) -> &mut S {
+        &mut self.stack
     }
 
     /// Where the socket is bound, with the real port.

@@ -26,6 +26,7 @@ pub mod udp;
 
 pub use error::Error;
 pub use link::{HostClock, Link, Transport, Woke};
+use reach::stack::ReachStack;
 use tap::{IfaceAddr, MacAddr, TapConfig, TapStack};
 use udp::{HostSocket, HostStack};
 
@@ -57,14 +58,24 @@ pub enum Stack {
     Udp(HostStack),
     /// smoltcp on a TAP device.
     Tap(Box<TapStack>),
+    /// The operating system's UDP with NAT traversal (STUN, TURN) on the chat socket.
+    Reach(Box<ReachStack>),
 }
 
 /// A socket of a [`Stack`].
 pub enum Socket {
-    /// A socket of [`Stack::Udp`].
+    /// A socket of [`Stack::Udp`] or [`Stack::Reach`].
     Udp(HostSocket),
     /// A socket of [`Stack::Tap`].
     Tap(smoltcp_stack::UdpSocket),
+}
+
+/// [`open`], with NAT traversal on the chat socket when `reach` (and not TAP mode).
+pub fn open_reaching(bind: SocketAddr, tap: &TapOptions, reach: bool) -> Result<Stack, Error> {
+    if reach && tap.tap.is_none() {
+        return Ok(Stack::Reach(Box::new(ReachStack::new(bind.ip()))));
+    }
+    open(bind, tap)
 }
 
 /// The stack the command line asks for: std UDP binding `bind`'s address, or, with
@@ -109,6 +120,7 @@ impl Transport for Stack {
     fn wait_fd<'a>(&'a self, socket: &'a Socket) -> io::Result<BorrowedFd<'a>> {
         match (self, socket) {
             (Stack::Udp(s), Socket::Udp(socket)) => s.wait_fd(socket),
+            (Stack::Reach(s), Socket::Udp(socket)) => s.wait_fd(socket),
             (Stack::Tap(s), Socket::Tap(socket)) => s.wait_fd(socket),
             _ => Err(mismatch()),
         }
@@ -117,6 +129,7 @@ impl Transport for Stack {
     fn local_addr(&self, socket: &Socket) -> io::Result<SocketAddr> {
         match (self, socket) {
             (Stack::Udp(s), Socket::Udp(socket)) => Transport::local_addr(s, socket),
+            (Stack::Reach(s), Socket::Udp(socket)) => Transport::local_addr(s.as_ref(), socket),
             (Stack::Tap(s), Socket::Tap(socket)) => s.local_addr(socket),
             _ => Err(mismatch()),
         }
@@ -125,6 +138,7 @@ impl Transport for Stack {
     fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
         match self {
             Stack::Udp(s) => s.poll_stack(),
+            Stack::Reach(s) => s.poll_stack(),
             Stack::Tap(s) => s.poll_stack(),
         }
     }
@@ -137,6 +151,7 @@ impl UdpClientStack for Stack {
     fn socket(&mut self) -> io::Result<Socket> {
         match self {
             Stack::Udp(s) => s.socket().map(Socket::Udp),
+            Stack::Reach(s) => s.socket().map(Socket::Udp),
             Stack::Tap(s) => s.socket().map(Socket::Tap),
         }
     }
@@ -144,6 +159,7 @@ impl UdpClientStack for Stack {
     fn connect(&mut self, socket: &mut Socket, remote: SocketAddr) -> io::Result<()> {
         match (self, socket) {
             (Stack::Udp(s), Socket::Udp(socket)) => s.connect(socket, remote),
+            (Stack::Reach(s), Socket::Udp(socket)) => s.connect(socket, remote),
             (Stack::Tap(s), Socket::Tap(socket)) => s.connect(socket, remote),
             _ => Err(mismatch()),
         }
@@ -152,6 +168,7 @@ impl UdpClientStack for Stack {
     fn send(&mut self, socket: &mut Socket, buffer: &[u8]) -> nb::Result<(), io::Error> {
         match (self, socket) {
             (Stack::Udp(s), Socket::Udp(socket)) => s.send(socket, buffer),
+            (Stack::Reach(s), Socket::Udp(socket)) => s.send(socket, buffer),
             (Stack::Tap(s), Socket::Tap(socket)) => s.send(socket, buffer),
             _ => Err(nb::Error::Other(mismatch())),
         }
@@ -164,6 +181,7 @@ impl UdpClientStack for Stack {
     ) -> nb::Result<(usize, SocketAddr), io::Error> {
         match (self, socket) {
             (Stack::Udp(s), Socket::Udp(socket)) => s.receive(socket, buffer),
+            (Stack::Reach(s), Socket::Udp(socket)) => s.receive(socket, buffer),
             (Stack::Tap(s), Socket::Tap(socket)) => s.receive(socket, buffer),
             _ => Err(nb::Error::Other(mismatch())),
         }
@@ -172,6 +190,7 @@ impl UdpClientStack for Stack {
     fn close(&mut self, socket: Socket) -> io::Result<()> {
         match (self, socket) {
             (Stack::Udp(s), Socket::Udp(socket)) => s.close(socket),
+            (Stack::Reach(s), Socket::Udp(socket)) => s.close(socket),
             (Stack::Tap(s), Socket::Tap(socket)) => s.close(socket),
             _ => Err(mismatch()),
         }
@@ -182,6 +201,7 @@ impl UdpFullStack for Stack {
     fn bind(&mut self, socket: &mut Socket, local_port: u16) -> io::Result<()> {
         match (self, socket) {
             (Stack::Udp(s), Socket::Udp(socket)) => s.bind(socket, local_port),
+            (Stack::Reach(s), Socket::Udp(socket)) => s.bind(socket, local_port),
             (Stack::Tap(s), Socket::Tap(socket)) => s.bind(socket, local_port),
             _ => Err(mismatch()),
         }
@@ -195,6 +215,7 @@ impl UdpFullStack for Stack {
     ) -> nb::Result<(), io::Error> {
         match (self, socket) {
             (Stack::Udp(s), Socket::Udp(socket)) => s.send_to(socket, remote, buffer),
+            (Stack::Reach(s), Socket::Udp(socket)) => s.send_to(socket, remote, buffer),
             (Stack::Tap(s), Socket::Tap(socket)) => s.send_to(socket, remote, buffer),
             _ => Err(nb::Error::Other(mismatch())),
         }

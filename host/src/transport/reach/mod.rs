@@ -46,6 +46,7 @@ use std::time::Duration;
 pub mod dht;
 pub mod portmap;
 pub mod rendezvous;
+pub mod stack;
 pub mod stun;
 pub mod turn;
 
