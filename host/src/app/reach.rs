@@ -35,10 +35,14 @@ use crate::transport::{Link, Stack};
 /// A record is put again this often even when nothing changed (DHT nodes drop items
 /// after about two hours; the record's period turns every hour).
 pub const REPUBLISH: StdDuration = StdDuration::from_secs(15 * 60);
-/// The first wait between two look-ups of the peer's record while it does not answer;
-/// doubled up to [`LOOKUP_MAX`].
-const LOOKUP_FIRST: StdDuration = StdDuration::from_secs(2);
+/// The wait between two look-ups of the peer's record while it does not answer: short at
+/// first (the peer may be publishing right now), growing by half each time up to
+/// [`LOOKUP_MAX`].
+const LOOKUP_FIRST: StdDuration = StdDuration::from_millis(500);
 const LOOKUP_MAX: StdDuration = StdDuration::from_secs(30);
+/// How long the first publication waits for the public mapping (STUN answers in one
+/// round trip), so the peer's first look-up finds it.
+const FIRST_PUBLISH_WAIT: StdDuration = StdDuration::from_millis(1500);
 /// At most this many candidates go in a record.
 const MAX_CANDIDATES: usize = 8;
 /// How long leaving waits for the router to remove a port mapping.
@@ -87,6 +91,8 @@ pub struct Reaching {
     /// Problems to show once each.
     problems: Vec<String>,
     shown_problems: Vec<String>,
+    started: StdInstant,
+    was_up: bool,
 }
 
 impl Reaching {
@@ -141,6 +147,8 @@ impl Reaching {
             path: None,
             problems: Vec::new(),
             shown_problems: Vec::new(),
+            started: StdInstant::now(),
+            was_up: false,
         })
     }
 
@@ -152,7 +160,9 @@ impl Reaching {
         self.take_port_mappings();
         let local_port = link.local_addr().port();
         let candidates = self.candidates(link, local_port);
-        self.publish(now, candidates);
+        let mapping_pending = matches!(link.stack(), Stack::Reach(s) if s.mapping_pending());
+        self.publish(now, candidates, mapping_pending);
+        self.notice_silence(link);
         self.look_up(now, link);
         self.path_change(link)
     }
@@ -165,6 +175,20 @@ impl Reaching {
         }
         self.shown_problems.push(p.clone());
         Some(p)
+    }
+
+    /// When the peer goes silent our own public address may be what changed (a new address
+    /// from the provider, a router restart): ask STUN again, so a changed mapping is
+    /// published at once.
+    fn notice_silence(&mut self, link: &mut Link<Stack, Conversation>) {
+        let up = link.protocol.is_peer_up();
+        if self.was_up
+            && !up
+            && let Stack::Reach(stack) = link.stack_mut()
+        {
+            stack.refresh_mapping();
+        }
+        self.was_up = up;
     }
 
     /// The path in use, if the peer answers.
@@ -261,7 +285,7 @@ impl Reaching {
         found
     }
 
-    fn publish(&mut self, now: StdInstant, candidates: Vec<Candidate>) {
+    fn publish(&mut self, now: StdInstant, candidates: Vec<Candidate>, link_mapping_pending: bool) {
         let Some(dht) = &self.rendezvous else { return };
         if let Some(pending) = &self.publishing {
             match pending.try_take() {
@@ -275,6 +299,12 @@ impl Reaching {
                 }
             }
             self.publishing = None;
+        }
+        if self.published.is_none()
+            && now < self.started + FIRST_PUBLISH_WAIT
+            && link_mapping_pending
+        {
+            return;
         }
         let unix = unix_secs();
         let period = reach::rendezvous::period(unix);
@@ -322,7 +352,7 @@ impl Reaching {
         }
         self.lookup = Some(dht.lookup_candidates(&self.pair, unix_secs()));
         self.next_lookup = now + self.lookup_wait;
-        self.lookup_wait = (self.lookup_wait * 2).min(LOOKUP_MAX);
+        self.lookup_wait = (self.lookup_wait * 3 / 2).min(LOOKUP_MAX);
     }
 
     /// Probe the peer's candidates, and let them through our relay.

@@ -90,6 +90,19 @@ impl ReachStack {
         self.relayed_peers.contains(&udp::canonical(peer))
     }
 
+    /// Ask the STUN servers again now (the peer went silent: our public address may have
+    /// changed).
+    pub fn refresh_mapping(&mut self) {
+        if self.probes.iter().all(|p| p.outcome().is_some()) {
+            self.next_stun = StdInstant::now();
+        }
+    }
+
+    /// Whether the public mapping is still being asked for the first time.
+    pub fn mapping_pending(&self) -> bool {
+        self.state.mapped.is_none() && self.probes.iter().any(|p| p.outcome().is_none())
+    }
+
     /// Let these addresses reach us through the relay (the peer's candidates: it may
     /// have to send to our relayed address).
     pub fn permit(&mut self, ips: impl IntoIterator<Item = IpAddr>) {
