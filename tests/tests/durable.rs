@@ -238,3 +238,27 @@ fn a_receiver_that_cannot_store_a_message_does_not_acknowledge_it() {
     assert_eq!(history(&ha, "b", "->"), ["kept until stored [delivered]"]);
     assert_eq!(history(&hb, "a", "<-"), ["kept until stored"]);
 }
+
+#[test]
+fn lines_typed_before_any_peer_wrote_are_kept_and_go_to_the_first_that_does() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ha, hb) = paired(Some(&local(pa)), Some(&local(pb)));
+    // Bob waits for whichever paired peer writes first, and types meanwhile.
+    let mut b = hb.duet(&["chat", "--bind", &local(pb)]);
+    b.expect("* no peer yet", T);
+    b.type_line("typed before anyone wrote");
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(pa)]);
+    a.expect("* listening on", T);
+    a.type_line("hello bob");
+    b.expect(": hello bob", T);
+    a.expect(": typed before anyone wrote", T);
+    b.expect("delivered: typed before anyone wrote", T);
+    a.close_stdin();
+    b.close_stdin();
+    assert!(a.wait(T).success(), "{:?}", a.seen);
+    assert!(b.wait(T).success(), "{:?}", b.seen);
+    assert_eq!(
+        history(&hb, "a", "->"),
+        ["typed before anyone wrote [delivered]"]
+    );
+}

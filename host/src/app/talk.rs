@@ -35,6 +35,8 @@ use super::store::{Store, Writes};
 use crate::platform::ipc::LocalListener;
 use crate::transport::{self, Link, Stack, Woke};
 
+/// Typed messages held while no peer is known yet.
+const HOLD_FOR_PEER: usize = 64;
 /// How often a conversation with internet reach looks at its background work.
 const REACH_TICK: Duration = Duration::from_millis(200);
 /// How soon a turn that could not write the history tries again.
@@ -275,17 +277,20 @@ impl Talk {
             .filter_map(|p| p.uid)
             .chain(self.in_flight.values().filter_map(|f| f.uid))
             .collect();
-        let mut resumed = 0;
-        for (uid, text) in unsent {
-            if !known.contains(&uid) {
-                self.pending.push_back(Pending {
-                    text,
-                    uid: Some(uid),
-                    durable: true,
-                    origin: None,
-                });
-                resumed += 1;
-            }
+        // Written by an earlier run, so typed before anything waiting now: they go first.
+        let earlier: Vec<Pending> = unsent
+            .into_iter()
+            .filter(|(uid, _)| !known.contains(uid))
+            .map(|(uid, text)| Pending {
+                text,
+                uid: Some(uid),
+                durable: true,
+                origin: None,
+            })
+            .collect();
+        let resumed = earlier.len();
+        for p in earlier.into_iter().rev() {
+            self.pending.push_front(p);
         }
         Ok(resumed)
     }
@@ -299,7 +304,9 @@ impl Talk {
     /// [`Talk::submit`] for a hand-off; returns how many messages the text became.
     fn submit_from(&mut self, text: &str, origin: Option<u64>) -> usize {
         let legacy = matches!(self.link.protocol, Conversation::Legacy(_));
-        let durable = !legacy && self.store.is_some() && self.outbox_peer.is_some();
+        // In duet mode every typed message is kept: stored once the peer it goes to is
+        // known (a chat waiting for whoever writes first holds it until then).
+        let durable = !legacy && self.store.is_some();
         let pieces = messages_of(text, legacy);
         let count = pieces.len();
         for piece in pieces {
@@ -315,6 +322,10 @@ impl Talk {
 
     /// Whether more typed text can be taken now (backpressure for the input).
     pub fn has_room(&self) -> bool {
+        if self.outbox_peer.is_none() && self.store.is_some() {
+            // Waiting for a peer: typed messages wait too, a bounded number of them.
+            return self.pending.len() < HOLD_FOR_PEER;
+        }
         self.pending.is_empty() && self.link.protocol.has_room()
     }
 
@@ -520,7 +531,17 @@ impl Talk {
                         kept,
                     });
                 }
-                Shown::PeerUp(addr) => self.events.push_back(Happened::PeerUp(addr)),
+                Shown::PeerUp(addr) => {
+                    self.events.push_back(Happened::PeerUp(addr));
+                    // The first paired peer to write is the one typed messages go to.
+                    if self.outbox_peer.is_none()
+                        && let Conversation::Duet { secure, .. } = &self.link.protocol
+                        && let Some(key) = secure.peer_key()
+                        && let Err(e) = self.set_outbox_peer(Some(PeerKey(key)))
+                    {
+                        self.events.push_back(Happened::Problem(e.to_string()));
+                    }
+                }
                 Shown::PeerDown => self.events.push_back(Happened::PeerDown),
                 Shown::Oversized { from } => self.events.push_back(Happened::Oversized { from }),
             }
