@@ -254,3 +254,19 @@ fn piping_twenty_thousand_lines_delivers_every_one_in_order() {
     let delivered = chat.seen.iter().filter(|l| l.contains("delivered")).count();
     assert_eq!(delivered, LINES);
 }
+
+#[test]
+fn chat_in_line_mode_with_a_peer_that_never_answers_exits_8_and_keeps_the_lines() {
+    let nobody = free_port();
+    let (ha, _hb) = paired(None, Some(&local(nobody)));
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(free_port())]);
+    a.expect("* listening on", T);
+    a.type_line("anyone there?");
+    a.close_stdin();
+    // It waits a while for the peer after its input ended, then says so (README: exit 8).
+    let status = a.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(8), "{:?}", a.seen);
+    let (code, out) = run(&ha, &["history", "b"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("anyone there? [queued]"), "{out}");
+}
