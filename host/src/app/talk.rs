@@ -35,6 +35,8 @@ use super::store::{Store, Writes};
 use crate::platform::ipc::LocalListener;
 use crate::transport::{self, Link, Stack, Woke};
 
+/// Typed messages one turn takes at most: a window's worth.
+const TURN_LINES: usize = duet_core::session::WINDOW;
 /// Typed messages held while no peer is known yet.
 const HOLD_FOR_PEER: usize = 64;
 /// How often a conversation with internet reach looks at its background work.
@@ -326,7 +328,9 @@ impl Talk {
             // Waiting for a peer: typed messages wait too, a bounded number of them.
             return self.pending.len() < HOLD_FOR_PEER;
         }
-        self.pending.is_empty() && self.link.protocol.has_room()
+        // Several lines a turn (stored in one transaction, sent in one burst), as long as
+        // the session has room for more.
+        self.pending.len() < TURN_LINES && self.link.protocol.has_room()
     }
 
     /// Messages typed and not yet acknowledged (or failed).

@@ -1,7 +1,7 @@
 //! What the user types, delivered to the event loop through a channel and a wake-up pipe.
 //!
 //! A thread reads input — lines from a pipe or file in line mode, or a line editor
-//! (rustyline) on a terminal — and hands each line over a channel of capacity one, then
+//! (rustyline) on a terminal — and hands each line over a bounded channel, then
 //! writes a byte to a pipe the event loop polls next to the socket. The channel's capacity
 //! is the backpressure: while the loop takes no lines (the outbox is full), the thread
 //! blocks and stops reading, so piped input is paced by the peer's acknowledgements and
@@ -39,13 +39,18 @@ pub struct InputPipe {
     ended: bool,
 }
 
+/// Lines the input thread may read ahead of the loop: enough that the loop takes a whole
+/// window of lines in one turn (one transaction, one burst of datagrams) instead of one
+/// line per thread hand-over; few enough that piped input stays paced by the peer.
+const INPUT_LINES: usize = 256;
+
 fn channel() -> io::Result<(
     SyncSender<Input>,
     Receiver<Input>,
     io::PipeReader,
     io::PipeWriter,
 )> {
-    let (tx, rx) = mpsc::sync_channel(1);
+    let (tx, rx) = mpsc::sync_channel(INPUT_LINES);
     let (wake_rx, wake_tx) = io::pipe()?;
     rustix::io::ioctl_fionbio(wake_rx.as_fd(), true)?;
     Ok((tx, rx, wake_rx, wake_tx))
