@@ -17,24 +17,43 @@ pub fn workspace_root() -> &'static Path {
         .unwrap_or(Path::new(".."))
 }
 
-/// Path of the `duet` binary, built once per test process with the cargo running the tests.
+/// The `duet` binary every helper here runs, chosen once per process.
+static DUET_BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Path of the `duet` binary: the one given to [`use_duet_bin`], else a debug build made
+/// once per test process with the cargo running the tests.
 pub fn duet_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| cargo_bin("duet-host", "duet")).clone()
+    DUET_BIN
+        .get_or_init(|| cargo_bin("duet-host", "duet"))
+        .clone()
+}
+
+/// Run every `duet` of this process from `path` (a benchmark's release build) instead of the
+/// debug build. Only the first choice counts: false when a binary was already chosen.
+pub fn use_duet_bin(path: PathBuf) -> bool {
+    DUET_BIN.set(path).is_ok()
 }
 
 /// Build `bin` of `package` in the workspace (debug) and return the executable's path.
 pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
+    build_bin(package, bin, false)
+}
+
+/// Build `bin` of `package` with the release profile and return the executable's path:
+/// what benchmarks of the real binaries run, so they never time a stale or debug build.
+pub fn cargo_bin_release(package: &str, bin: &str) -> PathBuf {
+    build_bin(package, bin, true)
+}
+
+fn build_bin(package: &str, bin: &str, release: bool) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["build", "-p", package, "--bin", bin];
+    if release {
+        args.push("--release");
+    }
+    args.push("--message-format=json-render-diagnostics");
     let output = Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            package,
-            "--bin",
-            bin,
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(args)
         .current_dir(workspace_root())
         .stderr(Stdio::inherit())
         .output()
@@ -68,12 +87,18 @@ pub struct Home {
 }
 
 impl Home {
-    /// A fresh, empty config directory.
+    /// A fresh, empty config directory in the system's temporary directory.
     pub fn new(tag: &str) -> Home {
+        Home::new_in(&std::env::temp_dir(), tag)
+    }
+
+    /// A fresh, empty config directory under `parent` (a benchmark keeps its history files
+    /// on the disk the workspace is on, not on a temporary directory that may be in memory).
+    pub fn new_in(parent: &Path, tag: &str) -> Home {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("duet-test-{}-{tag}-{n}", std::process::id()));
+        let path = parent.join(format!("duet-test-{}-{tag}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         Home { path }
     }
@@ -153,7 +178,11 @@ impl Drop for Home {
 
 /// Two duets paired with each other: `a` calls the other `b` (at `b_addr`) and vice versa.
 pub fn paired(a_addr: Option<&str>, b_addr: Option<&str>) -> (Home, Home) {
-    let (a, b) = (Home::new("a"), Home::new("b"));
+    pair_homes(Home::new("a"), Home::new("b"), a_addr, b_addr)
+}
+
+/// Pair two given homes as [`paired`] does: `a` calls the other `b` and vice versa.
+pub fn pair_homes(a: Home, b: Home, a_addr: Option<&str>, b_addr: Option<&str>) -> (Home, Home) {
     a.add_peer("b", &b, b_addr);
     b.add_peer("a", &a, a_addr);
     (a, b)
