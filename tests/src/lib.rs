@@ -9,4 +9,4 @@ pub mod qemu;
 pub mod relay;
 pub mod sim;
 
-pub use process::{Home, Proc, duet_bin, free_port, local, paired};
+pub use process::{Home, Proc, duet_bin, free_port, local, pair_homes, paired, use_duet_bin};

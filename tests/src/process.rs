@@ -17,27 +17,41 @@ pub fn workspace_root() -> &'static Path {
         .unwrap_or(Path::new(".."))
 }
 
-/// Path of the `duet` the tests run, built once per test process with the cargo running
-/// the tests.
+/// The `duet` every helper here runs, chosen once per process.
+static DUET_BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Path of the `duet` the tests run: the one given to [`use_duet_bin`], else a debug build
+/// made once per test process with the cargo running the tests.
 ///
-/// It is a two-line shell script beside the binary that runs it with internet reach off
-/// (`DUET_DHT=off`, no STUN servers) unless the test set `DUET_DHT`, `DUET_DHT_BOOTSTRAP`
-/// or `DUET_STUN` itself: duet's defaults are the public DHT bootstrap nodes and STUN
-/// servers, and tests send traffic only to loopback and to namespaces they made.
+/// Either way it is a two-line shell script beside the binary that runs it with internet
+/// reach off (`DUET_DHT=off`, no STUN servers) unless the test set `DUET_DHT`,
+/// `DUET_DHT_BOOTSTRAP` or `DUET_STUN` itself: duet's defaults are the public DHT bootstrap
+/// nodes and STUN servers, and tests send traffic only to loopback and to namespaces they
+/// made.
 pub fn duet_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| offline_wrapper(&cargo_bin("duet-host", "duet")))
+    DUET_BIN
+        .get_or_init(|| offline_wrapper(&cargo_bin("duet-host", "duet")))
         .clone()
+}
+
+/// Run every `duet` of this process from `path` (a benchmark's release build) instead of the
+/// debug build. Only the first choice counts: false when a binary was already chosen.
+pub fn use_duet_bin(path: PathBuf) -> bool {
+    DUET_BIN.set(offline_wrapper(&path)).is_ok()
 }
 
 /// Write the wrapper described at [`duet_bin`] beside `bin` (atomically: tests in other
 /// processes may be writing the same one).
 fn offline_wrapper(bin: &Path) -> PathBuf {
     let script = format!(
-        "#!/bin/sh\n\
-         if [ -z \"${{DUET_DHT+x}}${{DUET_DHT_BOOTSTRAP+x}}\" ]; then export DUET_DHT=off; fi\n\
-         if [ -z \"${{DUET_STUN+x}}\" ]; then export DUET_STUN=; fi\n\
-         exec '{}' \"$@\"\n",
+        "#!/bin/sh
+\
+         if [ -z \"${{DUET_DHT+x}}${{DUET_DHT_BOOTSTRAP+x}}\" ]; then export DUET_DHT=off; fi
+\
+         if [ -z \"${{DUET_STUN+x}}\" ]; then export DUET_STUN=; fi
+\
+         exec '{}' \"$@\"
+",
         bin.display()
     );
     let path = bin.with_file_name("duet-tested");
@@ -54,16 +68,24 @@ fn offline_wrapper(bin: &Path) -> PathBuf {
 
 /// Build `bin` of `package` in the workspace (debug) and return the executable's path.
 pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
+    build_bin(package, bin, false)
+}
+
+/// Build `bin` of `package` with the release profile and return the executable's path:
+/// what benchmarks of the real binaries run, so they never time a stale or debug build.
+pub fn cargo_bin_release(package: &str, bin: &str) -> PathBuf {
+    build_bin(package, bin, true)
+}
+
+fn build_bin(package: &str, bin: &str, release: bool) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["build", "-p", package, "--bin", bin];
+    if release {
+        args.push("--release");
+    }
+    args.push("--message-format=json-render-diagnostics");
     let output = Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            package,
-            "--bin",
-            bin,
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(args)
         .current_dir(workspace_root())
         .stderr(Stdio::inherit())
         .output()
@@ -97,12 +119,18 @@ pub struct Home {
 }
 
 impl Home {
-    /// A fresh, empty config directory.
+    /// A fresh, empty config directory in the system's temporary directory.
     pub fn new(tag: &str) -> Home {
+        Home::new_in(&std::env::temp_dir(), tag)
+    }
+
+    /// A fresh, empty config directory under `parent` (a benchmark keeps its history files
+    /// on the disk the workspace is on, not on a temporary directory that may be in memory).
+    pub fn new_in(parent: &Path, tag: &str) -> Home {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("duet-test-{}-{tag}-{n}", std::process::id()));
+        let path = parent.join(format!("duet-test-{}-{tag}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         Home { path }
     }
@@ -182,7 +210,11 @@ impl Drop for Home {
 
 /// Two duets paired with each other: `a` calls the other `b` (at `b_addr`) and vice versa.
 pub fn paired(a_addr: Option<&str>, b_addr: Option<&str>) -> (Home, Home) {
-    let (a, b) = (Home::new("a"), Home::new("b"));
+    pair_homes(Home::new("a"), Home::new("b"), a_addr, b_addr)
+}
+
+/// Pair two given homes as [`paired`] does: `a` calls the other `b` and vice versa.
+pub fn pair_homes(a: Home, b: Home, a_addr: Option<&str>, b_addr: Option<&str>) -> (Home, Home) {
     a.add_peer("b", &b, b_addr);
     b.add_peer("a", &a, a_addr);
     (a, b)
