@@ -6,7 +6,7 @@ use std::fs;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
@@ -364,6 +364,44 @@ fn pair_add_list_remove() {
     assert_eq!(lines, [carol_line], "{}", run.stdout);
     // Bob's name and key are free again.
     assert_eq!(duet(&dir, &["pair", "add", "bob", &bob]).code, 0);
+}
+
+#[test]
+fn parallel_pair_adds_on_one_config_dir_keep_every_peer() {
+    const N: usize = 8;
+    let tmp = TempDir::new("parallel");
+    let dir = tmp.config("me");
+    id(&dir);
+    let keys: Vec<String> = (0..N)
+        .map(|i| id(&tmp.config(&format!("p{i}"))).0)
+        .collect();
+    // Started together, so their load-change-save cycles overlap.
+    let adds: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            Command::new(duet_bin())
+                .args(["pair", "add", &format!("p{i}"), key, "--config-dir", &dir])
+                .env_remove("DUET_CONFIG_DIR")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("cannot run duet")
+        })
+        .collect();
+    for (i, add) in adds.into_iter().enumerate() {
+        let add = add.wait_with_output().expect("cannot wait for duet");
+        assert!(add.status.success(), "add p{i}: {add:?}");
+    }
+    let run = duet(&dir, &["pair", "list"]);
+    let mut names: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    names.sort();
+    let expected: Vec<String> = (0..N).map(|i| format!("p{i}")).collect();
+    assert_eq!(names, expected, "{}", run.all());
 }
 
 #[test]

@@ -28,6 +28,9 @@ use super::Error;
 pub const IDENTITY_FILE: &str = "identity";
 /// The peers file's name in the config directory.
 pub const PEERS_FILE: &str = "peers";
+/// The file whose lock serialises changes to the peers file (see [`Peers::update`]). It is
+/// never removed: deleting a lock file lets two duets lock two different files.
+pub const PEERS_LOCK_FILE: &str = "peers.lock";
 /// The longest peer name, in characters.
 pub const MAX_NAME_LEN: usize = 32;
 /// A key in base64: 32 bytes, padded.
@@ -535,8 +538,36 @@ impl Peers {
         Ok(())
     }
 
-    /// Write `DIR/peers` atomically, mode 0600, with a header explaining the format.
-    pub fn save(&self, dir: &Path) -> Result<(), Error> {
+    /// Change the peers file: load it, apply `change`, and save the result if `change`
+    /// succeeded, all under an exclusive lock on `DIR/peers.lock`, so duets changing the
+    /// file at once (two `duet pair add` in parallel) each see the other's change instead
+    /// of overwriting it. Readers take no lock: the file is replaced atomically, so they
+    /// see the old or the new list, never half of one.
+    pub fn update<T>(
+        dir: &Path,
+        change: impl FnOnce(&mut Peers) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let path = dir.join(PEERS_LOCK_FILE);
+        let fail = |e: io::Error| config_error(&path, format!("cannot lock the peers file: {e}"));
+        let lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(fail)?;
+        // flock(2): advisory, released when `lock` is closed, also if duet is killed.
+        lock.lock().map_err(fail)?;
+        let mut peers = Peers::load(dir)?;
+        let value = change(&mut peers)?;
+        peers.save(dir)?;
+        Ok(value)
+    }
+
+    /// Write `DIR/peers` atomically, mode 0600, with a header explaining the format. Only
+    /// under the lock of [`Peers::update`].
+    fn save(&self, dir: &Path) -> Result<(), Error> {
         write_private(dir, PEERS_FILE, self.to_text().as_bytes(), Replace::Yes).map(drop)
     }
 
@@ -856,6 +887,38 @@ mod tests {
             assert!(err.contains("is not a duet identity"), "{err}");
             assert!(bad.trim().is_empty() || !err.contains(bad.trim()), "{err}");
         }
+    }
+
+    #[test]
+    fn changes_made_at_once_are_all_kept() {
+        let tmp = temp_dir("update");
+        let dir = tmp.0.clone();
+        // Each thread opens the lock file itself, as a separate duet would.
+        let threads: Vec<_> = (0..8u8)
+            .map(|i| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    Peers::update(&dir, |peers| {
+                        peers.add(Peer {
+                            name: format!("p{i}"),
+                            key: PeerKey([i; 32]),
+                            addr: None,
+                        })
+                    })
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap().unwrap();
+        }
+        let peers = Peers::load(&dir).unwrap();
+        let mut names: Vec<_> = peers.iter().map(|p| p.name.clone()).collect();
+        names.sort();
+        assert_eq!(names, (0..8).map(|i| format!("p{i}")).collect::<Vec<_>>());
+        // A refused change saves nothing.
+        let before = fs::read_to_string(dir.join(PEERS_FILE)).unwrap();
+        assert!(Peers::update(&dir, |peers| peers.remove("nobody")).is_err());
+        assert_eq!(fs::read_to_string(dir.join(PEERS_FILE)).unwrap(), before);
     }
 
     #[test]

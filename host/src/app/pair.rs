@@ -136,9 +136,7 @@ fn printed(result: io::Result<()>) -> Result<(), Error> {
 
 /// `duet pair remove NAME`.
 pub fn remove(dir: &Path, name: &str, out: &mut dyn Write) -> Result<(), Error> {
-    let mut peers = Peers::load(dir)?;
-    let peer = peers.remove(name)?;
-    peers.save(dir)?;
+    let peer = Peers::update(dir, |peers| peers.remove(name))?;
     printed(
         writeln!(
             out,
@@ -161,13 +159,13 @@ pub fn add(dir: &Path, args: AddOptions, out: &mut dyn Write) -> Result<(), Erro
     if args.key == own {
         return Err(PeerError::OwnKey.into());
     }
-    let mut peers = Peers::load(dir)?;
-    peers.add(Peer {
-        name: args.name.clone(),
-        key: args.key,
-        addr,
+    Peers::update(dir, |peers| {
+        peers.add(Peer {
+            name: args.name.clone(),
+            key: args.key,
+            addr,
+        })
     })?;
-    peers.save(dir)?;
     writeln!(
         out,
         "added {} (fingerprint {}): compare it with what `duet id` prints there",
@@ -214,9 +212,7 @@ fn save_peer(dir: &Path, own: PeerKey, peer: Peer) -> Result<(), Error> {
     if peer.key == own {
         return Err(PeerError::OwnKey.into());
     }
-    let mut peers = Peers::load(dir)?;
-    peers.add(peer)?;
-    peers.save(dir)
+    Peers::update(dir, |peers| peers.add(peer))
 }
 
 /// Why pairing did not pair.
