@@ -527,14 +527,14 @@ impl Peers {
         Ok(self.list.remove(index))
     }
 
-    /// Set where the peer called `name` is reached.
-    pub fn set_addr(&mut self, name: &str, addr: SocketAddr) -> Result<(), Error> {
+    /// Set where the peer called `name` is reached (`None`: nowhere in particular).
+    pub fn set_addr(&mut self, name: &str, addr: Option<SocketAddr>) -> Result<(), Error> {
         let peer = self
             .list
             .iter_mut()
             .find(|p| p.name == name)
             .ok_or_else(|| PeerError::Unknown(name.to_owned()))?;
-        peer.addr = Some(addr);
+        peer.addr = addr;
         Ok(())
     }
 
@@ -784,7 +784,7 @@ mod tests {
             })
             .unwrap();
         peers
-            .set_addr("bob", "[::1]:7001".parse().unwrap())
+            .set_addr("bob", Some("[::1]:7001".parse().unwrap()))
             .unwrap();
         let text = peers.to_text();
         assert!(text.starts_with("# duet peers"), "{text}");

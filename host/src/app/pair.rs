@@ -148,7 +148,8 @@ pub fn remove(dir: &Path, name: &str, out: &mut dyn Write) -> Result<(), Error> 
     )
 }
 
-/// `duet pair add`.
+/// `duet pair add`. Adding a peer again with the same key only changes its address (when
+/// `--addr` is given), so `duet pair add` also fixes an address that went stale.
 pub fn add(dir: &Path, args: AddOptions, out: &mut dyn Write) -> Result<(), Error> {
     let addr = args
         .addr
@@ -159,20 +160,54 @@ pub fn add(dir: &Path, args: AddOptions, out: &mut dyn Write) -> Result<(), Erro
     if args.key == own {
         return Err(PeerError::OwnKey.into());
     }
-    Peers::update(dir, |peers| {
-        peers.add(Peer {
-            name: args.name.clone(),
-            key: args.key,
-            addr,
-        })
+    let again = Peers::update(dir, |peers| match peers.get(&args.name) {
+        Some(known) if known.key == args.key => {
+            if addr.is_some() {
+                peers.set_addr(&args.name, addr)?;
+            }
+            Ok(true)
+        }
+        _ => peers
+            .add(Peer {
+                name: args.name.clone(),
+                key: args.key,
+                addr,
+            })
+            .map(|()| false),
     })?;
-    writeln!(
-        out,
-        "added {} (fingerprint {}): compare it with what `duet id` prints there",
-        args.name,
-        args.key.fingerprint()
-    )?;
-    Ok(out.flush()?)
+    let line = match (again, addr) {
+        (false, _) => format!(
+            "added {} (fingerprint {}): compare it with what `duet id` prints there",
+            args.name,
+            args.key.fingerprint()
+        ),
+        (true, Some(addr)) => format!("{} (already paired): address set to {addr}", args.name),
+        (true, None) => format!(
+            "{} is already paired with that key: nothing changed",
+            args.name
+        ),
+    };
+    printed(writeln!(out, "{line}").and_then(|()| out.flush()))
+}
+
+/// `duet pair set-addr NAME HOST:PORT|none`: where a paired peer is reached, or (`None`)
+/// no fixed address, so that it is looked for on the LAN or waited for.
+pub fn set_addr(
+    dir: &Path,
+    name: &str,
+    addr: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let addr = addr.map(transport::parse_addr).transpose()?;
+    Peers::update(dir, |peers| peers.set_addr(name, addr))?;
+    let line = match addr {
+        Some(addr) => format!("{name} is reached at {addr}"),
+        None => format!(
+            "{name} has no address now: `duet chat {name}` looks for it on the LAN, \
+             or waits for it to write first"
+        ),
+    };
+    printed(writeln!(out, "{line}").and_then(|()| out.flush()))
 }
 
 /// `duet pair list`.
@@ -1059,10 +1094,14 @@ pub fn invite(dir: &Path, args: InviteOptions, out: &mut dyn Write) -> Result<()
                 eprintln!("duet: refused a second join from {from}: the code is already in use");
             }
             InviterStep::Verified(key) => {
+                // No address: `from` is the port the joiner opened for this exchange only
+                // (`duet pair join` binds a free one), dead once it exits. The joiner's
+                // duet is found on the LAN, writes first, or is given one with
+                // `duet pair set-addr`.
                 let peer = Peer {
                     name: args.name.clone(),
                     key,
-                    addr: Some(from),
+                    addr: None,
                 };
                 if let Err(e) = save_peer(dir, own, peer) {
                     if let Some(abort) = inviter.refuse() {
@@ -1076,6 +1115,12 @@ pub fn invite(dir: &Path, args: InviteOptions, out: &mut dyn Write) -> Result<()
                 // Saved already: a failed send only means the joiner times out.
                 let _ = endpoint.send(&done, from);
                 paired_line(out, &args.name, &key)?;
+                eprintln!(
+                    "duet: no address saved for {0}: the join came from a temporary port. \
+                     `duet chat {0}` looks for it on the LAN; elsewhere, run \
+                     `duet pair set-addr {0} HOST:PORT` with where its duet listens",
+                    args.name
+                );
                 linger(&mut endpoint, &mut inviter, deadline);
                 return Ok(());
             }
@@ -1178,6 +1223,8 @@ pub fn join(dir: &Path, args: JoinOptions, out: &mut dyn Write) -> Result<(), Er
                 next_send = Instant::now() + RESEND;
             }
             JoinerStep::Paired(key) => {
+                // The address the user typed is where the inviter's duet listens: stable,
+                // unlike the port the inviter's answers come from.
                 let peer = Peer {
                     name: args.name.clone(),
                     key,

@@ -242,10 +242,21 @@ fn parse_encoding(s: &str) -> Result<Encoding, String> {
 /// `duet pair ...`.
 #[derive(Debug, Subcommand)]
 pub enum PairCommand {
-    /// Add a peer whose public key you got another way (`duet id` prints it there).
+    /// Add a peer whose public key you got another way (`duet id` prints it there); for a
+    /// peer already paired with that key, set its address.
     Add(PairAddArgs),
     /// List your peers: name, key, fingerprint, address (or -).
     List,
+    /// Set where a peer is reached, HOST:PORT, or `none` to look for it on the LAN (or
+    /// wait for it to write first).
+    SetAddr {
+        /// The peer's name.
+        #[arg(value_parser = parse_peer_name)]
+        name: String,
+        /// Where its duet listens, HOST:PORT, or `none`.
+        #[arg(value_name = "HOST:PORT|none")]
+        addr: String,
+    },
     /// Forget a peer.
     Remove {
         /// The peer's name.
@@ -339,6 +350,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 out,
             ),
             PairCommand::List => pair::list(&dir, out),
+            PairCommand::SetAddr { name, addr } => {
+                let addr = (addr != "none").then_some(addr.as_str());
+                pair::set_addr(&dir, &name, addr, out)
+            }
             PairCommand::Remove { name } => pair::remove(&dir, &name, out),
             PairCommand::Invite(a) => pair::invite(
                 &dir,
