@@ -23,6 +23,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use super::Error;
+use crate::platform::files;
 
 /// The identity file's name in the config directory.
 pub const IDENTITY_FILE: &str = "identity";
@@ -88,6 +89,30 @@ fn default_config_dir() -> Result<PathBuf, Error> {
             path: PathBuf::from("$HOME/.config/duet"),
             problem: "neither $XDG_CONFIG_HOME nor $HOME is set; pass --config-dir DIR".into(),
         }),
+    }
+}
+
+/// Make sure the group and others have no permission on the file at `path` (if it
+/// exists): a file duet wrote before it created every file private (SQLite's `-wal` and
+/// `-shm` were 0644) is made private, with a warning, since its contents may already have
+/// been read; one whose mode duet cannot change is refused.
+pub fn keep_private(path: &Path) -> Result<(), Error> {
+    match files::make_private(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => {
+            eprintln!(
+                "duet: warning: {} was readable by others (mode {mode:04o}); made it private",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(config_error(
+            path,
+            format!(
+                "others may read it, and duet cannot change that ({e}); run: chmod 600 {}",
+                path.display()
+            ),
+        )),
     }
 }
 
@@ -418,7 +443,8 @@ pub struct Peers {
 
 impl Peers {
     /// Load `DIR/peers`; a missing file is an empty list. Refuses a file others can write
-    /// (they could slip in a key) and, naming the line, any malformed entry.
+    /// (they could slip in a key) and, naming the line, any malformed entry; makes one
+    /// others can only read private.
     pub fn load(dir: &Path) -> Result<Peers, Error> {
         let path = dir.join(PEERS_FILE);
         let file = match fs::File::open(&path) {
@@ -437,6 +463,8 @@ impl Peers {
                 mode: mode & 0o7777,
             });
         }
+        // Readable by others: whom you talk to, and where, is private too.
+        keep_private(&path)?;
         let mut text = String::new();
         file.take(MAX_PEERS_FILE)
             .read_to_string(&mut text)
@@ -860,6 +888,12 @@ mod tests {
         let mode = fs::metadata(&peers_path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(Peers::load(&dir).unwrap(), peers);
+        // Readable by others (whom you talk to is private): made private on loading.
+        fs::set_permissions(&peers_path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(Peers::load(&dir).unwrap(), peers);
+        let mode = fs::metadata(&peers_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Writable by others (they could add a key): refused.
         fs::set_permissions(&peers_path, fs::Permissions::from_mode(0o666)).unwrap();
         assert!(matches!(
             Peers::load(&dir),

@@ -13,16 +13,25 @@
 //!   for the next event, which is what lets it be acknowledged). A message whose
 //!   (peer, id) is already stored is a retransmission across a restart: not shown again.
 
+use std::fs;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Error;
-use super::keys::PeerKey;
+use super::keys::{self, PeerKey};
 
 /// The database file in the config directory.
 pub const STORE_FILE: &str = "history.sqlite3";
+
+/// SQLite's write-ahead log beside it: the latest messages, until they are copied into the
+/// database.
+pub const WAL_FILE: &str = "history.sqlite3-wal";
+/// SQLite's shared-memory index of the log.
+pub const SHM_FILE: &str = "history.sqlite3-shm";
 
 /// The schema; `user_version` says which one a file has.
 const SCHEMA: &str = "
@@ -79,10 +88,26 @@ fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Open (or create) the store in `dir`.
+    /// Open (or create) the store in `dir`. The database, and the `-wal` and `-shm` files
+    /// SQLite keeps beside it, are its owner's only: created so (SQLite gives the other
+    /// two the database's mode), and made so, with a warning, if an older duet left them
+    /// readable by others.
     pub fn open(dir: &Path) -> Result<Store, Error> {
         let path = dir.join(STORE_FILE);
         let fail = |e: rusqlite::Error| Error::Other(format!("history {}: {e}", path.display()));
+        for name in [STORE_FILE, WAL_FILE, SHM_FILE] {
+            keys::keep_private(&dir.join(name))?;
+        }
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::Other(format!("history {}: {e}", path.display()))),
+        }
         let conn = Connection::open(&path).map_err(fail)?;
         // WAL: readers never block the writer; NORMAL sync is durable against a killed
         // process (not against a power cut of the last transactions, which duet accepts).
@@ -93,12 +118,6 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(fail)?;
         conn.execute_batch(SCHEMA).map_err(fail)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // Messages are as private as the key: readable by the owner only.
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-        }
         Ok(Store { conn, path })
     }
 
@@ -255,6 +274,46 @@ mod test {
         );
         assert!(store.unsent(&PeerKey([3; 32])).unwrap().is_empty());
         assert_eq!(store.integrity().unwrap(), "ok");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn the_database_and_its_wal_and_shm_are_private_whatever_the_umask() {
+        // The test process keeps its inherited umask (usually 022, which left SQLite's
+        // -wal and -shm readable by everyone).
+        let dir = temp_dir("private");
+        let store = Store::open(&dir).unwrap();
+        store.receive(&PeerKey([1; 32]), 1, "a secret").unwrap();
+        // The log and its index exist while the store is open.
+        for name in [STORE_FILE, WAL_FILE, SHM_FILE] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn files_left_readable_by_others_are_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("loose");
+        let store = Store::open(&dir).unwrap();
+        store.receive(&PeerKey([1; 32]), 1, "a secret").unwrap();
+        // What an older duet left: all three readable by everyone (the store stays open,
+        // so the log and its index stay too).
+        for name in [STORE_FILE, WAL_FILE, SHM_FILE] {
+            fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let again = Store::open(&dir).unwrap();
+        for name in [STORE_FILE, WAL_FILE, SHM_FILE] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        assert_eq!(again.history(None, None, 10).unwrap().len(), 1);
+        drop((store, again));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -17,6 +17,7 @@ use crate::app::pair::{self, AddOptions, Code, InviteOptions, JoinOptions};
 use crate::front::{
     self, ChatOptions, HistoryOptions, IpmsgOptions, ListenOptions, PeersOptions, SendOptions,
 };
+use crate::platform;
 use crate::transport::TapOptions;
 use crate::transport::tap::{IfaceAddr, MacAddr};
 
@@ -323,6 +324,9 @@ fn parse_peer_name(s: &str) -> Result<String, String> {
 
 /// Run the command line's command.
 pub fn run(cli: Cli) -> Result<(), Error> {
+    // Identity, peers, history (and SQLite's -wal and -shm beside it) hold secrets and
+    // messages: whatever duet creates is its user's alone, whatever the inherited umask.
+    platform::files::create_private();
     let dir = keys::config_dir(cli.config_dir)?;
     let out = &mut std::io::stdout().lock();
     match cli.command {
