@@ -221,10 +221,12 @@ pub fn list(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
     };
     let mut lines = peers.iter().try_for_each(|peer| {
         let addr = peer.addr.map_or_else(|| "-".to_owned(), |a| a.to_string());
+        // Names are checked on loading (no format characters get in); escaped anyway,
+        // like everything else from a file that reaches the terminal.
         writeln!(
             out,
             "{:<width$}  {}  {}  {addr}",
-            peer.name,
+            super::display::escaped(&peer.name),
             peer.key,
             peer.key.fingerprint()
         )
