@@ -126,7 +126,8 @@ pub fn id(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
     )
 }
 
-/// The result of printing: a reader that went away (`duet id | head -1`) is not an error.
+/// The result of printing: a reader that went away (`duet id | head -1`) is not an error,
+/// and ends the command quietly, as a closed stdout ends every mode.
 fn printed(result: io::Result<()>) -> Result<(), Error> {
     match result {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
@@ -1044,12 +1045,14 @@ fn exchange_id() -> Result<ExchangeId, Error> {
 }
 
 fn paired_line(out: &mut dyn Write, name: &str, key: &PeerKey) -> Result<(), Error> {
-    writeln!(
-        out,
-        "paired with {name} (fingerprint {})",
-        key.fingerprint()
-    )?;
-    Ok(out.flush()?)
+    printed(
+        writeln!(
+            out,
+            "paired with {name} (fingerprint {})",
+            key.fingerprint()
+        )
+        .and_then(|()| out.flush()),
+    )
 }
 
 /// `duet pair invite`: show a code, answer one join, save the joiner.
@@ -1060,17 +1063,23 @@ pub fn invite(dir: &Path, args: InviteOptions, out: &mut dyn Write) -> Result<()
     let mut endpoint = Endpoint::bind(bind)?;
     let local = endpoint.socket.local_addr()?;
     let code = Code::random()?;
-    writeln!(
+    let shown = writeln!(
         out,
         "code: {code} (one-time; waiting on {local} for up to {} s)",
         args.timeout
-    )?;
-    writeln!(
-        out,
-        "on the other computer, run: duet pair join NAME {code} --addr ADDRESS-OF-THIS-COMPUTER:{}",
-        local.port()
-    )?;
-    out.flush()?;
+    )
+    .and_then(|()| {
+        writeln!(
+            out,
+            "on the other computer, run: duet pair join NAME {code} --addr ADDRESS-OF-THIS-COMPUTER:{}",
+            local.port()
+        )
+    })
+    .and_then(|()| out.flush());
+    if shown.is_err() {
+        // Nobody sees the code, so nobody can join: leave (quietly if the reader left).
+        return printed(shown);
+    }
 
     let mut inviter = Inviter::new(code, own);
     let deadline = Instant::now() + Duration::from_secs(args.timeout);

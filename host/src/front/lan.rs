@@ -322,7 +322,7 @@ pub fn peers(args: PeersOptions) -> Result<(), Error> {
     let lines: Vec<String> = lan.link.protocol.peers().iter().map(peer_line).collect();
     lan.leave(&mut out)?;
     for line in &lines {
-        println!("{line}");
+        ui::print(line);
     }
     eprintln!("duet: {} IP Messenger user(s) on the LAN", lines.len());
     Ok(())
