@@ -116,6 +116,17 @@ pub fn keep_private(path: &Path) -> Result<(), Error> {
     }
 }
 
+/// What a path that should be a file is instead.
+pub(super) fn kind_of(meta: &fs::Metadata) -> &'static str {
+    if meta.is_dir() {
+        "a directory"
+    } else if meta.is_file() {
+        "a file"
+    } else {
+        "not a regular file"
+    }
+}
+
 fn config_error(path: &Path, problem: String) -> Error {
     Error::Config {
         path: path.to_owned(),
@@ -182,6 +193,23 @@ impl fmt::Debug for Identity {
 
 /// `Ok(None)` if the file does not exist.
 fn read_identity(path: &Path) -> Result<Option<Identity>, Error> {
+    // Looked at before it is opened: a directory would open, and then read as a mode
+    // problem ("chmod 600"), a named pipe would block.
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(config_error(
+                path,
+                format!(
+                    "is {}, not the file that holds your secret key: move it away, and duet \
+                     creates a new identity (your peers then pair with you again)",
+                    kind_of(&meta)
+                ),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(config_error(path, format!("cannot read: {e}"))),
+    }
     let file = match fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -447,6 +475,19 @@ impl Peers {
     /// others can only read private.
     pub fn load(dir: &Path) -> Result<Peers, Error> {
         let path = dir.join(PEERS_FILE);
+        match fs::metadata(&path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(config_error(
+                    &path,
+                    format!(
+                        "is {}, not the peers file: move it away (then pair again, or add \
+                         your peers with `duet pair add`)",
+                        kind_of(&meta)
+                    ),
+                ));
+            }
+            _ => {}
+        }
         let file = match fs::File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Peers::default()),
@@ -953,6 +994,21 @@ mod tests {
         let before = fs::read_to_string(dir.join(PEERS_FILE)).unwrap();
         assert!(Peers::update(&dir, |peers| peers.remove("nobody")).is_err());
         assert_eq!(fs::read_to_string(dir.join(PEERS_FILE)).unwrap(), before);
+    }
+
+    #[test]
+    fn an_identity_or_peers_that_is_a_directory_is_named_as_such() {
+        let tmp = temp_dir("dirs");
+        let dir = tmp.0.clone();
+        fs::create_dir(dir.join(IDENTITY_FILE)).unwrap();
+        let err = Identity::load_or_create(&dir).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Config { .. }), "{text}");
+        assert!(text.contains("is a directory"), "{text}");
+        assert!(!text.contains("chmod"), "{text}");
+        fs::create_dir(dir.join(PEERS_FILE)).unwrap();
+        let text = Peers::load(&dir).unwrap_err().to_string();
+        assert!(text.contains("is a directory"), "{text}");
     }
 
     #[test]

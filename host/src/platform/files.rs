@@ -1,5 +1,6 @@
-//! Files only their owner can read: the process's file creation mask, and the repair of a
-//! file that others can read.
+//! Files only their owner can read (the process's file creation mask, the repair of a file
+//! that others can read), and why a file cannot be written (a read-only file system, no
+//! permission, no space left).
 
 use std::fs;
 use std::io;
@@ -33,6 +34,18 @@ pub fn make_private(path: &Path) -> io::Result<Option<u32>> {
     }
     fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700))?;
     Ok(Some(mode))
+}
+
+/// `Ok` if this process may write to `path` (a file, or a directory to create files in):
+/// `access(2)`, which also reports a read-only file system (`ReadOnlyFilesystem`) to root.
+pub fn check_writable(path: &Path) -> io::Result<()> {
+    rustix::fs::access(path, rustix::fs::Access::WRITE_OK).map_err(io::Error::from)
+}
+
+/// Bytes an unprivileged user can still write on the file system that holds `path`.
+pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    let stats = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 #[cfg(test)]
