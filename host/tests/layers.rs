@@ -30,7 +30,10 @@ fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
 
 /// `src/app/pair.rs` → `app::pair`; `src/app/mod.rs` → `app`.
 fn module_of(src: &Path, file: &Path) -> String {
-    let rel = file.strip_prefix(src).expect("under src").with_extension("");
+    let rel = file
+        .strip_prefix(src)
+        .expect("under src")
+        .with_extension("");
     let parts: Vec<String> = rel
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
@@ -69,8 +72,7 @@ fn references(module: &str, code: &str, modules: &BTreeSet<String>) -> BTreeSet<
         while let Some(at) = code[from..].find(prefix) {
             let start = from + at;
             from = start + prefix.len();
-            if start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_')
-            {
+            if start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
                 continue;
             }
             let mut path = base.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -184,7 +186,11 @@ fn no_two_modules_import_each_other_even_indirectly() {
     for m in edges.keys() {
         if !state.contains_key(m.as_str()) {
             let cycle = visit(m, &edges, &mut state, &mut Vec::new());
-            assert!(cycle.is_none(), "import cycle: {}", cycle.unwrap().join(" → "));
+            assert!(
+                cycle.is_none(),
+                "import cycle: {}",
+                cycle.unwrap().join(" → ")
+            );
         }
     }
 }
@@ -197,5 +203,8 @@ fn only_the_command_line_knows_clap() {
         .filter(|(m, code)| !m.starts_with("cli") && *m != "main" && code.contains("clap"))
         .map(|(m, _)| m)
         .collect();
-    assert!(users.is_empty(), "clap used below the command line: {users:?}");
+    assert!(
+        users.is_empty(),
+        "clap used below the command line: {users:?}"
+    );
 }
