@@ -309,6 +309,17 @@ impl Tmux {
             .collect()
     }
 
+    /// Everything the pane shows and has scrolled off, one string per row, trailing blanks
+    /// trimmed: what a program wrote before tmux gave the pane its size may be above the
+    /// screen.
+    pub fn scrollback(&self) -> Vec<String> {
+        let output = self.run(&["capture-pane", "-p", "-S", "-", "-t", SESSION]);
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| l.trim_end().to_owned())
+            .collect()
+    }
+
     /// A tmux format evaluated for the pane, e.g. `#{pane_dead}`.
     pub fn pane(&self, format: &str) -> String {
         let output = self.run(&["display-message", "-p", "-t", SESSION, format]);

@@ -20,11 +20,28 @@ pub fn firmware_dir() -> PathBuf {
     workspace_root().join("firmware")
 }
 
+/// Where the firmware is built: `$CARGO_TARGET_DIR/firmware` when the tests were given a
+/// target directory (a shared or read-only checkout builds nothing inside the source tree),
+/// else the firmware's own `firmware/target`. A subdirectory, not the directory itself:
+/// the firmware is another workspace with another target triple, whose build must not mix
+/// with the host's. A relative `CARGO_TARGET_DIR` is taken from the workspace root, where
+/// cargo is usually run.
+pub fn firmware_target_dir() -> PathBuf {
+    firmware_target_dir_for(std::env::var_os("CARGO_TARGET_DIR").as_deref())
+}
+
+fn firmware_target_dir_for(cargo_target_dir: Option<&std::ffi::OsStr>) -> PathBuf {
+    match cargo_target_dir.filter(|d| !d.is_empty()) {
+        Some(dir) => workspace_root().join(dir).join("firmware"),
+        None => firmware_dir().join("target"),
+    }
+}
+
 /// How long a booted board may take to print its readiness line.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Build the firmware (`cargo build --release` in `firmware/`) once per test process and
-/// return the ELF's path. `DUET_FIRMWARE_ELF` names a prebuilt ELF instead (say, one built
+/// Build the firmware (`cargo build --release` in `firmware/`, into
+/// [`firmware_target_dir`]) once per test process and return the ELF's path. `DUET_FIRMWARE_ELF` names a prebuilt ELF instead (say, one built
 /// with `DEFMT_LOG=trace` to debug a failure).
 pub fn firmware_elf() -> PathBuf {
     static ELF: OnceLock<PathBuf> = OnceLock::new();
@@ -33,14 +50,15 @@ pub fn firmware_elf() -> PathBuf {
             return PathBuf::from(elf);
         }
         let dir = firmware_dir();
-        let target = dir.join("target");
+        let target = firmware_target_dir();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--release"])
             .current_dir(&dir)
             // The firmware is its own workspace with its own target folder and target triple
-            // (.cargo/config.toml); what the outer `cargo test` was told about its own
-            // target dir, build target or host flags must not leak into it.
+            // (.cargo/config.toml); what the outer `cargo test` was told about its build
+            // target or host flags must not leak into it, and its target dir only as the
+            // parent of the firmware's own.
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("CARGO_BUILD_TARGET")
             .env_remove("RUSTFLAGS")
@@ -331,4 +349,27 @@ pub fn counter(line: &str, name: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_firmware_builds_under_cargo_target_dir_when_one_is_set() {
+        assert_eq!(
+            firmware_target_dir_for(Some(OsStr::new("/build/duet"))),
+            Path::new("/build/duet/firmware")
+        );
+        assert_eq!(
+            firmware_target_dir_for(Some(OsStr::new("out"))),
+            workspace_root().join("out").join("firmware")
+        );
+        assert_eq!(firmware_target_dir_for(None), firmware_dir().join("target"));
+        assert_eq!(
+            firmware_target_dir_for(Some(OsStr::new(""))),
+            firmware_dir().join("target")
+        );
+    }
 }

@@ -270,3 +270,39 @@ fn chat_in_line_mode_with_a_peer_that_never_answers_exits_8_and_keeps_the_lines(
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("anyone there? [queued]"), "{out}");
 }
+
+#[test]
+fn nick_and_peer_without_an_argument_answer_with_their_usage() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ha, _hb) = paired(Some(&local(pa)), Some(&local(pb)));
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(pa), "--name", "alice"]);
+    a.expect("* talking to b", T);
+    a.type_line("/nick");
+    a.expect("* usage: /nick NAME (you are alice)", T);
+    a.type_line("/peer");
+    a.expect("* usage: /peer NAME or /peer NAME@HOST:PORT", T);
+    a.type_line("/peer   ");
+    a.expect("* usage: /peer NAME or /peer NAME@HOST:PORT", T);
+    // Still talking to b, still alice.
+    a.type_line("/status");
+    let status = a.expect("* alice on ", T);
+    assert!(status.contains(&local(pb)), "{status}");
+    a.close_stdin();
+    a.wait(T);
+    assert!(
+        !a.seen.iter().any(|l| l.contains("unknown command")),
+        "{:?}",
+        a.seen
+    );
+}
+
+#[test]
+fn the_readme_gives_the_real_longest_message() {
+    let readme = std::fs::read_to_string(duet_tests::process::workspace_root().join("README.md"))
+        .expect("README.md");
+    let max = duet_core::session::MAX_MESSAGE;
+    assert!(
+        readme.contains(&format!("message ({max} bytes")),
+        "README.md does not say one message holds {max} bytes"
+    );
+}

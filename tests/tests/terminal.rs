@@ -307,3 +307,62 @@ fn every_way_out_leaves_the_terminal_settings_as_it_found_them() {
         "duet left the terminal in other settings (raw mode?): {changed:#?}"
     );
 }
+
+/// Start `duet --config-dir CONFIG` (a chat with nobody named) on a terminal in a fresh
+/// tmux pane, under the exit-reporting wrapper.
+fn bare_duet_in_tmux(test: &str, config: &Path) -> Tmux {
+    let bin = duet_bin();
+    let bin = bin.to_str().expect("a UTF-8 path to duet");
+    let config = config.to_str().expect("a UTF-8 config path");
+    let bind = local(free_port());
+    let command = [
+        "sh",
+        "-c",
+        WRAPPER,
+        "sh",
+        "env",
+        "TERM=xterm-256color",
+        "LANG=C.UTF-8",
+        bin,
+        "--config-dir",
+        config,
+        "--bind",
+        &bind,
+    ];
+    Tmux::start(test, 200, 50, &command)
+}
+
+#[test]
+fn ctrl_c_or_ctrl_d_at_the_talk_to_prompt_leaves_quietly() {
+    let (me, bob) = (Home::new("prompt-me"), Home::new("prompt-bob"));
+    me.add_peer("bob", &bob, None);
+    for (way, key) in [("ctrl-c", "C-c"), ("ctrl-d", "C-d")] {
+        let tmux = bare_duet_in_tmux(&format!("prompt-{way}"), me.path());
+        tmux.wait_for_screen("the talk-to question", WAIT, |screen| {
+            last_row(screen).starts_with("talk to (")
+        });
+        tmux.press(key);
+        let report = exit_report(&tmux);
+        assert!(
+            report.starts_with("[duet exited with status 0;") && report.ends_with("same]"),
+            "{way}: {report}"
+        );
+        let screen = tmux.scrollback().join("\n");
+        assert!(!screen.contains("error"), "{way}: {screen}");
+    }
+}
+
+#[test]
+fn a_first_run_explains_pairing_instead_of_asking_whom_to_talk_to() {
+    let me = Home::new("first-run");
+    let tmux = bare_duet_in_tmux("first-run", me.path());
+    let report = exit_report(&tmux);
+    let screen = tmux.scrollback().join("\n");
+    assert!(
+        report.starts_with("[duet exited with status 12;"),
+        "{report}\n{screen}"
+    );
+    assert!(screen.contains("not paired with anyone yet"), "{screen}");
+    assert!(screen.contains("duet pair invite"), "{screen}");
+    assert!(!screen.contains("talk to ("), "asked first: {screen}");
+}

@@ -23,11 +23,15 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use super::Error;
+use crate::platform::files;
 
 /// The identity file's name in the config directory.
 pub const IDENTITY_FILE: &str = "identity";
 /// The peers file's name in the config directory.
 pub const PEERS_FILE: &str = "peers";
+/// The file whose lock serialises changes to the peers file (see [`Peers::update`]). It is
+/// never removed: deleting a lock file lets two duets lock two different files.
+pub const PEERS_LOCK_FILE: &str = "peers.lock";
 /// The longest peer name, in characters.
 pub const MAX_NAME_LEN: usize = 32;
 /// A key in base64: 32 bytes, padded.
@@ -85,6 +89,41 @@ fn default_config_dir() -> Result<PathBuf, Error> {
             path: PathBuf::from("$HOME/.config/duet"),
             problem: "neither $XDG_CONFIG_HOME nor $HOME is set; pass --config-dir DIR".into(),
         }),
+    }
+}
+
+/// Make sure the group and others have no permission on the file at `path` (if it
+/// exists): a file duet wrote before it created every file private (SQLite's `-wal` and
+/// `-shm` were 0644) is made private, with a warning, since its contents may already have
+/// been read; one whose mode duet cannot change is refused.
+pub fn keep_private(path: &Path) -> Result<(), Error> {
+    match files::make_private(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => {
+            eprintln!(
+                "duet: warning: {} was readable by others (mode {mode:04o}); made it private",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(config_error(
+            path,
+            format!(
+                "others may read it, and duet cannot change that ({e}); run: chmod 600 {}",
+                path.display()
+            ),
+        )),
+    }
+}
+
+/// What a path that should be a file is instead.
+pub(super) fn kind_of(meta: &fs::Metadata) -> &'static str {
+    if meta.is_dir() {
+        "a directory"
+    } else if meta.is_file() {
+        "a file"
+    } else {
+        "not a regular file"
     }
 }
 
@@ -154,6 +193,23 @@ impl fmt::Debug for Identity {
 
 /// `Ok(None)` if the file does not exist.
 fn read_identity(path: &Path) -> Result<Option<Identity>, Error> {
+    // Looked at before it is opened: a directory would open, and then read as a mode
+    // problem ("chmod 600"), a named pipe would block.
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(config_error(
+                path,
+                format!(
+                    "is {}, not the file that holds your secret key: move it away, and duet \
+                     creates a new identity (your peers then pair with you again)",
+                    kind_of(&meta)
+                ),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(config_error(path, format!("cannot read: {e}"))),
+    }
     let file = match fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -415,9 +471,23 @@ pub struct Peers {
 
 impl Peers {
     /// Load `DIR/peers`; a missing file is an empty list. Refuses a file others can write
-    /// (they could slip in a key) and, naming the line, any malformed entry.
+    /// (they could slip in a key) and, naming the line, any malformed entry; makes one
+    /// others can only read private.
     pub fn load(dir: &Path) -> Result<Peers, Error> {
         let path = dir.join(PEERS_FILE);
+        match fs::metadata(&path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(config_error(
+                    &path,
+                    format!(
+                        "is {}, not the peers file: move it away (then pair again, or add \
+                         your peers with `duet pair add`)",
+                        kind_of(&meta)
+                    ),
+                ));
+            }
+            _ => {}
+        }
         let file = match fs::File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Peers::default()),
@@ -434,6 +504,8 @@ impl Peers {
                 mode: mode & 0o7777,
             });
         }
+        // Readable by others: whom you talk to, and where, is private too.
+        keep_private(&path)?;
         let mut text = String::new();
         file.take(MAX_PEERS_FILE)
             .read_to_string(&mut text)
@@ -524,19 +596,47 @@ impl Peers {
         Ok(self.list.remove(index))
     }
 
-    /// Set where the peer called `name` is reached.
-    pub fn set_addr(&mut self, name: &str, addr: SocketAddr) -> Result<(), Error> {
+    /// Set where the peer called `name` is reached (`None`: nowhere in particular).
+    pub fn set_addr(&mut self, name: &str, addr: Option<SocketAddr>) -> Result<(), Error> {
         let peer = self
             .list
             .iter_mut()
             .find(|p| p.name == name)
             .ok_or_else(|| PeerError::Unknown(name.to_owned()))?;
-        peer.addr = Some(addr);
+        peer.addr = addr;
         Ok(())
     }
 
-    /// Write `DIR/peers` atomically, mode 0600, with a header explaining the format.
-    pub fn save(&self, dir: &Path) -> Result<(), Error> {
+    /// Change the peers file: load it, apply `change`, and save the result if `change`
+    /// succeeded, all under an exclusive lock on `DIR/peers.lock`, so duets changing the
+    /// file at once (two `duet pair add` in parallel) each see the other's change instead
+    /// of overwriting it. Readers take no lock: the file is replaced atomically, so they
+    /// see the old or the new list, never half of one.
+    pub fn update<T>(
+        dir: &Path,
+        change: impl FnOnce(&mut Peers) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let path = dir.join(PEERS_LOCK_FILE);
+        let fail = |e: io::Error| config_error(&path, format!("cannot lock the peers file: {e}"));
+        let lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(fail)?;
+        // flock(2): advisory, released when `lock` is closed, also if duet is killed.
+        lock.lock().map_err(fail)?;
+        let mut peers = Peers::load(dir)?;
+        let value = change(&mut peers)?;
+        peers.save(dir)?;
+        Ok(value)
+    }
+
+    /// Write `DIR/peers` atomically, mode 0600, with a header explaining the format. Only
+    /// under the lock of [`Peers::update`].
+    fn save(&self, dir: &Path) -> Result<(), Error> {
         write_private(dir, PEERS_FILE, self.to_text().as_bytes(), Replace::Yes).map(drop)
     }
 
@@ -753,7 +853,7 @@ mod tests {
             })
             .unwrap();
         peers
-            .set_addr("bob", "[::1]:7001".parse().unwrap())
+            .set_addr("bob", Some("[::1]:7001".parse().unwrap()))
             .unwrap();
         let text = peers.to_text();
         assert!(text.starts_with("# duet peers"), "{text}");
@@ -829,6 +929,12 @@ mod tests {
         let mode = fs::metadata(&peers_path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(Peers::load(&dir).unwrap(), peers);
+        // Readable by others (whom you talk to is private): made private on loading.
+        fs::set_permissions(&peers_path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(Peers::load(&dir).unwrap(), peers);
+        let mode = fs::metadata(&peers_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Writable by others (they could add a key): refused.
         fs::set_permissions(&peers_path, fs::Permissions::from_mode(0o666)).unwrap();
         assert!(matches!(
             Peers::load(&dir),
@@ -856,6 +962,53 @@ mod tests {
             assert!(err.contains("is not a duet identity"), "{err}");
             assert!(bad.trim().is_empty() || !err.contains(bad.trim()), "{err}");
         }
+    }
+
+    #[test]
+    fn changes_made_at_once_are_all_kept() {
+        let tmp = temp_dir("update");
+        let dir = tmp.0.clone();
+        // Each thread opens the lock file itself, as a separate duet would.
+        let threads: Vec<_> = (0..8u8)
+            .map(|i| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    Peers::update(&dir, |peers| {
+                        peers.add(Peer {
+                            name: format!("p{i}"),
+                            key: PeerKey([i; 32]),
+                            addr: None,
+                        })
+                    })
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap().unwrap();
+        }
+        let peers = Peers::load(&dir).unwrap();
+        let mut names: Vec<_> = peers.iter().map(|p| p.name.clone()).collect();
+        names.sort();
+        assert_eq!(names, (0..8).map(|i| format!("p{i}")).collect::<Vec<_>>());
+        // A refused change saves nothing.
+        let before = fs::read_to_string(dir.join(PEERS_FILE)).unwrap();
+        assert!(Peers::update(&dir, |peers| peers.remove("nobody")).is_err());
+        assert_eq!(fs::read_to_string(dir.join(PEERS_FILE)).unwrap(), before);
+    }
+
+    #[test]
+    fn an_identity_or_peers_that_is_a_directory_is_named_as_such() {
+        let tmp = temp_dir("dirs");
+        let dir = tmp.0.clone();
+        fs::create_dir(dir.join(IDENTITY_FILE)).unwrap();
+        let err = Identity::load_or_create(&dir).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Config { .. }), "{text}");
+        assert!(text.contains("is a directory"), "{text}");
+        assert!(!text.contains("chmod"), "{text}");
+        fs::create_dir(dir.join(PEERS_FILE)).unwrap();
+        let text = Peers::load(&dir).unwrap_err().to_string();
+        assert!(text.contains("is a directory"), "{text}");
     }
 
     #[test]

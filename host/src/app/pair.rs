@@ -126,7 +126,8 @@ pub fn id(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
     )
 }
 
-/// The result of printing: a reader that went away (`duet id | head -1`) is not an error.
+/// The result of printing: a reader that went away (`duet id | head -1`) is not an error,
+/// and ends the command quietly, as a closed stdout ends every mode.
 fn printed(result: io::Result<()>) -> Result<(), Error> {
     match result {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
@@ -136,9 +137,7 @@ fn printed(result: io::Result<()>) -> Result<(), Error> {
 
 /// `duet pair remove NAME`.
 pub fn remove(dir: &Path, name: &str, out: &mut dyn Write) -> Result<(), Error> {
-    let mut peers = Peers::load(dir)?;
-    let peer = peers.remove(name)?;
-    peers.save(dir)?;
+    let peer = Peers::update(dir, |peers| peers.remove(name))?;
     printed(
         writeln!(
             out,
@@ -150,7 +149,8 @@ pub fn remove(dir: &Path, name: &str, out: &mut dyn Write) -> Result<(), Error> 
     )
 }
 
-/// `duet pair add`.
+/// `duet pair add`. Adding a peer again with the same key only changes its address (when
+/// `--addr` is given), so `duet pair add` also fixes an address that went stale.
 pub fn add(dir: &Path, args: AddOptions, out: &mut dyn Write) -> Result<(), Error> {
     let addr = args
         .addr
@@ -161,20 +161,54 @@ pub fn add(dir: &Path, args: AddOptions, out: &mut dyn Write) -> Result<(), Erro
     if args.key == own {
         return Err(PeerError::OwnKey.into());
     }
-    let mut peers = Peers::load(dir)?;
-    peers.add(Peer {
-        name: args.name.clone(),
-        key: args.key,
-        addr,
+    let again = Peers::update(dir, |peers| match peers.get(&args.name) {
+        Some(known) if known.key == args.key => {
+            if addr.is_some() {
+                peers.set_addr(&args.name, addr)?;
+            }
+            Ok(true)
+        }
+        _ => peers
+            .add(Peer {
+                name: args.name.clone(),
+                key: args.key,
+                addr,
+            })
+            .map(|()| false),
     })?;
-    peers.save(dir)?;
-    writeln!(
-        out,
-        "added {} (fingerprint {}): compare it with what `duet id` prints there",
-        args.name,
-        args.key.fingerprint()
-    )?;
-    Ok(out.flush()?)
+    let line = match (again, addr) {
+        (false, _) => format!(
+            "added {} (fingerprint {}): compare it with what `duet id` prints there",
+            args.name,
+            args.key.fingerprint()
+        ),
+        (true, Some(addr)) => format!("{} (already paired): address set to {addr}", args.name),
+        (true, None) => format!(
+            "{} is already paired with that key: nothing changed",
+            args.name
+        ),
+    };
+    printed(writeln!(out, "{line}").and_then(|()| out.flush()))
+}
+
+/// `duet pair set-addr NAME HOST:PORT|none`: where a paired peer is reached, or (`None`)
+/// no fixed address, so that it is looked for on the LAN or waited for.
+pub fn set_addr(
+    dir: &Path,
+    name: &str,
+    addr: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let addr = addr.map(transport::parse_addr).transpose()?;
+    Peers::update(dir, |peers| peers.set_addr(name, addr))?;
+    let line = match addr {
+        Some(addr) => format!("{name} is reached at {addr}"),
+        None => format!(
+            "{name} has no address now: `duet chat {name}` looks for it on the LAN, \
+             or waits for it to write first"
+        ),
+    };
+    printed(writeln!(out, "{line}").and_then(|()| out.flush()))
 }
 
 /// `duet pair list`.
@@ -188,10 +222,12 @@ pub fn list(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
     };
     let mut lines = peers.iter().try_for_each(|peer| {
         let addr = peer.addr.map_or_else(|| "-".to_owned(), |a| a.to_string());
+        // Names are checked on loading (no format characters get in); escaped anyway,
+        // like everything else from a file that reaches the terminal.
         writeln!(
             out,
             "{:<width$}  {}  {}  {addr}",
-            peer.name,
+            super::display::escaped(&peer.name),
             peer.key,
             peer.key.fingerprint()
         )
@@ -214,9 +250,7 @@ fn save_peer(dir: &Path, own: PeerKey, peer: Peer) -> Result<(), Error> {
     if peer.key == own {
         return Err(PeerError::OwnKey.into());
     }
-    let mut peers = Peers::load(dir)?;
-    peers.add(peer)?;
-    peers.save(dir)
+    Peers::update(dir, |peers| peers.add(peer))
 }
 
 /// Why pairing did not pair.
@@ -1011,12 +1045,14 @@ fn exchange_id() -> Result<ExchangeId, Error> {
 }
 
 fn paired_line(out: &mut dyn Write, name: &str, key: &PeerKey) -> Result<(), Error> {
-    writeln!(
-        out,
-        "paired with {name} (fingerprint {})",
-        key.fingerprint()
-    )?;
-    Ok(out.flush()?)
+    printed(
+        writeln!(
+            out,
+            "paired with {name} (fingerprint {})",
+            key.fingerprint()
+        )
+        .and_then(|()| out.flush()),
+    )
 }
 
 /// `duet pair invite`: show a code, answer one join, save the joiner.
@@ -1027,17 +1063,23 @@ pub fn invite(dir: &Path, args: InviteOptions, out: &mut dyn Write) -> Result<()
     let mut endpoint = Endpoint::bind(bind)?;
     let local = endpoint.socket.local_addr()?;
     let code = Code::random()?;
-    writeln!(
+    let shown = writeln!(
         out,
         "code: {code} (one-time; waiting on {local} for up to {} s)",
         args.timeout
-    )?;
-    writeln!(
-        out,
-        "on the other computer, run: duet pair join NAME {code} --addr ADDRESS-OF-THIS-COMPUTER:{}",
-        local.port()
-    )?;
-    out.flush()?;
+    )
+    .and_then(|()| {
+        writeln!(
+            out,
+            "on the other computer, run: duet pair join NAME {code} --addr ADDRESS-OF-THIS-COMPUTER:{}",
+            local.port()
+        )
+    })
+    .and_then(|()| out.flush());
+    if shown.is_err() {
+        // Nobody sees the code, so nobody can join: leave (quietly if the reader left).
+        return printed(shown);
+    }
 
     let mut inviter = Inviter::new(code, own);
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
@@ -1063,10 +1105,14 @@ pub fn invite(dir: &Path, args: InviteOptions, out: &mut dyn Write) -> Result<()
                 eprintln!("duet: refused a second join from {from}: the code is already in use");
             }
             InviterStep::Verified(key) => {
+                // No address: `from` is the port the joiner opened for this exchange only
+                // (`duet pair join` binds a free one), dead once it exits. The joiner's
+                // duet is found on the LAN, writes first, or is given one with
+                // `duet pair set-addr`.
                 let peer = Peer {
                     name: args.name.clone(),
                     key,
-                    addr: Some(from),
+                    addr: None,
                 };
                 if let Err(e) = save_peer(dir, own, peer) {
                     if let Some(abort) = inviter.refuse() {
@@ -1080,6 +1126,12 @@ pub fn invite(dir: &Path, args: InviteOptions, out: &mut dyn Write) -> Result<()
                 // Saved already: a failed send only means the joiner times out.
                 let _ = endpoint.send(&done, from);
                 paired_line(out, &args.name, &key)?;
+                eprintln!(
+                    "duet: no address saved for {0}: the join came from a temporary port. \
+                     `duet chat {0}` looks for it on the LAN; elsewhere, run \
+                     `duet pair set-addr {0} HOST:PORT` with where its duet listens",
+                    args.name
+                );
                 linger(&mut endpoint, &mut inviter, deadline);
                 return Ok(());
             }
@@ -1182,6 +1234,8 @@ pub fn join(dir: &Path, args: JoinOptions, out: &mut dyn Write) -> Result<(), Er
                 next_send = Instant::now() + RESEND;
             }
             JoinerStep::Paired(key) => {
+                // The address the user typed is where the inviter's duet listens: stable,
+                // unlike the port the inviter's answers come from.
                 let peer = Peer {
                     name: args.name.clone(),
                     key,

@@ -13,16 +13,26 @@
 //!   for the next event, which is what lets it be acknowledged). A message whose
 //!   (peer, id) is already stored is a retransmission across a restart: not shown again.
 
+use std::fs;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::Error;
-use super::keys::PeerKey;
+use super::keys::{self, PeerKey};
+use crate::platform::files;
 
 /// The database file in the config directory.
 pub const STORE_FILE: &str = "history.sqlite3";
+
+/// SQLite's write-ahead log beside it: the latest messages, until they are copied into the
+/// database.
+pub const WAL_FILE: &str = "history.sqlite3-wal";
+/// SQLite's shared-memory index of the log.
+pub const SHM_FILE: &str = "history.sqlite3-shm";
 
 /// The schema; `user_version` says which one a file has.
 const SCHEMA: &str = "
@@ -105,8 +115,142 @@ pub struct Committed {
     pub fresh: Vec<bool>,
 }
 
-fn store_err(path: &Path, e: rusqlite::Error) -> Error {
-    Error::Other(format!("history {}: {e}", path.display()))
+/// Make a new history at `path`: built under a temporary name (0600) until it has its
+/// schema, then linked into place, so a `history.sqlite3` of 0 bytes is never one duet is
+/// making (SQLite writes nothing into a new file before its first change), only one that
+/// lost its contents.
+fn create(dir: &Path, path: &Path) -> Result<(), Error> {
+    let tag = getrandom::u32().map_err(|e| Error::Other(format!("no randomness: {e}")))?;
+    let temp = dir.join(format!(
+        ".{STORE_FILE}.{}.{tag:08x}.tmp",
+        std::process::id()
+    ));
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(|e| io_error(path, e))?;
+    let built = Connection::open(&temp)
+        .and_then(|conn| {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.execute_batch(SCHEMA)?;
+            // Closing copies the log into the file and removes it.
+            conn.close().map_err(|(_, e)| e)
+        })
+        .map_err(|e| explain(path, e));
+    let placed = built.and_then(|()| match fs::hard_link(&temp, path) {
+        Ok(()) => Ok(()),
+        // Another duet made one first: theirs stands.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        // A file system without hard links: a rename, after a look.
+        Err(_) if !path.exists() => fs::rename(&temp, path).map_err(|e| io_error(path, e)),
+        Err(e) => Err(io_error(path, e)),
+    });
+    for leftover in ["", "-wal", "-shm"] {
+        let mut name = temp.clone().into_os_string();
+        name.push(leftover);
+        let _ = fs::remove_file(name);
+    }
+    placed
+}
+
+fn config_error(path: &Path, problem: String) -> Error {
+    Error::Config {
+        path: path.to_owned(),
+        problem,
+    }
+}
+
+fn not_a_file(meta: &fs::Metadata) -> String {
+    format!(
+        "is {}, where duet keeps its history: move it away",
+        keys::kind_of(meta)
+    )
+}
+
+/// How to move the history in `dir` aside.
+fn move_aside(dir: &Path) -> String {
+    let path = dir.join(STORE_FILE);
+    let path = path.display();
+    format!("mv {path} {path}.damaged, and its -wal and -shm likewise if they exist")
+}
+
+/// Below this many free bytes, SQLite's "disk I/O error" is taken for a full disk: it
+/// reports ENOSPC as SQLITE_FULL only from some of its writes.
+const NEARLY_FULL: u64 = 1 << 20;
+
+/// A failed SQLite call on the history at `path`, in words a user can act on.
+fn explain(path: &Path, e: rusqlite::Error) -> Error {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => disk_full(path),
+        Some(ErrorCode::SystemIoFailure)
+            if files::available_bytes(dir).is_ok_and(|n| n < NEARLY_FULL) =>
+        {
+            disk_full(path)
+        }
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            unwritable(path).unwrap_or_else(|| config_error(path, format!("cannot open: {e}")))
+        }
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => config_error(
+            path,
+            format!(
+                "is damaged ({e}): duet cannot read its history. Move it aside ({}), and \
+                 duet starts a new, empty history",
+                move_aside(dir)
+            ),
+        ),
+        _ => config_error(path, e.to_string()),
+    }
+}
+
+/// A failed file operation on the history at `path`, in words a user can act on.
+fn io_error(path: &Path, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::StorageFull => disk_full(path),
+        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied => {
+            unwritable(path).unwrap_or_else(|| config_error(path, e.to_string()))
+        }
+        _ => config_error(path, e.to_string()),
+    }
+}
+
+fn disk_full(path: &Path) -> Error {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    config_error(
+        path,
+        format!(
+            "the disk is full: free space on the file system that holds {} (what duet had \
+             stored is still there)",
+            dir.display()
+        ),
+    )
+}
+
+/// Why the history at `path` cannot be written, if the file system or the permissions
+/// say: SQLite needs to write the file and to create its `-wal` and `-shm` beside it.
+fn unwritable(path: &Path) -> Option<Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let check = |at: &Path| match files::check_writable(at) {
+        Err(e) if e.kind() == io::ErrorKind::ReadOnlyFilesystem => Some(config_error(
+            at,
+            "is on a read-only file system, and duet writes its history there (and SQLite \
+             its -wal and -shm beside it): remount it read-write, or pass --config-dir DIR \
+             on a writable one"
+                .into(),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Some(config_error(
+            at,
+            format!(
+                "is not writable by you, and duet writes its history there (and SQLite its \
+                 -wal and -shm beside it): run chmod u+w {}, or pass --config-dir DIR",
+                at.display()
+            ),
+        )),
+        _ => None,
+    };
+    check(dir).or_else(|| path.exists().then(|| check(path)).flatten())
 }
 
 fn now_ms() -> i64 {
@@ -116,11 +260,52 @@ fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Open (or create) the store in `dir`.
+    /// Open the store in `dir`, or create it if there is none. The database, and the
+    /// `-wal` and `-shm` files SQLite keeps beside it, are their owner's only: created so
+    /// (SQLite gives the other two the database's mode), and made so, with a warning, if an
+    /// older duet left them readable by others.
+    ///
+    /// A missing database is a new history; an empty one (0 bytes) is a history that was
+    /// lost, refused with what to do, since duet never leaves one empty (see `create`).
     pub fn open(dir: &Path) -> Result<Store, Error> {
         let path = dir.join(STORE_FILE);
-        let fail = |e: rusqlite::Error| Error::Other(format!("history {}: {e}", path.display()));
-        let conn = Connection::open(&path).map_err(fail)?;
+        match fs::metadata(&path) {
+            Ok(meta) if !meta.is_file() => return Err(config_error(&path, not_a_file(&meta))),
+            Ok(meta) if meta.len() == 0 => {
+                return Err(config_error(
+                    &path,
+                    format!(
+                        "is empty (0 bytes): the history kept here was lost or damaged, and \
+                         duet will not start a new one over it. Move it aside ({}), and duet \
+                         starts a new, empty history",
+                        move_aside(dir)
+                    ),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // The log of a history that is gone would be replayed into the new one.
+                if fs::metadata(dir.join(WAL_FILE)).is_ok_and(|m| m.len() > 0) {
+                    return Err(config_error(
+                        &path,
+                        format!(
+                            "is missing, but {WAL_FILE} beside it holds the latest messages of \
+                             a history, which SQLite would replay into a new one: put the \
+                             history back, or move {WAL_FILE} and {SHM_FILE} aside too"
+                        ),
+                    ));
+                }
+                create(dir, &path)?;
+            }
+            Err(e) => return Err(io_error(&path, e)),
+        }
+        for name in [STORE_FILE, WAL_FILE, SHM_FILE] {
+            keys::keep_private(&dir.join(name))?;
+        }
+        // Without SQLITE_OPEN_CREATE: only `create` makes a history.
+        let flags = OpenFlags::default() - OpenFlags::SQLITE_OPEN_CREATE;
+        let fail = |e| explain(&path, e);
+        let conn = Connection::open_with_flags(&path, flags).map_err(fail)?;
         // WAL: readers never block the writer; NORMAL sync is durable against a killed
         // process (not against a power cut of the last transactions, which duet accepts).
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -130,12 +315,6 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(fail)?;
         conn.execute_batch(SCHEMA).map_err(fail)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // Messages are as private as the key: readable by the owner only.
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-        }
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| Error::Other(format!("no randomness: {e}")))?;
         Ok(Store {
@@ -157,7 +336,7 @@ impl Store {
         let tx = self
             .conn
             .transaction()
-            .map_err(|e| store_err(&self.path, e))?;
+            .map_err(|e| explain(&self.path, e))?;
         let result = (|| -> rusqlite::Result<()> {
             let mut uid = first_uid;
             let mut queue = tx.prepare_cached(
@@ -190,13 +369,13 @@ impl Store {
         })();
         result
             .and_then(|()| tx.commit())
-            .map_err(|e| store_err(&self.path, e))?;
+            .map_err(|e| explain(&self.path, e))?;
         self.next_uid = first_uid.wrapping_add(writes.queue.len() as u64);
         Ok(committed)
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {
-        store_err(&self.path, e)
+        explain(&self.path, e)
     }
 
     /// Store an outgoing message as queued; returns the id it travels with.
@@ -332,6 +511,130 @@ mod test {
         );
         assert!(store.unsent(&PeerKey([3; 32])).unwrap().is_empty());
         assert_eq!(store.integrity().unwrap(), "ok");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn the_database_and_its_wal_and_shm_are_private_whatever_the_umask() {
+        // The test process keeps its inherited umask (usually 022, which left SQLite's
+        // -wal and -shm readable by everyone).
+        let dir = temp_dir("private");
+        let store = Store::open(&dir).unwrap();
+        store.receive(&PeerKey([1; 32]), 1, "a secret").unwrap();
+        // The log and its index exist while the store is open.
+        for name in [STORE_FILE, WAL_FILE, SHM_FILE] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn files_left_readable_by_others_are_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("loose");
+        let store = Store::open(&dir).unwrap();
+        store.receive(&PeerKey([1; 32]), 1, "a secret").unwrap();
+        // What an older duet left: all three readable by everyone (the store stays open,
+        // so the log and its index stay too).
+        for name in [STORE_FILE, WAL_FILE, SHM_FILE] {
+            fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let again = Store::open(&dir).unwrap();
+        for name in [STORE_FILE, WAL_FILE, SHM_FILE] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        assert_eq!(again.history(None, None, 10).unwrap().len(), 1);
+        drop((store, again));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_history_is_new_and_an_empty_one_is_refused_with_what_to_do() {
+        let dir = temp_dir("empty");
+        // Missing: a new history, which is never left empty on disk.
+        drop(Store::open(&dir).unwrap());
+        assert!(fs::metadata(dir.join(STORE_FILE)).unwrap().len() > 0);
+        // No temporary file is left behind.
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, [STORE_FILE]);
+        // Emptied: refused, naming the file and how to move it aside.
+        fs::File::create(dir.join(STORE_FILE)).unwrap();
+        let err = Store::open(&dir)
+            .err()
+            .expect("an empty history was opened");
+        let text = err.to_string();
+        assert!(matches!(err, Error::Config { .. }), "{text}");
+        assert!(text.contains("is empty (0 bytes)"), "{text}");
+        assert!(
+            text.contains(&dir.join(STORE_FILE).display().to_string()),
+            "{text}"
+        );
+        assert!(text.contains(".damaged"), "{text}");
+        assert_eq!(fs::metadata(dir.join(STORE_FILE)).unwrap().len(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_log_of_a_history_that_is_gone_is_not_replayed_into_a_new_one() {
+        let dir = temp_dir("orphan");
+        let store = Store::open(&dir).unwrap();
+        store.receive(&PeerKey([1; 32]), 1, "in the log").unwrap();
+        // A duet killed with its history open leaves the log; then the history goes.
+        std::mem::forget(store);
+        assert!(fs::metadata(dir.join(WAL_FILE)).unwrap().len() > 0);
+        fs::remove_file(dir.join(STORE_FILE)).unwrap();
+        let text = Store::open(&dir).err().expect("opened").to_string();
+        assert!(text.contains("is missing"), "{text}");
+        assert!(text.contains(WAL_FILE), "{text}");
+        assert!(!dir.join(STORE_FILE).exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn what_is_not_a_history_is_named_as_such() {
+        let dir = temp_dir("notdb");
+        fs::create_dir(dir.join(STORE_FILE)).unwrap();
+        let text = Store::open(&dir).err().expect("opened").to_string();
+        assert!(text.contains("is a directory"), "{text}");
+        fs::remove_dir(dir.join(STORE_FILE)).unwrap();
+        fs::write(
+            dir.join(STORE_FILE),
+            "not a database, but notes\n".repeat(200),
+        )
+        .unwrap();
+        let text = Store::open(&dir).err().expect("opened").to_string();
+        assert!(
+            text.contains("is damaged") && text.contains(".damaged"),
+            "{text}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn sqlite_errors_say_what_to_do() {
+        use rusqlite::ffi;
+        let dir = temp_dir("errors");
+        let path = dir.join(STORE_FILE);
+        let sqlite = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        let text = explain(&path, sqlite(ffi::SQLITE_FULL)).to_string();
+        assert!(text.contains("the disk is full: free space on"), "{text}");
+        assert!(text.contains(&dir.display().to_string()), "{text}");
+        let text = io_error(&path, io::Error::from(io::ErrorKind::StorageFull)).to_string();
+        assert!(text.contains("the disk is full"), "{text}");
+        let text = explain(&path, sqlite(ffi::SQLITE_NOTADB)).to_string();
+        assert!(text.contains("is damaged"), "{text}");
+        // A writable directory: nothing more to say than SQLite's words.
+        let text = explain(&path, sqlite(ffi::SQLITE_CANTOPEN)).to_string();
+        assert!(text.contains("cannot open"), "{text}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -18,6 +18,7 @@ use crate::front::{
     self, ChatOptions, HistoryOptions, IpmsgOptions, ListenOptions, PeersOptions, ReachOptions,
     SendOptions,
 };
+use crate::platform;
 use crate::transport::TapOptions;
 use crate::transport::tap::{IfaceAddr, MacAddr};
 
@@ -302,10 +303,21 @@ fn parse_encoding(s: &str) -> Result<Encoding, String> {
 /// `duet pair ...`.
 #[derive(Debug, Subcommand)]
 pub enum PairCommand {
-    /// Add a peer whose public key you got another way (`duet id` prints it there).
+    /// Add a peer whose public key you got another way (`duet id` prints it there); for a
+    /// peer already paired with that key, set its address.
     Add(PairAddArgs),
     /// List your peers: name, key, fingerprint, address (or -).
     List,
+    /// Set where a peer is reached, HOST:PORT, or `none` to look for it on the LAN (or
+    /// wait for it to write first).
+    SetAddr {
+        /// The peer's name.
+        #[arg(value_parser = parse_peer_name)]
+        name: String,
+        /// Where its duet listens, HOST:PORT, or `none`.
+        #[arg(value_name = "HOST:PORT|none")]
+        addr: String,
+    },
     /// Forget a peer.
     Remove {
         /// The peer's name.
@@ -372,6 +384,9 @@ fn parse_peer_name(s: &str) -> Result<String, String> {
 
 /// Run the command line's command.
 pub fn run(cli: Cli) -> Result<(), Error> {
+    // Identity, peers, history (and SQLite's -wal and -shm beside it) hold secrets and
+    // messages: whatever duet creates is its user's alone, whatever the inherited umask.
+    platform::files::create_private();
     let dir = keys::config_dir(cli.config_dir)?;
     let out = &mut std::io::stdout().lock();
     match cli.command {
@@ -401,6 +416,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 out,
             ),
             PairCommand::List => pair::list(&dir, out),
+            PairCommand::SetAddr { name, addr } => {
+                let addr = (addr != "none").then_some(addr.as_str());
+                pair::set_addr(&dir, &name, addr, out)
+            }
             PairCommand::Remove { name } => pair::remove(&dir, &name, out),
             PairCommand::Invite(a) => pair::invite(
                 &dir,

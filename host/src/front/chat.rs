@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use rustyline::error::ReadlineError;
+
 use duet_core::MAX_DATAGRAM;
 use duet_core::session::Config;
 use duet_core::time::{Duration, Instant};
@@ -56,11 +58,15 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
     let (conversation, contacts, talking_to, outbox_peer) = if args.legacy.legacy {
         let mut peer = peer_text.as_deref().map(parse_addr).transpose()?;
         if let (None, Some(ed)) = (peer, editor.as_mut()) {
-            peer = ask(
+            let Some(answer) = ask(
                 ed,
                 "peer address (HOST:PORT, Enter to wait for one): ",
                 |t| Ok(parse_addr(t)?),
-            )?;
+            )?
+            else {
+                return Ok(());
+            };
+            peer = answer;
         }
         (
             Conversation::legacy(&args.legacy, peer),
@@ -70,16 +76,21 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
         )
     } else {
         let contacts = Contacts::load(dir)?;
+        // Before asking whom to talk to: on a first run, how to pair is the answer.
+        if contacts.peers.iter().next().is_none() {
+            return Err(Error::NotPaired);
+        }
         let mut target = peer_text.as_deref().map(|t| contacts.find(t)).transpose()?;
         if let (None, Some(ed)) = (&target, editor.as_mut()) {
-            target = ask(
+            let Some(answer) = ask(
                 ed,
                 "talk to (paired NAME or HOST:PORT, Enter to wait): ",
                 |t| contacts.find(t),
-            )?;
-        }
-        if target.is_none() && contacts.peers.iter().next().is_none() {
-            return Err(Error::NotPaired);
+            )?
+            else {
+                return Ok(());
+            };
+            target = answer;
         }
         let mut conversation = Conversation::duet(
             &contacts,
@@ -166,20 +177,22 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
     chat.run(&mut talk, &mut out, &mut input)
 }
 
-/// Ask on the terminal until `parse` accepts the answer (Enter alone: none).
+/// Ask on the terminal until `parse` accepts the answer: `Some(None)` for Enter alone (no
+/// peer), `None` when the user leaves instead (ctrl-c, ctrl-d), which is not an error.
 fn ask<T>(
     editor: &mut rustyline::DefaultEditor,
     question: &str,
     parse: impl Fn(&str) -> Result<T, Error>,
-) -> Result<Option<T>, Error> {
+) -> Result<Option<Option<T>>, Error> {
     for _ in 0..5 {
         match editor.readline(question) {
-            Ok(line) if line.trim().is_empty() => return Ok(None),
+            Ok(line) if line.trim().is_empty() => return Ok(Some(None)),
             Ok(line) => match parse(line.trim()) {
-                Ok(value) => return Ok(Some(value)),
+                Ok(value) => return Ok(Some(Some(value))),
                 Err(e) => eprintln!("{e}"),
             },
-            Err(_) => return Err(Error::Other("no peer given".into())),
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => return Ok(None),
+            Err(e) => return Err(Error::Other(format!("terminal: {e}"))),
         }
     }
     Err(Error::Other("no valid peer given".into()))
@@ -361,11 +374,20 @@ impl ChatState {
             "quit" | "exit" | "q" => self.quit(talk, out),
             "help" | "h" => out.line(&format!("* {HELP}")),
             "peer" => {
+                if rest.is_empty() {
+                    let whom = if self.contacts.is_none() {
+                        "HOST:PORT"
+                    } else {
+                        "NAME or /peer NAME@HOST:PORT"
+                    };
+                    out.line(&format!("* usage: /peer {whom} (talk to someone else)"));
+                    return;
+                }
                 let found = match &self.contacts {
                     Some(c) => c.find(rest).and_then(|t| match t.addr {
                         Some(addr) => Ok((addr, Some(t.key.0), t.name)),
                         None => Err(Error::Other(format!(
-                            "no address known for {}: /peer HOST:PORT",
+                            "no address known for {0}: /peer {0}@HOST:PORT",
                             t.name
                         ))),
                     }),
@@ -384,7 +406,10 @@ impl ChatState {
                     Err(e) => out.line(&format!("* {e}")),
                 }
             }
-            "nick" if !rest.is_empty() => {
+            "nick" if rest.is_empty() => {
+                out.line(&format!("* usage: /nick NAME (you are {})", self.name));
+            }
+            "nick" => {
                 self.name = rest.to_owned();
                 if let Ok(mut p) = self.prompt.lock() {
                     *p = format!("{}> ", self.name);

@@ -322,7 +322,7 @@ pub fn peers(args: PeersOptions) -> Result<(), Error> {
     let lines: Vec<String> = lan.link.protocol.peers().iter().map(peer_line).collect();
     lan.leave(&mut out)?;
     for line in &lines {
-        println!("{line}");
+        ui::print(line);
     }
     eprintln!("duet: {} IP Messenger user(s) on the LAN", lines.len());
     Ok(())
@@ -807,6 +807,10 @@ impl Chat {
                     ui::escaped(rest)
                 )),
             },
+            "to" | "peer" => out.line(
+                "* usage: /peer NAME (a nickname, user or host name, a number from /peers, or an \
+                 address)",
+            ),
             "nick" if !rest.is_empty() => {
                 lan.ipmsg().set_nick(rest);
                 if let Ok(mut p) = self.prompt.lock() {
@@ -814,6 +818,10 @@ impl Chat {
                 }
                 out.line(&format!("* you are now {}", ui::escaped(rest)));
             }
+            "nick" => out.line(&format!(
+                "* usage: /nick NAME (you are {})",
+                ui::escaped(lan.link.protocol.nick())
+            )),
             "status" => {
                 let p = &lan.link.protocol;
                 let to = self.to.map_or_else(|| "no one".to_owned(), |a| who(p, a));

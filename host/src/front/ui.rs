@@ -1,7 +1,7 @@
 //! How events look: one line each, `HH:MM:SS who: text`, with anything that could break the
 //! line or the terminal (newlines, escape sequences, undecodable bytes) shown escaped.
 
-use std::io::Write as _;
+use std::io::{self, Write as _};
 
 pub use crate::app::display::{escaped, legacy_text, push_escaped};
 
@@ -23,12 +23,7 @@ impl Output {
     pub fn line(&mut self, text: &str) {
         let line = format!("{} {}", clock(), text);
         match self {
-            Output::Lines => {
-                let mut out = std::io::stdout().lock();
-                // A closed stdout (`duet listen | head -1`) must not kill the chat.
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
-            }
+            Output::Lines => print(&line),
             Output::Terminal(printer) => {
                 // With the newline the line stays above the prompt even when the editor is
                 // not reading at that moment (it would otherwise be drawn over).
@@ -36,4 +31,24 @@ impl Output {
             }
         }
     }
+}
+
+/// Print `line` on stdout, flushed at once; if whoever read stdout has gone (`duet listen
+/// | head -1` once `head` has its line), end duet now, with success.
+///
+/// This is what SIGPIPE does to `cat`, with exit status 0 (a reader that has all it
+/// wanted is not a failure) and without unsafe signal code: Rust ignores SIGPIPE, so a
+/// write to a closed pipe fails with EPIPE instead. Leaving at once loses nothing: a
+/// received message is stored before it is shown (one whose line could not be written
+/// is in `duet history`; its sender sends it again later, and it is not shown twice), and
+/// a typed message is stored in the outbox before it is sent. Staying would only run a
+/// chat or a `listen` that nobody can read.
+pub fn print(line: &str) {
+    let mut out = io::stdout().lock();
+    let written = writeln!(out, "{line}").and_then(|()| out.flush());
+    if written.is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe) {
+        std::process::exit(0);
+    }
+    // Other errors (a full disk under `> file`) are not the reader leaving: the chat goes
+    // on, as a terminal's would.
 }
