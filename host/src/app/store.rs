@@ -524,7 +524,7 @@ mod test {
         // The test process keeps its inherited umask (usually 022, which left SQLite's
         // -wal and -shm readable by everyone).
         let dir = temp_dir("private");
-        let store = Store::open(&dir).unwrap();
+        let mut store = Store::open(&dir).unwrap();
         store.receive(&PeerKey([1; 32]), 1, "a secret").unwrap();
         // The log and its index exist while the store is open.
         for name in [STORE_FILE, WAL_FILE, SHM_FILE] {
@@ -538,7 +538,7 @@ mod test {
     fn files_left_readable_by_others_are_made_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = temp_dir("loose");
-        let store = Store::open(&dir).unwrap();
+        let mut store = Store::open(&dir).unwrap();
         store.receive(&PeerKey([1; 32]), 1, "a secret").unwrap();
         // What an older duet left: all three readable by everyone (the store stays open,
         // so the log and its index stay too).
@@ -586,7 +586,7 @@ mod test {
     #[test]
     fn the_log_of_a_history_that_is_gone_is_not_replayed_into_a_new_one() {
         let dir = temp_dir("orphan");
-        let store = Store::open(&dir).unwrap();
+        let mut store = Store::open(&dir).unwrap();
         store.receive(&PeerKey([1; 32]), 1, "in the log").unwrap();
         // A duet killed with its history open leaves the log; then the history goes.
         std::mem::forget(store);
