@@ -262,3 +262,34 @@ fn lines_typed_before_any_peer_wrote_are_kept_and_go_to_the_first_that_does() {
         ["typed before anyone wrote [delivered]"]
     );
 }
+
+#[test]
+fn a_message_stored_but_never_shown_is_shown_by_the_next_run_once() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ha, hb) = paired(Some(&local(pa)), Some(&local(pb)));
+    let mut b = hb.duet(&["listen", "--bind", &local(pb), "--count", "1"]);
+    b.expect("* listening on", T);
+    let (code, out) = ha.run(&["send", "--to", "b", "stored, then the receiver died"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(b.wait(T).success(), "{:?}", b.seen);
+    // As if the receiver had been killed between storing the message and showing it.
+    sql(
+        &hb,
+        "UPDATE messages SET shown = 0 WHERE text = 'stored, then the receiver died';",
+    );
+    let mut b = hb.duet(&["listen", "--bind", &local(pb), "--count", "1"]);
+    b.expect("a: stored, then the receiver died", T);
+    assert!(b.wait(T).success(), "{:?}", b.seen);
+    // Shown now: the next run does not show it again.
+    let mut b = hb.duet(&["listen", "--bind", &local(pb)]);
+    b.expect("* listening on", T);
+    let (code, out) = ha.run(&["send", "--to", "b", "a new one"]);
+    assert_eq!(code, 0, "{out}");
+    b.expect(": a new one", T);
+    b.kill();
+    assert!(
+        !b.seen.iter().any(|l| l.contains("receiver died")),
+        "{:?}",
+        b.seen
+    );
+}

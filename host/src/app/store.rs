@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_peer ON messages (peer, state);
 ";
 
+/// Added to the first schema, for files made before it: whether a received message was
+/// shown (it is stored before it is shown, so a kill in between leaves it unshown, and
+/// the next run shows it).
+const ADD_SHOWN: &str = "ALTER TABLE messages ADD COLUMN shown INTEGER NOT NULL DEFAULT 1;";
+
 /// Which way a message went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -96,12 +101,17 @@ pub struct Writes {
     pub received: Vec<(PeerKey, u64, String)>,
     /// Own messages the peer's application acknowledged: the peer, the id.
     pub delivered: Vec<(PeerKey, u64)>,
+    /// Received messages now shown: the peer, the id.
+    pub shown: Vec<(PeerKey, u64)>,
 }
 
 impl Writes {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty() && self.received.is_empty() && self.delivered.is_empty()
+        self.queue.is_empty()
+            && self.received.is_empty()
+            && self.delivered.is_empty()
+            && self.shown.is_empty()
     }
 }
 
@@ -315,6 +325,17 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(fail)?;
         conn.execute_batch(SCHEMA).map_err(fail)?;
+        let has_shown: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'shown'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(fail)?
+            > 0;
+        if !has_shown {
+            conn.execute_batch(ADD_SHOWN).map_err(fail)?;
+        }
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| Error::Other(format!("no randomness: {e}")))?;
         Ok(Store {
@@ -350,8 +371,8 @@ impl Store {
                 uid = uid.wrapping_add(1);
             }
             let mut receive = tx.prepare_cached(
-                "INSERT OR IGNORE INTO messages (peer, direction, uid, text, state, created_ms, updated_ms)
-                 VALUES (?1, 'in', ?2, ?3, 'received', ?4, ?4)",
+                "INSERT OR IGNORE INTO messages (peer, direction, uid, text, state, created_ms, updated_ms, shown)
+                 VALUES (?1, 'in', ?2, ?3, 'received', ?4, ?4, 0)",
             )?;
             for (peer, uid, text) in &writes.received {
                 let inserted =
@@ -364,6 +385,12 @@ impl Store {
             )?;
             for (peer, uid) in &writes.delivered {
                 deliver.execute(params![peer.to_string(), *uid as i64, now])?;
+            }
+            let mut shown = tx.prepare_cached(
+                "UPDATE messages SET shown = 1 WHERE peer = ?1 AND direction = 'in' AND uid = ?2",
+            )?;
+            for (peer, uid) in &writes.shown {
+                shown.execute(params![peer.to_string(), *uid as i64])?;
             }
             Ok(())
         })();
@@ -394,6 +421,35 @@ impl Store {
             ..Writes::default()
         };
         self.commit(&writes).map(drop)
+    }
+
+    /// Received messages stored but never shown (duet stopped between the two), oldest
+    /// first: from `peer` only, if given. Each is the peer's key, the id and the text.
+    pub fn unshown(&self, peer: Option<&PeerKey>) -> Result<Vec<(PeerKey, u64, String)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT peer, uid, text FROM messages
+                 WHERE direction = 'in' AND shown = 0 AND (?1 IS NULL OR peer = ?1) ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![peer.map(|p| p.to_string())], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut found = Vec::new();
+        for row in rows {
+            let (peer, uid, text) = row.map_err(|e| self.err(e))?;
+            if let Ok(key) = peer.parse::<PeerKey>() {
+                found.push((key, uid, text));
+            }
+        }
+        Ok(found)
     }
 
     /// Outgoing messages to `peer` not yet delivered, oldest first.
@@ -677,6 +733,7 @@ mod test {
                 (alice, 6, "y".into()),
             ],
             delivered: vec![(bob, earlier)],
+            ..Writes::default()
         };
         let done = store.commit(&writes).unwrap();
         assert_eq!(done.fresh, vec![true, false, true]);

@@ -171,6 +171,8 @@ pub struct Talk {
     unstored: Vec<Received>,
     /// Deliveries of stored messages not yet written.
     delivered: Vec<(PeerKey, u64)>,
+    /// Received messages handed to the front-end to show, to mark shown in the store.
+    shown: Vec<(PeerKey, u64)>,
     events: VecDeque<Happened>,
     counts: Counts,
     /// The last store error shown, so a failing disk is reported once, not every turn.
@@ -202,6 +204,7 @@ impl Talk {
             in_flight: HashMap::new(),
             unstored: Vec::new(),
             delivered: Vec::new(),
+            shown: Vec::new(),
             events: VecDeque::new(),
             counts: Counts::default(),
             store_problem: None,
@@ -263,6 +266,27 @@ impl Talk {
     /// The store, when there is one.
     pub fn store(&self) -> Option<&Store> {
         self.store.as_ref()
+    }
+
+    /// Show what an earlier run stored but never showed (it was stopped in between): from
+    /// `peer` only when given; `names` says who each key is.
+    pub fn show_unshown(
+        &mut self,
+        peer: Option<PeerKey>,
+        names: impl Fn(&PeerKey) -> Option<String>,
+    ) -> Result<(), Error> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        for (key, uid, text) in store.unshown(peer.as_ref())? {
+            self.shown.push((key, uid));
+            self.events.push_back(Happened::Message {
+                from: None,
+                who: names(&key),
+                text: display::escaped(&text),
+            });
+        }
+        Ok(())
     }
 
     /// Store typed messages for `peer` from now on, and queue what earlier runs left
@@ -572,6 +596,7 @@ impl Talk {
         };
         let mut writes = Writes {
             delivered: std::mem::take(&mut self.delivered),
+            shown: std::mem::take(&mut self.shown),
             ..Writes::default()
         };
         let queue_at: Vec<usize> = match self.outbox_peer {
@@ -608,6 +633,11 @@ impl Talk {
                         true
                     };
                     if new {
+                        if let Some((key, uid, _)) = &r.stored {
+                            // Marked shown in the next turn's transaction, once the
+                            // front-end showed it.
+                            self.shown.push((*key, *uid));
+                        }
                         self.events.push_back(Happened::Message {
                             from: r.from,
                             who: r.who,
@@ -629,6 +659,7 @@ impl Talk {
                 // messages wait, received ones stay unacknowledged (their sender keeps
                 // them and sends them again) and unshown.
                 self.delivered = writes.delivered;
+                self.shown = writes.shown;
                 let text = format!(
                     "cannot write the history ({e}): received messages are NOT acknowledged \
                      and typed ones NOT sent until it can be written"

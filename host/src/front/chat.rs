@@ -156,6 +156,12 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
     if !args.legacy.legacy {
         talk.serve_handoffs(dir)?;
     }
+    if let Some(contacts) = &contacts {
+        // Stored by a run that stopped before it showed them.
+        talk.show_unshown(outbox_peer, |k| {
+            contacts.peers.by_key(k).map(|p| p.name.clone())
+        })?;
+    }
     if let (Some(config), Some(key), Some(contacts)) = (&reach_config, outbox_peer, &contacts) {
         let port = talk.link.local_addr().port();
         match Reaching::start(config, &contacts.identity, key, port) {

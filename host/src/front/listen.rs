@@ -24,8 +24,8 @@ const LINGER_MAX: Duration = Duration::from_secs(6);
 /// `duet listen`.
 pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
     let bind = parse_addr(&args.bind)?;
-    let (conversation, store) = if args.legacy.legacy {
-        (Conversation::legacy(&args.legacy, None), None)
+    let (conversation, store, shown_names) = if args.legacy.legacy {
+        (Conversation::legacy(&args.legacy, None), None, None)
     } else {
         let contacts = Contacts::load(dir)?;
         if contacts.peers.iter().next().is_none() {
@@ -34,6 +34,7 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
         (
             Conversation::duet(&contacts, None, Config::default())?,
             Some(Store::open(dir)?),
+            Some(contacts),
         )
     };
     let link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
@@ -42,6 +43,10 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
     let mut talk = Talk::new(link, store, None, args.legacy.read_encoding());
     if !args.legacy.legacy {
         talk.serve_handoffs(dir)?;
+    }
+    if let Some(contacts) = &shown_names {
+        // Stored by a run that stopped before it showed them.
+        talk.show_unshown(None, |k| contacts.peers.by_key(k).map(|p| p.name.clone()))?;
     }
     let mut received = 0u64;
     let mut linger_since: Option<(Instant, u32)> = None;
