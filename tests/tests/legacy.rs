@@ -475,3 +475,36 @@ fn duet_chat_legacy_sends_a_line_longer_than_eight_datagrams_and_goes_on() {
         duet.seen.join("\n")
     );
 }
+
+#[test]
+fn plain_datagrams_sent_and_received_are_kept_in_the_history() {
+    let home = duet_tests::Home::new("legacy-history");
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    peer.set_read_timeout(Some(WAIT)).expect("timeout");
+    let peer_addr = peer.local_addr().expect("addr").to_string();
+    let port = free_port();
+    let bind = local(port);
+    let mut duet = home.duet(&["chat", "--legacy", "--bind", &bind, "--peer", &peer_addr]);
+    duet.expect(&format!("* listening on {bind}"), WAIT);
+    duet.type_line("out to the tutorial 你好");
+    let mut buf = [0u8; 1024];
+    let (n, _) = peer.recv_from(&mut buf).expect("datagram from duet");
+    assert_eq!(&buf[..n], "out to the tutorial 你好".as_bytes());
+    peer.send_to("in from the tutorial\n".as_bytes(), &bind)
+        .expect("send to duet");
+    next_message(&mut duet, &peer_addr);
+    duet.close_stdin();
+    assert!(duet.wait(WAIT).success(), "{:?}", duet.seen);
+    let (code, out) = home.run(&["history"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "-> {peer_addr} (plain): out to the tutorial 你好 [sent]"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("<- {peer_addr} (plain): in from the tutorial\\n")),
+        "{out}"
+    );
+}

@@ -48,6 +48,13 @@ CREATE TABLE IF NOT EXISTS messages (
     UNIQUE (peer, direction, uid)
 );
 CREATE INDEX IF NOT EXISTS messages_by_peer ON messages (peer, state);
+CREATE TABLE IF NOT EXISTS plain (
+    seq        INTEGER PRIMARY KEY,
+    addr       TEXT NOT NULL,
+    direction  TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    text       TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
 ";
 
 /// Added to the first schema, for files made before it: whether a received message was
@@ -79,6 +86,9 @@ pub struct Entry {
     pub text: String,
     /// Its id on the wire.
     pub uid: u64,
+    /// A legacy-mode datagram: `peer` is the other side's address, the text is escaped
+    /// already (undecodable bytes as `\xHH`).
+    pub plain: bool,
 }
 
 /// The open store.
@@ -103,6 +113,9 @@ pub struct Writes {
     pub delivered: Vec<(PeerKey, u64)>,
     /// Received messages now shown: the peer, the id.
     pub shown: Vec<(PeerKey, u64)>,
+    /// Legacy mode's plain datagrams, sent or received: the other side's address, which
+    /// way, the text as shown (escaped already).
+    pub plain: Vec<(std::net::SocketAddr, Direction, String)>,
 }
 
 impl Writes {
@@ -112,6 +125,7 @@ impl Writes {
             && self.received.is_empty()
             && self.delivered.is_empty()
             && self.shown.is_empty()
+            && self.plain.is_empty()
     }
 }
 
@@ -392,6 +406,16 @@ impl Store {
             for (peer, uid) in &writes.shown {
                 shown.execute(params![peer.to_string(), *uid as i64])?;
             }
+            let mut plain = tx.prepare_cached(
+                "INSERT INTO plain (addr, direction, text, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (addr, direction, text) in &writes.plain {
+                let way = match direction {
+                    Direction::In => "in",
+                    Direction::Out => "out",
+                };
+                plain.execute(params![addr.to_string(), way, text, now])?;
+            }
             Ok(())
         })();
         result
@@ -499,11 +523,18 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT created_ms, peer, direction, state, text, uid FROM (
-                    SELECT * FROM messages
+                "SELECT created_ms, peer, direction, state, text, uid, plain FROM (
+                    SELECT created_ms, peer, direction, state, text, uid, seq, 0 AS plain
+                    FROM messages
                     WHERE (?1 IS NULL OR peer = ?1) AND (?2 IS NULL OR text LIKE ?2 ESCAPE '\\')
-                    ORDER BY seq DESC LIMIT ?3
-                 ) ORDER BY seq",
+                    UNION ALL
+                    SELECT created_ms, addr, direction,
+                           CASE direction WHEN 'in' THEN 'received' ELSE 'sent' END,
+                           text, 0, seq, 1
+                    FROM plain
+                    WHERE ?1 IS NULL AND (?2 IS NULL OR text LIKE ?2 ESCAPE '\\')
+                    ORDER BY created_ms DESC, plain DESC, seq DESC LIMIT ?3
+                 ) ORDER BY created_ms, plain, seq",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -522,6 +553,7 @@ impl Store {
                         state: r.get(3)?,
                         text: r.get(4)?,
                         uid: r.get::<_, i64>(5)? as u64,
+                        plain: r.get::<_, i64>(6)? == 1,
                     })
                 },
             )

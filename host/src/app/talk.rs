@@ -31,7 +31,7 @@ use super::display;
 use super::handoff::{self, Asked, Reply, Status};
 use super::keys::PeerKey;
 use super::reach::{self, PathKind, Reaching};
-use super::store::{Store, Writes};
+use super::store::{Direction, Store, Writes};
 use crate::platform::ipc::LocalListener;
 use crate::transport::{self, Link, Stack, Woke};
 
@@ -173,6 +173,8 @@ pub struct Talk {
     delivered: Vec<(PeerKey, u64)>,
     /// Received messages handed to the front-end to show, to mark shown in the store.
     shown: Vec<(PeerKey, u64)>,
+    /// Legacy datagrams sent, to keep in the history.
+    plain_sent: Vec<(SocketAddr, String)>,
     events: VecDeque<Happened>,
     counts: Counts,
     /// The last store error shown, so a failing disk is reported once, not every turn.
@@ -205,6 +207,7 @@ impl Talk {
             unstored: Vec::new(),
             delivered: Vec::new(),
             shown: Vec::new(),
+            plain_sent: Vec::new(),
             events: VecDeque::new(),
             counts: Counts::default(),
             store_problem: None,
@@ -599,6 +602,19 @@ impl Talk {
             shown: std::mem::take(&mut self.shown),
             ..Writes::default()
         };
+        // Legacy datagrams: kept as shown, with the address they came from or went to.
+        let plain_sent = std::mem::take(&mut self.plain_sent);
+        writes.plain.extend(
+            plain_sent
+                .iter()
+                .map(|(addr, text)| (*addr, Direction::Out, display::escaped(text))),
+        );
+        writes.plain.extend(self.unstored.iter().filter_map(|r| {
+            match (r.stored.is_none(), r.from) {
+                (true, Some(from)) => Some((from, Direction::In, r.text.clone())),
+                _ => None,
+            }
+        }));
         let queue_at: Vec<usize> = match self.outbox_peer {
             Some(key) => self
                 .pending
@@ -660,6 +676,7 @@ impl Talk {
                 // them and sends them again) and unshown.
                 self.delivered = writes.delivered;
                 self.shown = writes.shown;
+                self.plain_sent = plain_sent;
                 let text = format!(
                     "cannot write the history ({e}): received messages are NOT acknowledged \
                      and typed ones NOT sent until it can be written"
@@ -707,6 +724,9 @@ impl Talk {
                 }
                 Conversation::Legacy(plain) => match plain.send_text(&p.text) {
                     Ok(report) => {
+                        if let Some(to) = plain.peer() {
+                            self.plain_sent.push((to, p.text.clone()));
+                        }
                         if report.unmappable > 0 {
                             self.events.push_back(Happened::Unmappable {
                                 count: report.unmappable,

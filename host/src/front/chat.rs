@@ -150,7 +150,14 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
     let store = if contacts.is_some() {
         Some(Store::open(dir)?)
     } else {
-        None
+        // Legacy mode keeps its datagrams in the history too, when it can.
+        match Store::open(dir) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                out.line(&format!("* not keeping a history: {e}"));
+                None
+            }
+        }
     };
     let mut talk = Talk::new(link, store, None, args.legacy.read_encoding());
     if !args.legacy.legacy {

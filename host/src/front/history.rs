@@ -43,15 +43,19 @@ pub fn history(args: HistoryOptions, dir: &Path) -> Result<(), Error> {
     }
     let mut out = std::io::stdout().lock();
     for entry in store.history(peer.as_ref(), args.search.as_deref(), args.limit)? {
-        let name = entry
-            .peer
-            .parse::<PeerKey>()
-            .ok()
-            .and_then(|k| contacts.peers.by_key(&k))
-            .map_or_else(
-                || entry.peer.chars().take(8).collect::<String>(),
-                |p| p.name.clone(),
-            );
+        let name = if entry.plain {
+            format!("{} (plain)", entry.peer)
+        } else {
+            entry
+                .peer
+                .parse::<PeerKey>()
+                .ok()
+                .and_then(|k| contacts.peers.by_key(&k))
+                .map_or_else(
+                    || entry.peer.chars().take(8).collect::<String>(),
+                    |p| p.name.clone(),
+                )
+        };
         let when = chrono::DateTime::from_timestamp_millis(entry.created_ms)
             .map(|t| {
                 t.with_timezone(&chrono::Local)
@@ -67,7 +71,12 @@ pub fn history(args: HistoryOptions, dir: &Path) -> Result<(), Error> {
         if writeln!(
             out,
             "{when} {arrow} {name}: {}{state}",
-            ui::escaped(&entry.text)
+            if entry.plain {
+                // Escaped when it arrived, with its undecodable bytes as \xHH.
+                entry.text.clone()
+            } else {
+                ui::escaped(&entry.text)
+            }
         )
         .is_err()
         {

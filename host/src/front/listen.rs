@@ -25,7 +25,11 @@ const LINGER_MAX: Duration = Duration::from_secs(6);
 pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
     let bind = parse_addr(&args.bind)?;
     let (conversation, store, shown_names) = if args.legacy.legacy {
-        (Conversation::legacy(&args.legacy, None), None, None)
+        // Legacy mode keeps its datagrams in the history too, when it can.
+        let store = Store::open(dir)
+            .inspect_err(|e| eprintln!("duet: not keeping a history: {e}"))
+            .ok();
+        (Conversation::legacy(&args.legacy, None), store, None)
     } else {
         let contacts = Contacts::load(dir)?;
         if contacts.peers.iter().next().is_none() {

@@ -8,7 +8,7 @@ use duet_core::session::{self, Config};
 use duet_core::text::Encoding;
 use duet_core::time::{Duration, Instant};
 
-use super::ui::Output;
+use super::ui::{self, Output};
 use super::{SendOptions, sender};
 use crate::app::Error;
 use crate::app::contacts::Contacts;
@@ -17,7 +17,7 @@ use crate::app::conversation::{Conversation, messages_of};
 use crate::app::handoff::{self, Handed, Reply};
 use crate::app::keys::Identity;
 use crate::app::reach::Reaching;
-use crate::app::store::Store;
+use crate::app::store::{Direction, Store, Writes};
 use crate::app::talk::{Happened, Talk};
 use crate::transport::{self, Link, parse_addr};
 
@@ -102,6 +102,17 @@ pub fn send(args: SendOptions, dir: &Path) -> Result<(), Error> {
         }
         while link.protocol.in_flight() > 0 {
             link.poll()?;
+        }
+        // Kept in the history too (best effort: the datagrams are gone already).
+        let kept = Store::open(dir).and_then(|mut store| {
+            let writes = Writes {
+                plain: vec![(to, Direction::Out, ui::escaped(&text))],
+                ..Writes::default()
+            };
+            store.commit(&writes).map(drop)
+        });
+        if let Err(e) = kept {
+            eprintln!("duet: not kept in the history: {e}");
         }
         eprintln!(
             "duet: sent {parts} datagram(s) to {to}; legacy mode: unacknowledged and unencrypted{}",
