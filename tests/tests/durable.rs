@@ -97,6 +97,9 @@ fn a_message_retransmitted_after_the_receiver_restarted_is_not_shown_twice() {
     relay.mute_b(true);
     a.type_line("only once, please");
     b.expect(": only once, please", T);
+    // Shown means marked shown in the history (right after printing); a kill before the
+    // mark would have it shown again, on purpose, by the next run.
+    wait_until_shown(&hb, "only once, please");
     b.kill();
     relay.mute_b(false);
     let mut b2 = hb.duet(&["chat", "a", "--bind", &local(pb)]);
@@ -188,6 +191,29 @@ fn kill_9_during_a_burst_loses_nothing_that_was_shown() {
     );
     integrity_ok(&ha);
     integrity_ok(&hb);
+}
+
+/// Wait (bounded) until `home`'s history marks the received `text` as shown.
+fn wait_until_shown(home: &Home, text: &str) {
+    let db = home.path().join("history.sqlite3");
+    let script = "import sqlite3, sys\n\
+                  c = sqlite3.connect(sys.argv[1])\n\
+                  r = c.execute('SELECT shown FROM messages WHERE text = ?', (sys.argv[2],)).fetchone()\n\
+                  sys.exit(0 if r and r[0] == 1 else 1)";
+    let deadline = std::time::Instant::now() + T;
+    while std::time::Instant::now() < deadline {
+        let shown = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .arg(&db)
+            .arg(text)
+            .status()
+            .is_ok_and(|s| s.success());
+        if shown {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{text:?} never marked shown");
 }
 
 /// Run SQL on `home`'s history file (Python's sqlite3: the schema is duet's own).

@@ -24,7 +24,8 @@ fn under_umask_022(home: &Home, args: &[&str]) -> Command {
 }
 
 /// Every entry of `dir` and below with a mode that lets the group or others in: files
-/// must be 0600, directories 0700.
+/// must be 0600, directories 0700, and the hand-off socket of a running duet private to
+/// its owner (0700: a socket is created with execute bits, and only its owner connects).
 fn not_private(dir: &Path, found: &mut Vec<String>) {
     let mode = fs::metadata(dir).expect("config dir").permissions().mode() & 0o7777;
     if mode != 0o700 {
@@ -35,6 +36,14 @@ fn not_private(dir: &Path, found: &mut Vec<String>) {
         let meta = fs::symlink_metadata(&path).expect("stat");
         if meta.is_dir() {
             not_private(&path, found);
+        } else if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                found.push(format!(
+                    "{} {:04o}",
+                    path.display(),
+                    meta.permissions().mode() & 0o7777
+                ));
+            }
         } else if meta.permissions().mode() & 0o7777 != 0o600 {
             found.push(format!(
                 "{} {:04o}",

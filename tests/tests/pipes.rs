@@ -35,7 +35,8 @@ fn a_reader_that_left_ends_each_command_with_success() {
     let mut b = hb.duet(&["listen", "--bind", &local(port), "--count", "1"]);
     b.expect("* listening on", T);
     // Its last line, "* delivered", meets the closed pipe.
-    let (code, stderr) = with_stdout_closed(&ha, &["send", "--to", &local(port), "hello"]);
+    let to = format!("b@{}", local(port));
+    let (code, stderr) = with_stdout_closed(&ha, &["send", "--to", &to, "hello"]);
     assert_eq!(code, Some(0), "send: {stderr}");
     b.expect("hello", T);
     assert!(b.wait(T).success(), "{:?}", b.seen);

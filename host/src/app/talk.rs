@@ -403,11 +403,12 @@ impl Talk {
 
     /// Wait for a datagram, the input (`input`), `deadline` or `limit`.
     pub fn wait(
-        &self,
+        &mut self,
         deadline: Option<Instant>,
         input: Option<BorrowedFd<'_>>,
         limit: Option<Instant>,
     ) -> Result<Woke, Error> {
+        self.flush_shown();
         let handoff = self.handoff.as_ref().map(LocalListener::fd);
         // Internet reach's look-ups and publications finish on other threads: look at
         // them a few times a second while it runs.
@@ -514,6 +515,25 @@ impl Talk {
             let gone = h.stream.write_all(reply.line().as_bytes()).is_err();
             if gone || h.waiting == 0 {
                 self.handed_in.swap_remove(at);
+            }
+        }
+    }
+
+    /// Mark what the front-end just showed as shown, before sleeping: the next turn's
+    /// transaction would do it too, but that may be long after, and a run stopped
+    /// meanwhile would show those messages again at its next start.
+    fn flush_shown(&mut self) {
+        if self.shown.is_empty() || self.retry_store_at.is_some() {
+            return;
+        }
+        if let Some(store) = &mut self.store {
+            let writes = Writes {
+                shown: std::mem::take(&mut self.shown),
+                ..Writes::default()
+            };
+            if store.commit(&writes).is_err() {
+                // Written with the next turn's transaction instead.
+                self.shown = writes.shown;
             }
         }
     }
