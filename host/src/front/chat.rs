@@ -128,7 +128,7 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
             let input = InputPipe::terminal(ed, Arc::clone(&prompt))?;
             (Output::Terminal(Box::new(printer)), input)
         }
-        None => (Output::Lines, InputPipe::lines()?),
+        None => (Output::Batched(String::new()), InputPipe::lines()?),
     };
     banner(&mut out, &args.legacy, link.local_addr());
     match talking_to {
@@ -259,6 +259,7 @@ impl ChatState {
             if took_input {
                 continue;
             }
+            out.flush();
             let want_input = talk.has_room() && self.quitting.is_none();
             let limit = self.quitting.map(|since| since + LEAVE_WAIT);
             talk.wait(deadline, if want_input { input.fd() } else { None }, limit)?;

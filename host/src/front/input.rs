@@ -9,6 +9,7 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -36,6 +37,8 @@ pub fn is_quit(line: &str) -> bool {
 pub struct InputPipe {
     lines: Receiver<Input>,
     wake: io::PipeReader,
+    /// Lines handed over and not yet taken (may dip below zero for a moment).
+    queued: Arc<AtomicIsize>,
     ended: bool,
 }
 
@@ -56,10 +59,19 @@ fn channel() -> io::Result<(
     Ok((tx, rx, wake_rx, wake_tx))
 }
 
-fn hand_over(tx: &SyncSender<Input>, wake: &mut io::PipeWriter, input: Input) -> bool {
+fn hand_over(
+    tx: &SyncSender<Input>,
+    queued: &AtomicIsize,
+    wake: &mut io::PipeWriter,
+    input: Input,
+) -> bool {
     let ok = tx.send(input).is_ok();
-    // The loop may be asleep in poll(2): one byte wakes it. A full pipe already wakes it.
-    let _ = wake.write(&[1]);
+    // The loop may be asleep in poll(2): one byte wakes it, written only when the channel
+    // was empty (the loop drains the channel before it sleeps, so a non-empty one means it
+    // is awake or already has a byte to wake it). A full pipe already wakes it.
+    if queued.fetch_add(1, Ordering::AcqRel) <= 0 {
+        let _ = wake.write(&[1]);
+    }
     ok
 }
 
@@ -67,6 +79,8 @@ impl InputPipe {
     /// Read lines from standard input (line mode).
     pub fn lines() -> io::Result<Self> {
         let (tx, lines, wake, mut wake_tx) = channel()?;
+        let queued = Arc::new(AtomicIsize::new(0));
+        let queued_in = Arc::clone(&queued);
         thread::Builder::new()
             .name("duet-input".into())
             .spawn(move || {
@@ -85,7 +99,7 @@ impl InputPipe {
                         }
                     };
                     let end = input == Input::Eof;
-                    if !hand_over(&tx, &mut wake_tx, input) || end {
+                    if !hand_over(&tx, &queued_in, &mut wake_tx, input) || end {
                         return;
                     }
                 }
@@ -93,6 +107,7 @@ impl InputPipe {
         Ok(InputPipe {
             lines,
             wake,
+            queued,
             ended: false,
         })
     }
@@ -100,6 +115,8 @@ impl InputPipe {
     /// Run a line editor on the terminal; `prompt` may be changed while it runs.
     pub fn terminal(mut editor: DefaultEditor, prompt: Arc<Mutex<String>>) -> io::Result<Self> {
         let (tx, lines, wake, mut wake_tx) = channel()?;
+        let queued = Arc::new(AtomicIsize::new(0));
+        let queued_in = Arc::clone(&queued);
         thread::Builder::new()
             .name("duet-editor".into())
             .spawn(move || {
@@ -121,7 +138,7 @@ impl InputPipe {
                         Input::Line(line) => is_quit(line),
                         _ => true,
                     };
-                    if !hand_over(&tx, &mut wake_tx, input) || end {
+                    if !hand_over(&tx, &queued_in, &mut wake_tx, input) || end {
                         return;
                     }
                 }
@@ -129,6 +146,7 @@ impl InputPipe {
         Ok(InputPipe {
             lines,
             wake,
+            queued,
             ended: false,
         })
     }
@@ -140,9 +158,18 @@ impl InputPipe {
 
     /// The next input, if one is waiting.
     pub fn try_next(&mut self) -> Option<Input> {
-        let mut sink = [0u8; 64];
-        while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
-        match self.lines.try_recv() {
+        let mut received = self.lines.try_recv();
+        if matches!(received, Err(TryRecvError::Empty)) {
+            // About to sleep: empty the wake-up pipe, then look once more (a line handed
+            // over meanwhile wrote its byte after the drain, or is taken now).
+            let mut sink = [0u8; 64];
+            while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
+            received = self.lines.try_recv();
+        }
+        if received.is_ok() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        match received {
             Ok(input) => {
                 if !matches!(input, Input::Line(_)) {
                     self.ended = true;

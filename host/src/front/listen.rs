@@ -42,7 +42,7 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
         )
     };
     let link = Link::bind(transport::open(bind, &args.tap)?, bind, conversation)?;
-    let mut out = Output::Lines;
+    let mut out = Output::Batched(String::new());
     banner(&mut out, &args.legacy, link.local_addr());
     let mut talk = Talk::new(link, store, None, args.legacy.read_encoding());
     if !args.legacy.legacy {
@@ -97,9 +97,11 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
                 break;
             }
             let limit = (quiet_since + LINGER_QUIET).min(started + LINGER_MAX);
+            out.flush();
             talk.wait(deadline, None, Some(limit))?;
             continue;
         }
+        out.flush();
         talk.wait(deadline, None, None)?;
     }
     let link = &talk.link;

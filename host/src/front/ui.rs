@@ -12,8 +12,12 @@ pub fn clock() -> String {
 
 /// Where event lines go: stdout in line mode, above the prompt in the terminal UI.
 pub enum Output {
-    /// One line per event on stdout, flushed at once (line mode, `listen`, `send`).
+    /// One line per event on stdout, flushed at once (`send`, IP Messenger mode).
     Lines,
+    /// Lines on stdout gathered over one turn of the loop and written together by
+    /// [`Output::flush`] before the loop sleeps (chat line mode, `listen`): one system call
+    /// for a burst of messages instead of one each.
+    Batched(String),
     /// Printed above the line being edited, which stays intact.
     Terminal(Box<dyn rustyline::ExternalPrinter + Send>),
 }
@@ -24,12 +28,34 @@ impl Output {
         let line = format!("{} {}", clock(), text);
         match self {
             Output::Lines => print(&line),
+            Output::Batched(held) => {
+                held.push_str(&line);
+                held.push('\n');
+            }
             Output::Terminal(printer) => {
                 // With the newline the line stays above the prompt even when the editor is
                 // not reading at that moment (it would otherwise be drawn over).
                 let _ = printer.print(format!("{line}\n"));
             }
         }
+    }
+}
+
+impl Output {
+    /// Write what [`Output::Batched`] gathered (the loop calls this before it sleeps).
+    pub fn flush(&mut self) {
+        if let Output::Batched(held) = self
+            && !held.is_empty()
+        {
+            print(held.trim_end_matches('\n'));
+            held.clear();
+        }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
