@@ -47,7 +47,10 @@ CREATE TABLE IF NOT EXISTS messages (
     updated_ms INTEGER NOT NULL,
     UNIQUE (peer, direction, uid)
 );
-CREATE INDEX IF NOT EXISTS messages_by_peer ON messages (peer, state);
+-- Only queued messages are looked up by peer (the outbox); a partial index keeps the rest
+-- (every received and delivered message) out of it, so storing one costs one index less.
+DROP INDEX IF EXISTS messages_by_peer;
+CREATE INDEX IF NOT EXISTS messages_queued ON messages (peer, seq) WHERE state = 'queued';
 CREATE TABLE IF NOT EXISTS plain (
     seq        INTEGER PRIMARY KEY,
     addr       TEXT NOT NULL,

@@ -35,8 +35,9 @@ use super::store::{Direction, Store, Writes};
 use crate::platform::ipc::LocalListener;
 use crate::transport::{self, Link, Stack, Woke};
 
-/// Typed messages one turn takes at most: a window's worth.
-const TURN_LINES: usize = duet_core::session::WINDOW;
+/// Typed messages one turn takes at most: half a window, so the next half is typed, stored
+/// and sent while the peer stores and acknowledges the first (the two sides overlap).
+const TURN_LINES: usize = duet_core::session::WINDOW / 2;
 /// Typed messages held while no peer is known yet.
 const HOLD_FOR_PEER: usize = 64;
 /// How often a conversation with internet reach looks at its background work.

@@ -1,13 +1,15 @@
 //! What the user types, delivered to the event loop through a channel and a wake-up pipe.
 //!
 //! A thread reads input — lines from a pipe or file in line mode, or a line editor
-//! (rustyline) on a terminal — and hands each line over a bounded channel, then
-//! writes a byte to a pipe the event loop polls next to the socket. The channel's capacity
+//! (rustyline) on a terminal — and hands lines over a bounded channel (in line mode, every
+//! complete line already read in one batch: one hand-over, not one per line), then writes
+//! a byte to a pipe the event loop polls next to the socket. The channel's capacity
 //! is the backpressure: while the loop takes no lines (the outbox is full), the thread
 //! blocks and stops reading, so piped input is paced by the peer's acknowledgements and
 //! nothing is dropped.
 
-use std::io::{self, BufRead, Read, Write};
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -35,9 +37,11 @@ pub fn is_quit(line: &str) -> bool {
 
 /// The receiving end of the input thread.
 pub struct InputPipe {
-    lines: Receiver<Input>,
+    lines: Receiver<Batch>,
+    /// Inputs of a batch taken from the channel and not yet handed out.
+    ready: VecDeque<Input>,
     wake: io::PipeReader,
-    /// Lines handed over and not yet taken (may dip below zero for a moment).
+    /// Batches handed over and not yet taken (may dip below zero for a moment).
     queued: Arc<AtomicIsize>,
     ended: bool,
 }
@@ -46,24 +50,31 @@ pub struct InputPipe {
 /// window of lines in one turn (one transaction, one burst of datagrams) instead of one
 /// line per thread hand-over; few enough that piped input stays paced by the peer.
 const INPUT_LINES: usize = 256;
+/// Lines one hand-over carries at most (line mode).
+const BATCH_LINES: usize = 64;
+/// Line mode's read buffer: many short lines per read(2).
+const READ_BUFFER: usize = 64 * 1024;
+
+/// A batch of inputs, as one hand-over carries it.
+type Batch = Vec<Input>;
 
 fn channel() -> io::Result<(
-    SyncSender<Input>,
-    Receiver<Input>,
+    SyncSender<Batch>,
+    Receiver<Batch>,
     io::PipeReader,
     io::PipeWriter,
 )> {
-    let (tx, rx) = mpsc::sync_channel(INPUT_LINES);
+    let (tx, rx) = mpsc::sync_channel(INPUT_LINES / BATCH_LINES);
     let (wake_rx, wake_tx) = io::pipe()?;
     rustix::io::ioctl_fionbio(wake_rx.as_fd(), true)?;
     Ok((tx, rx, wake_rx, wake_tx))
 }
 
 fn hand_over(
-    tx: &SyncSender<Input>,
+    tx: &SyncSender<Batch>,
     queued: &AtomicIsize,
     wake: &mut io::PipeWriter,
-    input: Input,
+    input: Batch,
 ) -> bool {
     let ok = tx.send(input).is_ok();
     // The loop may be asleep in poll(2): one byte wakes it, written only when the channel
@@ -84,9 +95,9 @@ impl InputPipe {
         thread::Builder::new()
             .name("duet-input".into())
             .spawn(move || {
-                let stdin = io::stdin();
-                let mut stdin = stdin.lock();
+                let mut stdin = BufReader::with_capacity(READ_BUFFER, io::stdin().lock());
                 let mut buf = Vec::new();
+                let mut batch = Vec::with_capacity(BATCH_LINES);
                 loop {
                     buf.clear();
                     let input = match stdin.read_until(b'\n', &mut buf) {
@@ -99,13 +110,20 @@ impl InputPipe {
                         }
                     };
                     let end = input == Input::Eof;
-                    if !hand_over(&tx, &queued_in, &mut wake_tx, input) || end {
+                    batch.push(input);
+                    // Another whole line already read: take it too, without waiting.
+                    if !end && batch.len() < BATCH_LINES && stdin.buffer().contains(&b'\n') {
+                        continue;
+                    }
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
+                    if !hand_over(&tx, &queued_in, &mut wake_tx, full) || end {
                         return;
                     }
                 }
             })?;
         Ok(InputPipe {
             lines,
+            ready: VecDeque::new(),
             wake,
             queued,
             ended: false,
@@ -138,13 +156,14 @@ impl InputPipe {
                         Input::Line(line) => is_quit(line),
                         _ => true,
                     };
-                    if !hand_over(&tx, &queued_in, &mut wake_tx, input) || end {
+                    if !hand_over(&tx, &queued_in, &mut wake_tx, vec![input]) || end {
                         return;
                     }
                 }
             })?;
         Ok(InputPipe {
             lines,
+            ready: VecDeque::new(),
             wake,
             queued,
             ended: false,
@@ -158,6 +177,9 @@ impl InputPipe {
 
     /// The next input, if one is waiting.
     pub fn try_next(&mut self) -> Option<Input> {
+        if let Some(input) = self.ready.pop_front() {
+            return Some(self.taken(input));
+        }
         let mut received = self.lines.try_recv();
         if matches!(received, Err(TryRecvError::Empty)) {
             // About to sleep: empty the wake-up pipe, then look once more (a line handed
@@ -170,11 +192,10 @@ impl InputPipe {
             self.queued.fetch_sub(1, Ordering::AcqRel);
         }
         match received {
-            Ok(input) => {
-                if !matches!(input, Input::Line(_)) {
-                    self.ended = true;
-                }
-                Some(input)
+            Ok(batch) => {
+                self.ready.extend(batch);
+                let input = self.ready.pop_front()?;
+                Some(self.taken(input))
             }
             Err(TryRecvError::Empty) => None,
             Err(TryRecvError::Disconnected) => {
@@ -186,5 +207,13 @@ impl InputPipe {
                 }
             }
         }
+    }
+
+    /// Hand out `input`; after the end or an interrupt nothing more comes.
+    fn taken(&mut self, input: Input) -> Input {
+        if !matches!(input, Input::Line(_)) {
+            self.ended = true;
+        }
+        input
     }
 }
