@@ -26,32 +26,46 @@ const PAIR_TIMEOUT: &str = "60";
 const EXIT_NO_ANSWER: i32 = 8;
 const EXIT_PAIRING_FAILED: i32 = 11;
 
-/// Two homes behind port-preserving NATs, a meshed private DHT and a STUN server.
+/// Two homes behind NAT routers, a meshed private DHT and a STUN/TURN server.
 struct World {
     net: NatNet,
     dht: DhtNodes,
     stun: Coturn,
+    relay: bool,
 }
 
 impl World {
     fn new(tag: &str) -> World {
-        let net = NatNet::builder(tag)
-            .router(Nat::PortPreserving)
-            .router(Nat::PortPreserving)
-            .build();
-        let dht = net.dht_nodes(3);
-        let stun = net.coturn();
-        World { net, dht, stun }
+        World::with(tag, Nat::PortPreserving, false)
     }
 
-    /// The environment that points duet at this world's DHT and STUN server only.
+    /// Two homes behind routers of kind `nat`; with `relay`, both duets use coturn as
+    /// their TURN server too.
+    fn with(tag: &str, nat: Nat, relay: bool) -> World {
+        let net = NatNet::builder(tag).router(nat).router(nat).build();
+        let dht = net.dht_nodes(3);
+        let stun = net.coturn();
+        World {
+            net,
+            dht,
+            stun,
+            relay,
+        }
+    }
+
+    /// The environment that points duet at this world's DHT, STUN and TURN server only.
     fn env(&self) -> Vec<(&'static str, String)> {
         let bootstrap: Vec<String> = self.dht.addrs().iter().map(ToString::to_string).collect();
-        vec![
+        let mut env = vec![
             ("DUET_DHT", "on".to_owned()),
             ("DUET_DHT_BOOTSTRAP", bootstrap.join(",")),
             ("DUET_STUN", self.stun.addr().to_string()),
-        ]
+        ];
+        if self.relay {
+            let turn = format!("{}:{}@{}", Coturn::USER, Coturn::PASSWORD, self.stun.addr());
+            env.push(("DUET_TURN", turn));
+        }
+        env
     }
 
     /// `duet ARGS` in home `i` with this world's reach settings.
@@ -233,4 +247,50 @@ fn a_wrong_code_with_the_right_nameplate_pairs_nothing_on_either_side() {
         said.contains(&format!("no invite with nameplate {}", &elsewhere[..3])),
         "{said}"
     );
+}
+
+#[test]
+fn behind_two_symmetric_nats_pairing_by_code_goes_through_the_relay() {
+    if skip_unless_root("behind_two_symmetric_nats_pairing_by_code_goes_through_the_relay") {
+        return;
+    }
+    let mut world = World::with("pairnat-relay", Nat::Symmetric, false);
+    let alice = Home::new("pairnat-relay-alice");
+    let bob = Home::new("pairnat-relay-bob");
+
+    // Without a relay the invite is found, but no punch gets through.
+    let (mut unreachable, code) = invite(&world, &alice, "bob");
+    let mut lost = join_within(&world, &bob, "alice", &code, "10");
+    let status = lost.wait(WAIT);
+    let said = lost.seen.join("\n");
+    assert_eq!(status.code(), Some(EXIT_NO_ANSWER), "{said}");
+    assert!(said.contains("none of its addresses answered"), "{said}");
+    unreachable.kill();
+    assert_eq!(listed(&bob, "alice"), None, "bob saved a peer");
+
+    world.relay = true;
+    let (mut inviter, code) = invite(&world, &alice, "bob");
+    let mut joiner = join(&world, &bob, "alice", &code);
+    // A new port per destination defeats punching: the first answer comes from a relayed
+    // address on the TURN server's host.
+    let relay_host = world.stun.addr().ip().to_string();
+    joiner.expect(&format!("the inviter answered from {relay_host}:"), WAIT);
+    joiner.expect("paired with alice", WAIT);
+    inviter.expect("paired with bob", WAIT);
+    assert!(
+        joiner.wait(WAIT).success(),
+        "join failed:\n{}",
+        joiner.seen.join("\n")
+    );
+    assert!(
+        inviter.wait(WAIT).success(),
+        "invite failed:\n{}",
+        inviter.seen.join("\n")
+    );
+    let bob_at_alice = listed(&alice, "bob").expect("alice did not record bob");
+    let alice_at_bob = listed(&bob, "alice").expect("bob did not record alice");
+    assert_eq!(bob_at_alice[1], bob.key());
+    assert_eq!(alice_at_bob[1], alice.key());
+    assert_eq!(bob_at_alice.last().map(String::as_str), Some("-"));
+    assert_eq!(alice_at_bob.last().map(String::as_str), Some("-"));
 }

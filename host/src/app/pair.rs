@@ -54,7 +54,7 @@ use zeroize::Zeroizing;
 
 use super::Error;
 use super::keys::{Identity, Peer, PeerError, PeerKey, Peers};
-use super::pair_reach::{PairReach, Side};
+use super::pair_reach::{Incoming, PairReach, Side};
 use crate::transport;
 use crate::transport::reach::ReachConfig;
 
@@ -1163,17 +1163,16 @@ pub fn invite(dir: &Path, args: InviteOptions, out: &mut dyn Write) -> Result<()
     let own = Identity::load_or_create(dir)?.public();
     check_name_free(dir, &args.name)?;
     let bind = transport::parse_addr(&args.bind)?;
-    let mut endpoint = Endpoint::bind(bind)?;
+    let endpoint = Endpoint::bind(bind)?;
     let local = endpoint.socket.local_addr()?;
     let code = match args.reach {
         Some(_) => Code::random_with_nameplate()?,
         None => Code::random()?,
     };
-    let mut reach = match (&args.reach, code.nameplate()) {
-        (Some(config), Some(nameplate)) => Some(
-            PairReach::start(config, Side::Inviter, &nameplate, local)
-                .map_err(|e| Error::Other(format!("pairing across the internet: {e}")))?,
-        ),
+    let reach = match (&args.reach, code.nameplate()) {
+        (Some(config), Some(nameplate)) => {
+            Some(start_reach(config, Side::Inviter, &nameplate, local)?)
+        }
         _ => None,
     };
     let shown = match reach {
@@ -1208,7 +1207,21 @@ pub fn invite(dir: &Path, args: InviteOptions, out: &mut dyn Write) -> Result<()
         // Nobody sees the code, so nobody can join: leave (quietly if the reader left).
         return printed(shown);
     }
+    let mut socket = PairingSocket { endpoint, reach };
+    let result = answer_one_join(dir, &args, own, code, &mut socket, out);
+    socket.close();
+    result
+}
 
+/// The invite's loop: answer one join on `socket`, save the joiner.
+fn answer_one_join(
+    dir: &Path,
+    args: &InviteOptions,
+    own: PeerKey,
+    code: Code,
+    socket: &mut PairingSocket,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let mut inviter = Inviter::new(code, own);
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     loop {
@@ -1221,111 +1234,179 @@ pub fn invite(dir: &Path, args: InviteOptions, out: &mut dyn Write) -> Result<()
                 PairFailure::NobodyJoined { waited }
             }));
         }
-        let mut wake = deadline;
-        if let Some(reach) = &mut reach {
-            if inviter.started() {
-                reach.stop_punching();
-            }
-            reach_turn(reach, &endpoint, now);
-            wake = wake.min(reach.next_wake(now));
+        if inviter.started()
+            && let Some(reach) = &mut socket.reach
+        {
+            reach.stop_punching();
         }
-        let Some((from, len)) = endpoint.recv_until(wake)? else {
+        let wake = socket.turn(now).min(deadline);
+        let Some(arrivals) = socket.receive(wake)? else {
             continue;
         };
-        if let Some(reach) = &mut reach
-            && reach.handle_datagram(from, &endpoint.buf[..len])
-        {
-            continue;
-        }
-        match inviter.handle(&endpoint.buf[..len])? {
-            InviterStep::Ignore => {}
-            InviterStep::Answer(datagram) => {
-                // Best effort: the joiner resends until an answer gets through, and a
-                // forged sender address must not end the invite.
-                let _ = endpoint.send(&datagram, from);
-            }
-            InviterStep::Intruder(abort) => {
-                // Best effort: the intruder's trouble is not ours.
-                let _ = endpoint.send(&abort, from);
-                eprintln!("duet: refused a second join from {from}: the code is already in use");
-            }
-            InviterStep::Verified(key) => {
-                // No address: `from` is the port the joiner opened for this exchange only
-                // (`duet pair join` binds a free one), dead once it exits; across the
-                // internet it is also a mapping of the joiner's router made for this
-                // exchange. The joiner's duet is found on the LAN or through the DHT,
-                // writes first, or is given one with `duet pair set-addr`.
-                let peer = Peer {
-                    name: args.name.clone(),
-                    key,
-                    addr: None,
-                };
-                if let Err(e) = save_peer(dir, own, peer) {
-                    if let Some(abort) = inviter.refuse() {
+        for (from, datagram) in arrivals {
+            match inviter.handle(&datagram)? {
+                InviterStep::Ignore => {}
+                InviterStep::Answer(datagram) => {
+                    // Best effort: the joiner resends until an answer gets through, and a
+                    // forged sender address must not end the invite.
+                    let _ = socket.send(&datagram, from);
+                }
+                InviterStep::Intruder(abort) => {
+                    // Best effort: the intruder's trouble is not ours.
+                    let _ = socket.send(&abort, from);
+                    eprintln!(
+                        "duet: refused a second join from {from}: the code is already in use"
+                    );
+                }
+                InviterStep::Verified(key) => {
+                    // No address: `from` is the port the joiner opened for this exchange
+                    // only (`duet pair join` binds a free one), dead once it exits; across
+                    // the internet it is also a mapping of the joiner's router made for this
+                    // exchange. The joiner's duet is found on the LAN or through the DHT,
+                    // writes first, or is given one with `duet pair set-addr`.
+                    let peer = Peer {
+                        name: args.name.clone(),
+                        key,
+                        addr: None,
+                    };
+                    if let Err(e) = save_peer(dir, own, peer) {
+                        if let Some(abort) = inviter.refuse() {
+                            for _ in 0..ABORT_COPIES {
+                                let _ = socket.send(&abort, from);
+                            }
+                        }
+                        return Err(e);
+                    }
+                    let done = inviter.confirm()?;
+                    // Saved already: a failed send only means the joiner times out.
+                    let _ = socket.send(&done, from);
+                    paired_line(out, &args.name, &key)?;
+                    eprintln!(
+                        "duet: no address saved for {0}: the join came from a temporary port. \
+                         `duet chat {0}` looks for it on the LAN{1}; elsewhere, run \
+                         `duet pair set-addr {0} HOST:PORT` with where its duet listens",
+                        args.name,
+                        if socket.reach.is_some() {
+                            " and through the DHT"
+                        } else {
+                            ""
+                        }
+                    );
+                    linger(socket, &mut inviter, deadline);
+                    return Ok(());
+                }
+                InviterStep::Failed(failure, abort) => {
+                    if let Some(abort) = abort {
                         for _ in 0..ABORT_COPIES {
-                            let _ = endpoint.send(&abort, from);
+                            let _ = socket.send(&abort, from);
                         }
                     }
-                    return Err(e);
+                    return Err(Error::Pairing(failure));
                 }
-                let done = inviter.confirm()?;
-                // Saved already: a failed send only means the joiner times out.
-                let _ = endpoint.send(&done, from);
-                paired_line(out, &args.name, &key)?;
-                eprintln!(
-                    "duet: no address saved for {0}: the join came from a temporary port. \
-                     `duet chat {0}` looks for it on the LAN{1}; elsewhere, run \
-                     `duet pair set-addr {0} HOST:PORT` with where its duet listens",
-                    args.name,
-                    if reach.is_some() {
-                        " and through the DHT"
-                    } else {
-                        ""
-                    }
-                );
-                linger(&mut endpoint, &mut inviter, deadline);
-                return Ok(());
-            }
-            InviterStep::Failed(failure, abort) => {
-                if let Some(abort) = abort {
-                    for _ in 0..ABORT_COPIES {
-                        let _ = endpoint.send(&abort, from);
-                    }
-                }
-                return Err(Error::Pairing(failure));
             }
         }
-    }
-}
-
-/// One turn of the rendezvous: its STUN requests and punches go out of the pairing socket
-/// (best effort: a candidate without a route is one of several), its problems to stderr.
-fn reach_turn(reach: &mut PairReach, endpoint: &Endpoint, now: Instant) {
-    reach.step(now);
-    while let Some((to, datagram)) = reach.poll_transmit() {
-        let _ = endpoint.send(&datagram, to);
-    }
-    while let Some(problem) = reach.next_problem() {
-        eprintln!("duet: {problem}");
     }
 }
 
 /// After DONE, answer repeated CONFIRMs (their DONE was lost) until they stop.
-fn linger(endpoint: &mut Endpoint, inviter: &mut Inviter, deadline: Instant) {
+fn linger(socket: &mut PairingSocket, inviter: &mut Inviter, deadline: Instant) {
     let start = Instant::now();
     let end = (start + LINGER_MAX).min(deadline.max(start + LINGER_QUIET));
     let mut quiet_until = start + LINGER_QUIET;
     // Errors end the lingering only: the pairing is saved and acknowledged.
-    while let Ok(Some((from, len))) = endpoint.recv_until(quiet_until.min(end)) {
-        match inviter.handle(&endpoint.buf[..len]) {
-            Ok(InviterStep::Answer(datagram)) => {
-                let _ = endpoint.send(&datagram, from);
-                quiet_until = Instant::now() + LINGER_QUIET;
+    while let Ok(Some(arrivals)) = socket.receive(quiet_until.min(end)) {
+        for (from, datagram) in arrivals {
+            match inviter.handle(&datagram) {
+                Ok(InviterStep::Answer(datagram)) => {
+                    let _ = socket.send(&datagram, from);
+                    quiet_until = Instant::now() + LINGER_QUIET;
+                }
+                Ok(InviterStep::Intruder(abort)) => {
+                    let _ = socket.send(&abort, from);
+                }
+                _ => {}
             }
-            Ok(InviterStep::Intruder(abort)) => {
-                let _ = endpoint.send(&abort, from);
+        }
+    }
+}
+
+fn start_reach(
+    config: &ReachConfig,
+    side: Side,
+    nameplate: &str,
+    local: SocketAddr,
+) -> Result<Box<PairReach>, Error> {
+    PairReach::start(config, side, nameplate, local)
+        .map(Box::new)
+        .map_err(|e| Error::Other(format!("pairing across the internet: {e}")))
+}
+
+/// A datagram for the exchange and its sender.
+type Arrival = (SocketAddr, Vec<u8>);
+
+/// The pairing socket, with the rendezvous on it when pairing across the internet.
+struct PairingSocket {
+    endpoint: Endpoint,
+    reach: Option<Box<PairReach>>,
+}
+
+impl PairingSocket {
+    /// One turn of the rendezvous, if any: its STUN and TURN requests and punches go out
+    /// (best effort: a candidate without a route is one of several), its problems to
+    /// stderr. Returns when it next needs a turn.
+    fn turn(&mut self, now: Instant) -> Instant {
+        let Some(reach) = &mut self.reach else {
+            return now + LINGER_MAX;
+        };
+        reach.step(now);
+        while let Some((to, datagram)) = reach.poll_transmit() {
+            let _ = self.endpoint.send(&datagram, to);
+        }
+        while let Some(problem) = reach.next_problem() {
+            eprintln!("duet: {problem}");
+        }
+        reach.next_wake(now)
+    }
+
+    /// The exchange's datagrams that arrive next, with their senders (empty when only the
+    /// rendezvous's own traffic came), or `None` once `until` has passed.
+    fn receive(&mut self, until: Instant) -> Result<Option<Vec<Arrival>>, Error> {
+        let Some((from, len)) = self.endpoint.recv_until(until)? else {
+            return Ok(None);
+        };
+        let datagram = &self.endpoint.buf[..len];
+        let Some(reach) = &mut self.reach else {
+            return Ok(Some(vec![(from, datagram.to_vec())]));
+        };
+        let mut arrivals = match reach.handle_datagram(from, datagram) {
+            Incoming::Exchange => vec![(from, datagram.to_vec())],
+            Incoming::Consumed => Vec::new(),
+            Incoming::Relayed { peer, payload } => vec![(peer, payload)],
+        };
+        while let Some(relayed) = reach.poll_relayed() {
+            arrivals.push(relayed);
+        }
+        Ok(Some(arrivals))
+    }
+
+    /// Send an exchange datagram to `to`: through the relay when `to` was heard through it.
+    fn send(&mut self, datagram: &[u8], to: SocketAddr) -> Result<(), Error> {
+        match &mut self.reach {
+            Some(reach) => {
+                let (to, bytes) = reach.route(to, datagram);
+                self.endpoint.send(&bytes, to)
             }
-            _ => {}
+            None => self.endpoint.send(datagram, to),
+        }
+    }
+
+    /// The pairing is over: let go of the relay.
+    fn close(&mut self) {
+        if let Some(reach) = &mut self.reach {
+            reach.close();
+            while let Some((to, datagram)) = reach.poll_transmit() {
+                let _ = self.endpoint.send(&datagram, to);
+            }
         }
     }
 }
@@ -1336,8 +1417,7 @@ enum Knock {
     /// `--addr`.
     At(SocketAddr),
     /// By the code's nameplate.
-    Rendezvous {
-        reach: Box<PairReach>,
+    Nameplate {
         nameplate: String,
         /// Where the inviter's REPLY came from: the one path that works.
         answered_from: Option<SocketAddr>,
@@ -1345,44 +1425,44 @@ enum Knock {
 }
 
 impl Knock {
-    /// Where the joiner's next datagram goes.
-    fn targets(&self) -> Vec<SocketAddr> {
-        match self {
-            Knock::At(addr) => vec![*addr],
-            Knock::Rendezvous {
+    /// Send to where the joiner's datagrams go. Only a knock at the given address reports a
+    /// failed send: of several candidates some may have no route from here.
+    fn send(&self, socket: &mut PairingSocket, datagram: &[u8]) -> Result<(), Error> {
+        let targets = match self {
+            Knock::At(addr) => return socket.send(datagram, *addr),
+            Knock::Nameplate {
                 answered_from: Some(addr),
                 ..
             } => vec![*addr],
-            Knock::Rendezvous { reach, .. } => reach.peer_candidates().to_vec(),
+            Knock::Nameplate { .. } => socket
+                .reach
+                .as_ref()
+                .map(|r| r.peer_candidates().to_vec())
+                .unwrap_or_default(),
+        };
+        for to in targets {
+            let _ = socket.send(datagram, to);
         }
-    }
-
-    /// Send to the targets. Only a knock at the given address reports a failed send: of
-    /// several candidates some may have no route from here.
-    fn send(&self, endpoint: &Endpoint, datagram: &[u8]) -> Result<(), Error> {
-        match self {
-            Knock::At(addr) => endpoint.send(datagram, *addr),
-            Knock::Rendezvous { .. } => {
-                for to in self.targets() {
-                    let _ = endpoint.send(datagram, to);
-                }
-                Ok(())
-            }
-        }
+        Ok(())
     }
 
     /// Why nobody answered in time.
-    fn no_answer(&self, waited: u64) -> PairFailure {
+    fn no_answer(&self, socket: &PairingSocket, waited: u64) -> PairFailure {
         match self {
             Knock::At(addr) => PairFailure::NoInviter {
                 addr: *addr,
                 waited,
             },
-            Knock::Rendezvous { reach, .. } if reach.found() => PairFailure::NoPath { waited },
-            Knock::Rendezvous { nameplate, .. } => PairFailure::InviteNotFound {
-                nameplate: nameplate.clone(),
-                waited,
-            },
+            Knock::Nameplate { nameplate, .. } => {
+                if socket.reach.as_ref().is_some_and(|r| r.found()) {
+                    PairFailure::NoPath { waited }
+                } else {
+                    PairFailure::InviteNotFound {
+                        nameplate: nameplate.clone(),
+                        waited,
+                    }
+                }
+            }
         }
     }
 }
@@ -1415,23 +1495,38 @@ pub fn join(dir: &Path, args: JoinOptions, out: &mut dyn Write) -> Result<(), Er
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         });
     }
-    let mut endpoint = Endpoint::bind(bind)?;
-    let mut knock = match (inviter_addr, nameplate) {
-        (Some(addr), _) => Knock::At(addr),
+    let endpoint = Endpoint::bind(bind)?;
+    let (knock, reach) = match (inviter_addr, nameplate) {
+        (Some(addr), _) => (Knock::At(addr), None),
         (None, Some((config, nameplate))) => {
             let local = endpoint.socket.local_addr()?;
-            let reach = PairReach::start(config, Side::Joiner, &nameplate, local)
-                .map_err(|e| Error::Other(format!("pairing across the internet: {e}")))?;
+            let reach = start_reach(config, Side::Joiner, &nameplate, local)?;
             eprintln!("duet: looking up invite {nameplate} on the DHT");
-            Knock::Rendezvous {
-                reach: Box::new(reach),
+            let knock = Knock::Nameplate {
                 nameplate,
                 answered_from: None,
-            }
+            };
+            (knock, Some(reach))
         }
         // Ruled out above: without an address there is a nameplate.
         (None, None) => return Err(Error::Pairing(PairFailure::NeedsAddress { dht_off: true })),
     };
+    let mut socket = PairingSocket { endpoint, reach };
+    let result = knock_until_paired(dir, &args, own, knock, inviter_addr, &mut socket, out);
+    socket.close();
+    result
+}
+
+/// The join's loop: run the exchange with the inviter on `socket`, save the inviter.
+fn knock_until_paired(
+    dir: &Path,
+    args: &JoinOptions,
+    own: PeerKey,
+    mut knock: Knock,
+    inviter_addr: Option<SocketAddr>,
+    socket: &mut PairingSocket,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let mut joiner = Joiner::new(&args.code, own, exchange_id()?);
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut next_send = Instant::now();
@@ -1442,98 +1537,90 @@ pub fn join(dir: &Path, args: JoinOptions, out: &mut dyn Write) -> Result<(), Er
             return Err(Error::Pairing(if joiner.answered() {
                 PairFailure::Unfinished { waited }
             } else {
-                knock.no_answer(waited)
+                knock.no_answer(socket, waited)
             }));
         }
-        let mut wake = next_send.min(deadline);
-        if let Knock::Rendezvous { reach, .. } = &mut knock {
-            reach_turn(reach, &endpoint, now);
-            wake = wake.min(reach.next_wake(now));
-        }
+        let mut wake = socket.turn(now).min(next_send).min(deadline);
         if now >= next_send {
             if let Some(datagram) = joiner.datagram() {
-                knock.send(&endpoint, datagram)?;
+                knock.send(socket, datagram)?;
             }
             next_send = now + RESEND;
             wake = wake.min(next_send);
         }
-        let Some((from, len)) = endpoint.recv_until(wake)? else {
+        let Some(arrivals) = socket.receive(wake)? else {
             continue;
         };
-        if let Knock::Rendezvous { reach, .. } = &mut knock
-            && reach.handle_datagram(from, &endpoint.buf[..len])
-        {
-            continue;
-        }
-        // The sender's address is not checked: the exchange id and the sealed parts say
-        // who the datagram is from, and a multi-homed inviter may answer from another
-        // address than the one we knocked at.
-        let step = joiner.handle(&endpoint.buf[..len]);
-        if !matches!(step, JoinerStep::Ignore)
-            && let Knock::Rendezvous {
-                reach,
-                answered_from,
-                ..
-            } = &mut knock
-            && answered_from.is_none()
-        {
-            // Found the path: keep to it.
-            *answered_from = Some(from);
-            eprintln!("duet: the inviter answered from {from}");
-            reach.stop_punching();
-        }
-        match step {
-            JoinerStep::Ignore => {}
-            JoinerStep::Verified(key) => {
-                // Refuse before sending our key, so the inviter saves nothing either.
-                let refusal = if key == own {
-                    Some(Error::from(PeerError::OwnKey))
-                } else {
-                    Peers::load(dir)?.by_key(&key).map(|p| {
-                        Error::from(PeerError::DuplicateKey {
-                            existing: p.name.clone(),
+        for (from, datagram) in arrivals {
+            // The sender's address is not checked: the exchange id and the sealed parts say
+            // who the datagram is from, and a multi-homed inviter may answer from another
+            // address than the one we knocked at.
+            let step = joiner.handle(&datagram);
+            if !matches!(step, JoinerStep::Ignore)
+                && let Knock::Nameplate { answered_from, .. } = &mut knock
+                && answered_from.is_none()
+            {
+                // Found the path: keep to it.
+                *answered_from = Some(from);
+                if let Some(reach) = &mut socket.reach {
+                    reach.stop_punching();
+                }
+                eprintln!("duet: the inviter answered from {from}");
+            }
+            match step {
+                JoinerStep::Ignore => {}
+                JoinerStep::Verified(key) => {
+                    // Refuse before sending our key, so the inviter saves nothing either.
+                    let refusal = if key == own {
+                        Some(Error::from(PeerError::OwnKey))
+                    } else {
+                        Peers::load(dir)?.by_key(&key).map(|p| {
+                            Error::from(PeerError::DuplicateKey {
+                                existing: p.name.clone(),
+                            })
                         })
-                    })
-                };
-                if let Some(e) = refusal {
-                    let abort = joiner.refuse();
-                    for _ in 0..ABORT_COPIES {
-                        let _ = knock.send(&endpoint, &abort);
+                    };
+                    if let Some(e) = refusal {
+                        let abort = joiner.refuse();
+                        for _ in 0..ABORT_COPIES {
+                            let _ = knock.send(socket, &abort);
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
+                    let confirm = joiner.confirm()?;
+                    knock.send(socket, &confirm)?;
+                    next_send = Instant::now() + RESEND;
                 }
-                let confirm = joiner.confirm()?;
-                knock.send(&endpoint, &confirm)?;
-                next_send = Instant::now() + RESEND;
-            }
-            JoinerStep::Paired(key) => {
-                // The address the user typed is where the inviter's duet listens: stable,
-                // unlike the port the inviter's answers come from. Found through the DHT,
-                // the inviter's address is its pairing socket's mapping on its router,
-                // which lasts only as long as the exchange: nothing is saved then.
-                let peer = Peer {
-                    name: args.name.clone(),
-                    key,
-                    addr: inviter_addr,
-                };
-                save_peer(dir, own, peer)?;
-                paired_line(out, &args.name, &key)?;
-                if inviter_addr.is_none() {
-                    eprintln!(
-                        "duet: no address saved for {0}: `duet chat {0}` finds it on the LAN \
-                         or through the DHT",
-                        args.name
-                    );
-                }
-                return Ok(());
-            }
-            JoinerStep::Failed(failure, abort) => {
-                if let Some(abort) = abort {
-                    for _ in 0..ABORT_COPIES {
-                        let _ = knock.send(&endpoint, &abort);
+                JoinerStep::Paired(key) => {
+                    // The address the user typed is where the inviter's duet listens:
+                    // stable, unlike the port the inviter's answers come from. Found through
+                    // the DHT, the inviter's address is its pairing socket's mapping on its
+                    // router (or a relay), which lasts only as long as the exchange: nothing
+                    // is saved then.
+                    let peer = Peer {
+                        name: args.name.clone(),
+                        key,
+                        addr: inviter_addr,
+                    };
+                    save_peer(dir, own, peer)?;
+                    paired_line(out, &args.name, &key)?;
+                    if inviter_addr.is_none() {
+                        eprintln!(
+                            "duet: no address saved for {0}: `duet chat {0}` finds it on the \
+                             LAN or through the DHT",
+                            args.name
+                        );
                     }
+                    return Ok(());
                 }
-                return Err(Error::Pairing(failure));
+                JoinerStep::Failed(failure, abort) => {
+                    if let Some(abort) = abort {
+                        for _ in 0..ABORT_COPIES {
+                            let _ = knock.send(socket, &abort);
+                        }
+                    }
+                    return Err(Error::Pairing(failure));
+                }
             }
         }
     }

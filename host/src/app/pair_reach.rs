@@ -23,13 +23,20 @@
 //! sides open both routers' mappings, and the exchange's own datagrams then pass. PUNCH is
 //! the pairing magic and a kind byte 0, 12 bytes, which the exchange ignores.
 //!
+//! With a TURN server configured, the pairing socket also allocates a relay, publishes the
+//! relayed address as a candidate and lets the other side's candidate addresses in: when
+//! both routers are symmetric NATs, the other side's HELLO or REPLY to that address is the
+//! path that works. What arrives through the relay comes up as from the sender the relay
+//! saw ([`Incoming::Relayed`]), and what goes back to such a sender goes through the relay
+//! ([`PairReach::route`]).
+//!
 //! [`PairReach`] does no socket I/O: the pairing loop hands it STUN answers
 //! ([`PairReach::handle_datagram`]), calls [`PairReach::step`], and sends what
 //! [`PairReach::poll_transmit`] returns from the pairing socket. DHT and DNS work runs on
 //! `transport::reach`'s background threads. Every schedule here is bounded by a constant
 //! and by the pairing's own deadline.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,7 +44,10 @@ use crate::platform::ifaces;
 use crate::transport::reach::dht::{DhtConfig, Rendezvous};
 use crate::transport::reach::rendezvous::{self, Record};
 use crate::transport::reach::stun::{self, BindingProbe, ProbeOutcome};
-use crate::transport::reach::{self, Candidate, CandidateKind, Pending, ReachConfig, ReachError};
+use crate::transport::reach::turn::{self, Received, Relay, RelayEvent};
+use crate::transport::reach::{
+    self, Candidate, CandidateKind, Pending, ReachConfig, ReachError, TurnConfig,
+};
 
 /// What the joiner's record location adds to the nameplate.
 pub const JOIN_SUFFIX: &str = " join";
@@ -55,8 +65,28 @@ const FIRST_PUBLISH_WAIT: Duration = Duration::from_secs(2);
 /// At most this many candidates are published, and at most this many of the other side's
 /// are punched.
 const MAX_CANDIDATES: usize = rendezvous::MAX_CANDIDATES;
+/// Datagrams the relay may queue in one turn, at most.
+const MAX_RELAY_DATAGRAMS: usize = 16;
+/// The shortest wait `next_wake` asks for.
+const MIN_WAIT: Duration = Duration::from_millis(5);
 /// The longest `next_wake` lets the pairing loop sleep while something may be due.
 const IDLE: Duration = Duration::from_millis(250);
+
+/// What a datagram received on the pairing socket is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// For the exchange, as it came.
+    Exchange,
+    /// STUN or TURN traffic of the rendezvous itself: nothing for the exchange.
+    Consumed,
+    /// `payload` came from `peer` through our relay: for the exchange, as from `peer`.
+    Relayed {
+        /// The sender as the relay saw it.
+        peer: SocketAddr,
+        /// What it sent.
+        payload: Vec<u8>,
+    },
+}
 
 /// Which side of the pairing this duet is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,10 +112,12 @@ impl Side {
 /// The rendezvous and hole punching of one pairing (see the module docs).
 ///
 /// Call order: [`PairReach::start`] once the pairing socket is bound; then in the pairing
-/// loop: offer every received datagram to [`PairReach::handle_datagram`] first, call
-/// [`PairReach::step`] every turn and send everything [`PairReach::poll_transmit`] returns,
-/// and wake no later than [`PairReach::next_wake`]. Once the exchange has started, call
-/// [`PairReach::stop_punching`].
+/// loop: offer every received datagram to [`PairReach::handle_datagram`] first (and take
+/// [`PairReach::poll_relayed`] after it), send the exchange's datagrams as
+/// [`PairReach::route`] says, call [`PairReach::step`] every turn and send everything
+/// [`PairReach::poll_transmit`] returns, and wake no later than [`PairReach::next_wake`].
+/// Once the exchange has started, call [`PairReach::stop_punching`]; when the pairing is
+/// over, [`PairReach::close`] and send what it queues.
 pub struct PairReach {
     own_location: String,
     peer_location: String,
@@ -93,6 +125,12 @@ pub struct PairReach {
     local: SocketAddr,
     stun_names: Option<Pending<Vec<SocketAddr>>>,
     probes: Vec<BindingProbe>,
+    turn_names: Option<(TurnConfig, Pending<Vec<SocketAddr>>)>,
+    relay: Option<Relay>,
+    /// Senders heard through the relay: answers to them go back through it.
+    relayed_peers: HashSet<SocketAddr>,
+    /// Addresses the relay lets in.
+    permitted: HashSet<IpAddr>,
     started: Instant,
     published: Option<(u64, Vec<Candidate>)>,
     publishing: Option<Pending<Result<(), ReachError>>>,
@@ -124,6 +162,13 @@ impl PairReach {
         } else {
             Some(reach::resolve_in_background(config.stun.clone())?)
         };
+        let turn_names = match &config.turn {
+            Some(turn) => Some((
+                turn.clone(),
+                reach::resolve_in_background(vec![turn.server.clone()])?,
+            )),
+            None => None,
+        };
         let now = Instant::now();
         Ok(PairReach {
             own_location,
@@ -132,6 +177,10 @@ impl PairReach {
             local,
             stun_names,
             probes: Vec::new(),
+            turn_names,
+            relay: None,
+            relayed_peers: HashSet::new(),
+            permitted: HashSet::new(),
             started: now,
             published: None,
             publishing: None,
@@ -148,11 +197,24 @@ impl PairReach {
         })
     }
 
-    /// Offer a datagram received on the pairing socket: `true` if it was a STUN answer for
-    /// us (drop it then), `false` if it is for the exchange.
-    pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8]) -> bool {
-        if !stun::is_stun(datagram) {
-            return false;
+    /// Offer a datagram received on the pairing socket from `from`, before the exchange
+    /// sees it.
+    pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8]) -> Incoming {
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+        let side_traffic = stun::is_stun(datagram) || turn::is_channel_data(datagram);
+        if !side_traffic {
+            return Incoming::Exchange;
+        }
+        if let Some(relay) = &mut self.relay {
+            match relay.handle_datagram(from, datagram, Instant::now()) {
+                Received::PeerData { peer, payload } => {
+                    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                    self.relayed_peers.insert(peer);
+                    return Incoming::Relayed { peer, payload };
+                }
+                Received::Handled => return Incoming::Consumed,
+                Received::NotForUs => {}
+            }
         }
         // A STUN message nobody asked for is dropped all the same: it is not the exchange's.
         for probe in &mut self.probes {
@@ -160,18 +222,58 @@ impl PairReach {
                 break;
             }
         }
-        true
+        Incoming::Consumed
+    }
+
+    /// Where and what to send for `datagram` to `to`: through the relay to a sender heard
+    /// through it, else directly.
+    pub fn route(&mut self, to: SocketAddr, datagram: &[u8]) -> (SocketAddr, Vec<u8>) {
+        if self.relayed_peers.contains(&to)
+            && let Some(relay) = &mut self.relay
+        {
+            match relay.send_to(to, datagram, Instant::now()) {
+                Ok(wrapped) => return wrapped,
+                // The relay lost it (closed, permission gone): try the direct way.
+                Err(_) => {
+                    self.relayed_peers.remove(&to);
+                }
+            }
+        }
+        (to, datagram.to_vec())
+    }
+
+    /// Further datagrams that came through the relay with an earlier one.
+    pub fn poll_relayed(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        let (peer, payload) = self.relay.as_mut()?.poll_received()?;
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        self.relayed_peers.insert(peer);
+        Some((peer, payload))
+    }
+
+    /// Delete the relay's allocation (when the pairing is over): send what
+    /// [`PairReach::poll_transmit`] returns afterwards.
+    pub fn close(&mut self) {
+        if let Some(relay) = &mut self.relay {
+            let now = Instant::now();
+            if relay.close(now).is_ok() {
+                while let Some(transmit) = relay.poll_transmit(now) {
+                    self.outbox.push_back(transmit);
+                }
+            }
+        }
     }
 
     /// One turn: start STUN once its servers are resolved, publish our candidates when
     /// they change, look the other side up, and queue STUN requests and punches.
     pub fn step(&mut self, now: Instant) {
         self.take_stun_names();
+        self.take_turn_names();
         for probe in &mut self.probes {
             while let Some(transmit) = probe.poll_transmit(now) {
                 self.outbox.push_back(transmit);
             }
         }
+        self.drive_relay(now);
         self.publish(now);
         self.look_up(now);
         if self.punching && !self.peer.is_empty() && now >= self.next_punch {
@@ -188,16 +290,20 @@ impl PairReach {
     }
 
     /// When [`PairReach::step`] next has something to do (at most [`IDLE`] from `now`:
-    /// background results have no wake-up of their own).
-    pub fn next_wake(&self, now: Instant) -> Instant {
+    /// background results have no wake-up of their own; at least [`MIN_WAIT`]).
+    pub fn next_wake(&mut self, now: Instant) -> Instant {
         let mut wake = now + IDLE;
+        if let Some(t) = self.relay.as_mut().and_then(|r| r.poll_timeout(now)) {
+            wake = wake.min(t);
+        }
         if self.punching && !self.peer.is_empty() {
             wake = wake.min(self.next_punch);
         }
         if self.lookup.is_none() {
             wake = wake.min(self.next_lookup);
         }
-        wake.max(now)
+        // Never "now": the pairing loop must get to read its socket in between.
+        wake.max(now + MIN_WAIT)
     }
 
     /// The other side's candidate addresses from its latest record, most direct first.
@@ -224,6 +330,77 @@ impl PairReach {
             }
         }
         None
+    }
+
+    fn take_turn_names(&mut self) {
+        let Some((turn, pending)) = &self.turn_names else {
+            return;
+        };
+        match pending.try_take() {
+            Ok(None) => return,
+            Ok(Some(addrs)) => match addrs.into_iter().find(SocketAddr::is_ipv4) {
+                Some(server) => {
+                    self.relay = Some(Relay::allocate(
+                        self.local,
+                        server,
+                        &turn.user,
+                        &turn.password,
+                        Instant::now(),
+                    ));
+                }
+                None => self
+                    .problems
+                    .push(format!("TURN server {}: no IPv4 address", turn.server)),
+            },
+            Err(e) => self.problems.push(format!("TURN server: {e}")),
+        }
+        self.turn_names = None;
+    }
+
+    /// Move the relay's own datagrams, read its events, and let the other side's candidate
+    /// addresses in once it is allocated.
+    fn drive_relay(&mut self, now: Instant) {
+        let Some(relay) = &mut self.relay else {
+            return;
+        };
+        if relay.relayed_addr().is_some() {
+            for ip in self.peer.iter().map(|a| a.ip().to_canonical()) {
+                if !self.permitted.contains(&ip) && relay.permit(ip, now).is_ok() {
+                    self.permitted.insert(ip);
+                }
+            }
+        }
+        // Polling runs the client's timers (retransmissions, refreshes): what is due then
+        // comes out of `poll_transmit`. Bounded: it queues a handful of requests at most.
+        let _ = relay.poll_timeout(now);
+        for _ in 0..MAX_RELAY_DATAGRAMS {
+            match relay.poll_transmit(now) {
+                Some(transmit) => self.outbox.push_back(transmit),
+                None => break,
+            }
+        }
+        while let Some(event) = relay.poll_event() {
+            match event {
+                RelayEvent::AllocationFailed => self
+                    .problems
+                    .push("the TURN server refused a relay (check DUET_TURN)".into()),
+                RelayEvent::Closed => self.problems.push("the TURN relay closed".into()),
+                _ => {}
+            }
+        }
+    }
+
+    fn relayed(&self) -> Option<SocketAddr> {
+        self.relay.as_ref().and_then(Relay::relayed_addr)
+    }
+
+    /// Whether a relay is being allocated (its address will be worth publishing).
+    fn relay_pending(&self) -> bool {
+        self.turn_names.is_some()
+            || self
+                .relay
+                .as_ref()
+                .is_some_and(|r| r.relayed_addr().is_none() && !r.is_closed())
     }
 
     fn take_stun_names(&mut self) {
@@ -270,7 +447,16 @@ impl PairReach {
                 kind: CandidateKind::Stun,
             });
         }
-        // The public mapping matters most across the internet: keep it if there are many.
+        if let Some(addr) = self.relayed()
+            && !found.iter().any(|c| c.addr == addr)
+        {
+            found.push(Candidate {
+                addr,
+                kind: CandidateKind::Relay,
+            });
+        }
+        // The public mapping and the relay matter most across the internet: keep them if
+        // there are many.
         if found.len() > MAX_CANDIDATES {
             let keep_from = found.len() - MAX_CANDIDATES;
             found.drain(..keep_from);
@@ -293,7 +479,7 @@ impl PairReach {
             self.publishing = None;
         }
         if self.published.is_none()
-            && self.mapping_pending()
+            && (self.mapping_pending() || self.relay_pending())
             && now < self.started + FIRST_PUBLISH_WAIT
         {
             return;
