@@ -4,7 +4,8 @@
 //! public mappings from a STUN server, punch through both routers and pair; neither stores
 //! an address (the pairing sockets' mappings are temporary), and a `duet chat` between them
 //! then works across both NATs. A code with the right nameplate but wrong digits pairs
-//! nothing on either side.
+//! nothing on either side. Behind two symmetric NATs punching fails (the join says the
+//! invite was found but nothing answered), and with a TURN relay the pairing succeeds.
 //!
 //! Skipped, with the reason printed, when not root. Each test builds its own topology
 //! (unique namespace names), so they run in parallel.
