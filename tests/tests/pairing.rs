@@ -18,6 +18,7 @@ const T: Duration = Duration::from_secs(20);
 
 /// Exit codes of the README's table.
 const EXIT_USAGE: i32 = 2;
+const EXIT_BAD_ADDRESS: i32 = 3;
 const EXIT_INSECURE_KEY_FILE: i32 = 10;
 const EXIT_PAIRING_FAILED: i32 = 11;
 
@@ -707,4 +708,64 @@ fn the_secret_key_never_appears_in_any_output() {
             "half a secret key was printed"
         );
     }
+}
+
+#[test]
+fn a_join_without_addr_needs_the_dht_and_a_code_with_a_nameplate() {
+    let tmp = TempDir::new("noaddr");
+    let dir = tmp.config("bob");
+    let join = |code: &str, dht: &str| {
+        // A bootstrap node nobody serves: nothing may leave the machine even if the DHT
+        // were started.
+        let out = Command::new(duet_bin())
+            .args(["pair", "join", "alice", code, "--timeout", "5"])
+            .args(["--config-dir", &dir])
+            .env_remove("DUET_CONFIG_DIR")
+            .env("DUET_DHT", dht)
+            .env("DUET_DHT_BOOTSTRAP", "127.0.0.1:9")
+            .env("DUET_STUN", "")
+            .output()
+            .expect("cannot run duet");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let off = join("042-1234-5678", "off");
+    assert_eq!(off.code, EXIT_BAD_ADDRESS, "{}", off.all());
+    assert!(
+        off.stderr.contains("the DHT, which is off") && off.stderr.contains("--addr"),
+        "{}",
+        off.all()
+    );
+    let old = join("1234-5678", "on");
+    assert_eq!(old.code, EXIT_BAD_ADDRESS, "{}", old.all());
+    assert!(
+        old.stderr.contains("this code has no nameplate") && old.stderr.contains("--addr"),
+        "{}",
+        old.all()
+    );
+    let bad = join("42-1234-5678", "off");
+    assert_eq!(bad.code, EXIT_USAGE, "{}", bad.all());
+    assert!(bad.stderr.contains("not a pairing code"), "{}", bad.all());
+    assert!(!Path::new(&dir).join("peers").exists(), "a peer was saved");
+}
+
+#[test]
+fn a_code_with_a_nameplate_joins_by_address_too() {
+    let tmp = TempDir::new("nameplate-addr");
+    let (alice_dir, bob_dir) = (tmp.config("alice"), tmp.config("bob"));
+    let port = free_port();
+    let (mut inviter, code) = invite(&alice_dir, "bob", port);
+    // What an invite with the DHT on shows: a nameplate in front of the same digits.
+    let joiner = join(&bob_dir, "alice", &format!("123-{code}"), port);
+    assert_eq!(joiner.code, 0, "joiner: {}", joiner.all());
+    assert!(inviter.wait(T).success(), "inviter: {:?}", inviter.seen);
+    let run = duet(&bob_dir, &["pair", "list"]);
+    assert!(
+        run.stdout.contains(&local(port)),
+        "--addr is stored: {}",
+        run.all()
+    );
 }

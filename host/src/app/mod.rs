@@ -11,6 +11,7 @@ mod error;
 pub mod handoff;
 pub mod keys;
 pub mod pair;
+pub mod pair_reach;
 pub mod reach;
 pub mod store;
 pub mod talk;

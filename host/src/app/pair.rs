@@ -35,7 +35,9 @@
 //! inviter on a CONFIRM that opens (before sending DONE), the joiner on a DONE that opens.
 //!
 //! The two state machines, [`Inviter`] and [`Joiner`], do no I/O; `invite` and `join` move
-//! their datagrams over a blocking std socket with read timeouts.
+//! their datagrams over a blocking std socket with read timeouts. Across the internet (a
+//! join without `--addr`), [`super::pair_reach`] finds the other side by the code's
+//! nameplate and opens the path; the exchange is the same.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -54,7 +56,9 @@ use zeroize::Zeroizing;
 
 use super::Error;
 use super::keys::{Identity, Peer, PeerError, PeerKey, Peers};
+use super::pair_reach::{Incoming, PairReach, Side};
 use crate::transport;
+use crate::transport::reach::ReachConfig;
 
 /// `duet pair add`: a peer whose key came another way.
 #[derive(Clone, Debug)]
@@ -76,6 +80,9 @@ pub struct InviteOptions {
     pub bind: String,
     /// Seconds to wait.
     pub timeout: u64,
+    /// Internet reach: with the DHT on, the code gets a nameplate and the invite can be
+    /// joined from anywhere ([`super::pair_reach`]); `None`: joined with `--addr` only.
+    pub reach: Option<ReachConfig>,
 }
 
 /// `duet pair join`.
@@ -85,12 +92,15 @@ pub struct JoinOptions {
     pub name: String,
     /// The code the inviter shows.
     pub code: Code,
-    /// The inviter's address, `HOST:PORT`.
-    pub addr: String,
+    /// The inviter's address, `HOST:PORT`; `None`: find it by the code's nameplate on the
+    /// DHT.
+    pub addr: Option<String>,
     /// Local address to send from.
     pub bind: String,
     /// Seconds to wait.
     pub timeout: u64,
+    /// Internet reach, for joining without `--addr` (`None`: the DHT is off).
+    pub reach: Option<ReachConfig>,
 }
 
 /// How often the joiner resends its HELLO or CONFIRM while no answer came.
@@ -279,6 +289,23 @@ pub enum PairFailure {
         /// Seconds waited.
         waited: u64,
     },
+    /// A join without `--addr` cannot look the inviter up.
+    NeedsAddress {
+        /// Why: the DHT is off (`true`), or the code has no nameplate (`false`).
+        dht_off: bool,
+    },
+    /// No invite under the code's nameplate turned up on the DHT in time.
+    InviteNotFound {
+        /// The code's nameplate.
+        nameplate: String,
+        /// Seconds waited.
+        waited: u64,
+    },
+    /// The invite's record was found, but none of its addresses answered in time.
+    NoPath {
+        /// Seconds waited.
+        waited: u64,
+    },
 }
 
 impl fmt::Display for PairFailure {
@@ -307,59 +334,124 @@ impl fmt::Display for PairFailure {
                 "the exchange did not finish within {waited} s; nothing was saved here \
                  (see `duet pair list` on the other side)"
             ),
+            PairFailure::NeedsAddress { dht_off: true } => f.write_str(
+                "without --addr the invite is looked up on the DHT, which is off \
+                 (DUET_DHT or --dht); give --addr HOST:PORT of the inviter",
+            ),
+            PairFailure::NeedsAddress { dht_off: false } => f.write_str(
+                "this code has no nameplate (the NNN- in front): its invite is not on the \
+                 DHT; give --addr HOST:PORT of the inviter",
+            ),
+            PairFailure::InviteNotFound { nameplate, waited } => write!(
+                f,
+                "no invite with nameplate {nameplate} turned up on the DHT within {waited} s \
+                 (check the code; is `duet pair invite` still running there?); nothing was saved"
+            ),
+            PairFailure::NoPath { waited } => write!(
+                f,
+                "the invite was found on the DHT, but none of its addresses answered within \
+                 {waited} s (a strict NAT on both sides? then pair with --addr or `duet pair \
+                 add`); nothing was saved"
+            ),
         }
     }
 }
 
-/// A one-time pairing code: 8 decimal digits, shown as `1234-5678`.
+/// A one-time pairing code: 8 secret decimal digits, shown as `1234-5678`, and for an
+/// invite published on the DHT a 3-digit nameplate in front, `042-1234-5678`.
+///
+/// The nameplate only says where on the DHT the invite's addresses are
+/// ([`super::pair_reach`]); it is public. The 8 digits are SPAKE2's password.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Code([u8; 8]);
+pub struct Code {
+    nameplate: Option<[u8; NAMEPLATE_DIGITS]>,
+    digits: [u8; SECRET_DIGITS],
+}
+
+/// The secret digits of a code.
+const SECRET_DIGITS: usize = 8;
+/// The nameplate's digits.
+const NAMEPLATE_DIGITS: usize = 3;
 
 impl Code {
-    /// A uniformly random code from the system's generator.
+    /// A uniformly random code from the system's generator, without a nameplate.
     pub fn random() -> Result<Code, Error> {
-        // The largest multiple of 10^8 below 2^32: drawing below it keeps every code
-        // equally likely.
-        const LIMIT: u32 = 42 * 100_000_000;
-        for _ in 0..CODE_TRIES {
-            let n = getrandom::u32()
-                .map_err(|e| Error::Other(format!("no randomness from the system: {e}")))?;
-            if n < LIMIT {
-                return Ok(Code::from_number(n % 100_000_000));
-            }
-        }
-        Err(Error::Other(
-            "the system's random generator keeps returning large numbers".into(),
-        ))
+        Ok(Code {
+            nameplate: None,
+            digits: random_digits()?,
+        })
     }
 
-    fn from_number(mut n: u32) -> Code {
-        let mut digits = [b'0'; 8];
-        for digit in digits.iter_mut().rev() {
-            // `n % 10` is below 10, so the cast cannot truncate.
-            *digit = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        Code(digits)
+    /// A uniformly random code with a uniformly random nameplate.
+    pub fn random_with_nameplate() -> Result<Code, Error> {
+        let nameplate = random_digits::<NAMEPLATE_DIGITS>()?;
+        Ok(Code {
+            nameplate: Some(nameplate),
+            digits: random_digits()?,
+        })
+    }
+
+    /// The nameplate's digits, if the code has one.
+    pub fn nameplate(&self) -> Option<String> {
+        self.nameplate.as_ref().map(|n| text(n))
     }
 
     /// The 8 ASCII digits: SPAKE2's password.
-    fn digits(&self) -> &[u8; 8] {
-        &self.0
+    fn digits(&self) -> &[u8; SECRET_DIGITS] {
+        &self.digits
     }
+}
+
+/// `N` uniformly random ASCII digits (N ≤ 9).
+fn random_digits<const N: usize>() -> Result<[u8; N], Error> {
+    // 10^N, and the largest multiple of it not above 2^32: drawing below that keeps every
+    // number equally likely.
+    let modulus = (0..N).fold(1u32, |m, _| m.saturating_mul(10));
+    let limit = u32::MAX - u32::MAX % modulus;
+    for _ in 0..CODE_TRIES {
+        let n = getrandom::u32()
+            .map_err(|e| Error::Other(format!("no randomness from the system: {e}")))?;
+        if n < limit {
+            return Ok(digits_of(n % modulus));
+        }
+    }
+    Err(Error::Other(
+        "the system's random generator keeps returning large numbers".into(),
+    ))
+}
+
+/// The last `N` decimal digits of `n`, as ASCII.
+fn digits_of<const N: usize>(mut n: u32) -> [u8; N] {
+    let mut digits = [b'0'; N];
+    for digit in digits.iter_mut().rev() {
+        // `n % 10` is below 10, so the cast cannot truncate.
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    digits
+}
+
+fn text(digits: &[u8]) -> String {
+    digits.iter().map(|&d| char::from(d)).collect()
 }
 
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = |b: &[u8]| b.iter().map(|&d| char::from(d)).collect::<String>();
-        write!(f, "{}-{}", text(&self.0[..4]), text(&self.0[4..]))
+        if let Some(nameplate) = &self.nameplate {
+            write!(f, "{}-", text(nameplate))?;
+        }
+        write!(f, "{}-{}", text(&self.digits[..4]), text(&self.digits[4..]))
     }
 }
 
 impl fmt::Debug for Code {
-    /// The code is a secret while the invite runs: keep it out of debug output.
+    /// The digits are a secret while the invite runs: keep them out of debug output (the
+    /// nameplate is public).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Code(****-****)")
+        match &self.nameplate {
+            Some(nameplate) => write!(f, "Code({}-****-****)", text(nameplate)),
+            None => f.write_str("Code(****-****)"),
+        }
     }
 }
 
@@ -369,7 +461,9 @@ pub struct CodeParseError;
 
 impl fmt::Display for CodeParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not a pairing code: expected 8 digits, like 1234-5678")
+        f.write_str(
+            "not a pairing code: expected 11 digits, like 042-1234-5678, or 8, like 1234-5678",
+        )
     }
 }
 
@@ -378,12 +472,13 @@ impl std::error::Error for CodeParseError {}
 impl FromStr for Code {
     type Err = CodeParseError;
 
-    /// Accepts `1234-5678`, `12345678` and `1234 5678`.
+    /// Accepts `042-1234-5678` (with a nameplate), `1234-5678` (without), and the same with
+    /// spaces or nothing between the groups.
     fn from_str(s: &str) -> Result<Code, CodeParseError> {
-        let mut digits = [0u8; 8];
+        let mut all = [0u8; NAMEPLATE_DIGITS + SECRET_DIGITS];
         let mut count = 0;
         for c in s.chars().filter(|&c| c != '-' && c != ' ') {
-            let slot = digits.get_mut(count).ok_or(CodeParseError)?;
+            let slot = all.get_mut(count).ok_or(CodeParseError)?;
             if !c.is_ascii_digit() {
                 return Err(CodeParseError);
             }
@@ -391,11 +486,21 @@ impl FromStr for Code {
             *slot = c as u8;
             count += 1;
         }
-        if count == digits.len() {
-            Ok(Code(digits))
-        } else {
-            Err(CodeParseError)
-        }
+        let (nameplate, digits) = match count {
+            SECRET_DIGITS => (None, &all[..SECRET_DIGITS]),
+            n if n == all.len() => {
+                let (nameplate, digits) = all.split_at(NAMEPLATE_DIGITS);
+                (
+                    Some(nameplate.try_into().map_err(|_| CodeParseError)?),
+                    digits,
+                )
+            }
+            _ => return Err(CodeParseError),
+        };
+        Ok(Code {
+            nameplate,
+            digits: digits.try_into().map_err(|_| CodeParseError)?,
+        })
     }
 }
 
@@ -1060,109 +1165,306 @@ pub fn invite(dir: &Path, args: InviteOptions, out: &mut dyn Write) -> Result<()
     let own = Identity::load_or_create(dir)?.public();
     check_name_free(dir, &args.name)?;
     let bind = transport::parse_addr(&args.bind)?;
-    let mut endpoint = Endpoint::bind(bind)?;
+    let endpoint = Endpoint::bind(bind)?;
     let local = endpoint.socket.local_addr()?;
-    let code = Code::random()?;
-    let shown = writeln!(
-        out,
-        "code: {code} (one-time; waiting on {local} for up to {} s)",
-        args.timeout
-    )
-    .and_then(|()| {
-        writeln!(
+    let code = match args.reach {
+        Some(_) => Code::random_with_nameplate()?,
+        None => Code::random()?,
+    };
+    let reach = match (&args.reach, code.nameplate()) {
+        (Some(config), Some(nameplate)) => {
+            Some(start_reach(config, Side::Inviter, &nameplate, local)?)
+        }
+        _ => None,
+    };
+    let shown = match reach {
+        Some(_) => writeln!(
             out,
-            "on the other computer, run: duet pair join NAME {code} --addr ADDRESS-OF-THIS-COMPUTER:{}",
-            local.port()
+            "code: {code} (one-time; waiting on {local} and on the DHT for up to {} s)",
+            args.timeout
         )
-    })
+        .and_then(|()| {
+            writeln!(
+                out,
+                "on the other computer, run: duet pair join NAME {code} \
+                 (or, on the same network, add --addr ADDRESS-OF-THIS-COMPUTER:{})",
+                local.port()
+            )
+        }),
+        None => writeln!(
+            out,
+            "code: {code} (one-time; waiting on {local} for up to {} s)",
+            args.timeout
+        )
+        .and_then(|()| {
+            writeln!(
+                out,
+                "on the other computer, run: duet pair join NAME {code} --addr ADDRESS-OF-THIS-COMPUTER:{}",
+                local.port()
+            )
+        }),
+    }
     .and_then(|()| out.flush());
     if shown.is_err() {
         // Nobody sees the code, so nobody can join: leave (quietly if the reader left).
         return printed(shown);
     }
+    let mut socket = PairingSocket { endpoint, reach };
+    let result = answer_one_join(dir, &args, own, code, &mut socket, out);
+    socket.close();
+    result
+}
 
+/// The invite's loop: answer one join on `socket`, save the joiner.
+fn answer_one_join(
+    dir: &Path,
+    args: &InviteOptions,
+    own: PeerKey,
+    code: Code,
+    socket: &mut PairingSocket,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let mut inviter = Inviter::new(code, own);
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     loop {
-        let Some((from, len)) = endpoint.recv_until(deadline)? else {
+        let now = Instant::now();
+        if now >= deadline {
             let waited = args.timeout;
             return Err(Error::Pairing(if inviter.started() {
                 PairFailure::Unfinished { waited }
             } else {
                 PairFailure::NobodyJoined { waited }
             }));
+        }
+        if inviter.started()
+            && let Some(reach) = &mut socket.reach
+        {
+            reach.stop_punching();
+        }
+        let wake = socket.turn(now).min(deadline);
+        let Some(arrivals) = socket.receive(wake)? else {
+            continue;
         };
-        match inviter.handle(&endpoint.buf[..len])? {
-            InviterStep::Ignore => {}
-            InviterStep::Answer(datagram) => {
-                // Best effort: the joiner resends until an answer gets through, and a
-                // forged sender address must not end the invite.
-                let _ = endpoint.send(&datagram, from);
-            }
-            InviterStep::Intruder(abort) => {
-                // Best effort: the intruder's trouble is not ours.
-                let _ = endpoint.send(&abort, from);
-                eprintln!("duet: refused a second join from {from}: the code is already in use");
-            }
-            InviterStep::Verified(key) => {
-                // No address: `from` is the port the joiner opened for this exchange only
-                // (`duet pair join` binds a free one), dead once it exits. The joiner's
-                // duet is found on the LAN, writes first, or is given one with
-                // `duet pair set-addr`.
-                let peer = Peer {
-                    name: args.name.clone(),
-                    key,
-                    addr: None,
-                };
-                if let Err(e) = save_peer(dir, own, peer) {
-                    if let Some(abort) = inviter.refuse() {
+        for (from, datagram) in arrivals {
+            match inviter.handle(&datagram)? {
+                InviterStep::Ignore => {}
+                InviterStep::Answer(datagram) => {
+                    // Best effort: the joiner resends until an answer gets through, and a
+                    // forged sender address must not end the invite.
+                    let _ = socket.send(&datagram, from);
+                }
+                InviterStep::Intruder(abort) => {
+                    // Best effort: the intruder's trouble is not ours.
+                    let _ = socket.send(&abort, from);
+                    eprintln!(
+                        "duet: refused a second join from {from}: the code is already in use"
+                    );
+                }
+                InviterStep::Verified(key) => {
+                    // No address: `from` is the port the joiner opened for this exchange
+                    // only (`duet pair join` binds a free one), dead once it exits; across
+                    // the internet it is also a mapping of the joiner's router made for this
+                    // exchange. The joiner's duet is found on the LAN or through the DHT,
+                    // writes first, or is given one with `duet pair set-addr`.
+                    let peer = Peer {
+                        name: args.name.clone(),
+                        key,
+                        addr: None,
+                    };
+                    if let Err(e) = save_peer(dir, own, peer) {
+                        if let Some(abort) = inviter.refuse() {
+                            for _ in 0..ABORT_COPIES {
+                                let _ = socket.send(&abort, from);
+                            }
+                        }
+                        return Err(e);
+                    }
+                    let done = inviter.confirm()?;
+                    // Saved already: a failed send only means the joiner times out.
+                    let _ = socket.send(&done, from);
+                    paired_line(out, &args.name, &key)?;
+                    eprintln!(
+                        "duet: no address saved for {0}: the join came from a temporary port. \
+                         `duet chat {0}` looks for it on the LAN{1}; elsewhere, run \
+                         `duet pair set-addr {0} HOST:PORT` with where its duet listens",
+                        args.name,
+                        if socket.reach.is_some() {
+                            " and through the DHT"
+                        } else {
+                            ""
+                        }
+                    );
+                    linger(socket, &mut inviter, deadline);
+                    return Ok(());
+                }
+                InviterStep::Failed(failure, abort) => {
+                    if let Some(abort) = abort {
                         for _ in 0..ABORT_COPIES {
-                            let _ = endpoint.send(&abort, from);
+                            let _ = socket.send(&abort, from);
                         }
                     }
-                    return Err(e);
+                    return Err(Error::Pairing(failure));
                 }
-                let done = inviter.confirm()?;
-                // Saved already: a failed send only means the joiner times out.
-                let _ = endpoint.send(&done, from);
-                paired_line(out, &args.name, &key)?;
-                eprintln!(
-                    "duet: no address saved for {0}: the join came from a temporary port. \
-                     `duet chat {0}` looks for it on the LAN; elsewhere, run \
-                     `duet pair set-addr {0} HOST:PORT` with where its duet listens",
-                    args.name
-                );
-                linger(&mut endpoint, &mut inviter, deadline);
-                return Ok(());
-            }
-            InviterStep::Failed(failure, abort) => {
-                if let Some(abort) = abort {
-                    for _ in 0..ABORT_COPIES {
-                        let _ = endpoint.send(&abort, from);
-                    }
-                }
-                return Err(Error::Pairing(failure));
             }
         }
     }
 }
 
 /// After DONE, answer repeated CONFIRMs (their DONE was lost) until they stop.
-fn linger(endpoint: &mut Endpoint, inviter: &mut Inviter, deadline: Instant) {
+fn linger(socket: &mut PairingSocket, inviter: &mut Inviter, deadline: Instant) {
     let start = Instant::now();
     let end = (start + LINGER_MAX).min(deadline.max(start + LINGER_QUIET));
     let mut quiet_until = start + LINGER_QUIET;
     // Errors end the lingering only: the pairing is saved and acknowledged.
-    while let Ok(Some((from, len))) = endpoint.recv_until(quiet_until.min(end)) {
-        match inviter.handle(&endpoint.buf[..len]) {
-            Ok(InviterStep::Answer(datagram)) => {
-                let _ = endpoint.send(&datagram, from);
-                quiet_until = Instant::now() + LINGER_QUIET;
+    while let Ok(Some(arrivals)) = socket.receive(quiet_until.min(end)) {
+        for (from, datagram) in arrivals {
+            match inviter.handle(&datagram) {
+                Ok(InviterStep::Answer(datagram)) => {
+                    let _ = socket.send(&datagram, from);
+                    quiet_until = Instant::now() + LINGER_QUIET;
+                }
+                Ok(InviterStep::Intruder(abort)) => {
+                    let _ = socket.send(&abort, from);
+                }
+                _ => {}
             }
-            Ok(InviterStep::Intruder(abort)) => {
-                let _ = endpoint.send(&abort, from);
+        }
+    }
+}
+
+fn start_reach(
+    config: &ReachConfig,
+    side: Side,
+    nameplate: &str,
+    local: SocketAddr,
+) -> Result<Box<PairReach>, Error> {
+    PairReach::start(config, side, nameplate, local)
+        .map(Box::new)
+        .map_err(|e| Error::Other(format!("pairing across the internet: {e}")))
+}
+
+/// A datagram for the exchange and its sender.
+type Arrival = (SocketAddr, Vec<u8>);
+
+/// The pairing socket, with the rendezvous on it when pairing across the internet.
+struct PairingSocket {
+    endpoint: Endpoint,
+    reach: Option<Box<PairReach>>,
+}
+
+impl PairingSocket {
+    /// One turn of the rendezvous, if any: its STUN and TURN requests and punches go out
+    /// (best effort: a candidate without a route is one of several), its problems to
+    /// stderr. Returns when it next needs a turn.
+    fn turn(&mut self, now: Instant) -> Instant {
+        let Some(reach) = &mut self.reach else {
+            return now + LINGER_MAX;
+        };
+        reach.step(now);
+        while let Some((to, datagram)) = reach.poll_transmit() {
+            let _ = self.endpoint.send(&datagram, to);
+        }
+        while let Some(problem) = reach.next_problem() {
+            eprintln!("duet: {problem}");
+        }
+        reach.next_wake(now)
+    }
+
+    /// The exchange's datagrams that arrive next, with their senders (empty when only the
+    /// rendezvous's own traffic came), or `None` once `until` has passed.
+    fn receive(&mut self, until: Instant) -> Result<Option<Vec<Arrival>>, Error> {
+        let Some((from, len)) = self.endpoint.recv_until(until)? else {
+            return Ok(None);
+        };
+        let datagram = &self.endpoint.buf[..len];
+        let Some(reach) = &mut self.reach else {
+            return Ok(Some(vec![(from, datagram.to_vec())]));
+        };
+        let mut arrivals = match reach.handle_datagram(from, datagram) {
+            Incoming::Exchange => vec![(from, datagram.to_vec())],
+            Incoming::Consumed => Vec::new(),
+            Incoming::Relayed { peer, payload } => vec![(peer, payload)],
+        };
+        while let Some(relayed) = reach.poll_relayed() {
+            arrivals.push(relayed);
+        }
+        Ok(Some(arrivals))
+    }
+
+    /// Send an exchange datagram to `to`: through the relay when `to` was heard through it.
+    fn send(&mut self, datagram: &[u8], to: SocketAddr) -> Result<(), Error> {
+        match &mut self.reach {
+            Some(reach) => {
+                let (to, bytes) = reach.route(to, datagram);
+                self.endpoint.send(&bytes, to)
             }
-            _ => {}
+            None => self.endpoint.send(datagram, to),
+        }
+    }
+
+    /// The pairing is over: let go of the relay.
+    fn close(&mut self) {
+        if let Some(reach) = &mut self.reach {
+            reach.close();
+            while let Some((to, datagram)) = reach.poll_transmit() {
+                let _ = self.endpoint.send(&datagram, to);
+            }
+        }
+    }
+}
+
+/// Where a joiner knocks: the address the user gave, or the invite's candidates found on
+/// the DHT.
+enum Knock {
+    /// `--addr`.
+    At(SocketAddr),
+    /// By the code's nameplate.
+    Nameplate {
+        nameplate: String,
+        /// Where the inviter's REPLY came from: the one path that works.
+        answered_from: Option<SocketAddr>,
+    },
+}
+
+impl Knock {
+    /// Send to where the joiner's datagrams go. Only a knock at the given address reports a
+    /// failed send: of several candidates some may have no route from here.
+    fn send(&self, socket: &mut PairingSocket, datagram: &[u8]) -> Result<(), Error> {
+        let targets = match self {
+            Knock::At(addr) => return socket.send(datagram, *addr),
+            Knock::Nameplate {
+                answered_from: Some(addr),
+                ..
+            } => vec![*addr],
+            Knock::Nameplate { .. } => socket
+                .reach
+                .as_ref()
+                .map(|r| r.peer_candidates().to_vec())
+                .unwrap_or_default(),
+        };
+        for to in targets {
+            let _ = socket.send(datagram, to);
+        }
+        Ok(())
+    }
+
+    /// Why nobody answered in time.
+    fn no_answer(&self, socket: &PairingSocket, waited: u64) -> PairFailure {
+        match self {
+            Knock::At(addr) => PairFailure::NoInviter {
+                addr: *addr,
+                waited,
+            },
+            Knock::Nameplate { nameplate, .. } => {
+                if socket.reach.as_ref().is_some_and(|r| r.found()) {
+                    PairFailure::NoPath { waited }
+                } else {
+                    PairFailure::InviteNotFound {
+                        nameplate: nameplate.clone(),
+                        waited,
+                    }
+                }
+            }
         }
     }
 }
@@ -1171,16 +1473,62 @@ fn linger(endpoint: &mut Endpoint, inviter: &mut Inviter, deadline: Instant) {
 pub fn join(dir: &Path, args: JoinOptions, out: &mut dyn Write) -> Result<(), Error> {
     let own = Identity::load_or_create(dir)?.public();
     check_name_free(dir, &args.name)?;
-    let inviter_addr = transport::parse_addr(&args.addr)?;
+    let inviter_addr = args
+        .addr
+        .as_deref()
+        .map(transport::parse_addr)
+        .transpose()?;
+    let nameplate = match (inviter_addr, &args.reach, args.code.nameplate()) {
+        (Some(_), _, _) => None,
+        (None, None, _) => return Err(Error::Pairing(PairFailure::NeedsAddress { dht_off: true })),
+        (None, Some(_), None) => {
+            return Err(Error::Pairing(PairFailure::NeedsAddress { dht_off: false }));
+        }
+        (None, Some(config), Some(nameplate)) => Some((config, nameplate)),
+    };
     let mut bind = transport::parse_addr(&args.bind)?;
     // The default bind is IPv4's wildcard; an IPv6 inviter needs IPv6's.
-    if bind.ip().is_unspecified() && bind.is_ipv4() != inviter_addr.is_ipv4() {
+    if let Some(inviter_addr) = inviter_addr
+        && bind.ip().is_unspecified()
+        && bind.is_ipv4() != inviter_addr.is_ipv4()
+    {
         bind.set_ip(match inviter_addr.ip() {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         });
     }
-    let mut endpoint = Endpoint::bind(bind)?;
+    let endpoint = Endpoint::bind(bind)?;
+    let (knock, reach) = match (inviter_addr, nameplate) {
+        (Some(addr), _) => (Knock::At(addr), None),
+        (None, Some((config, nameplate))) => {
+            let local = endpoint.socket.local_addr()?;
+            let reach = start_reach(config, Side::Joiner, &nameplate, local)?;
+            eprintln!("duet: looking up invite {nameplate} on the DHT");
+            let knock = Knock::Nameplate {
+                nameplate,
+                answered_from: None,
+            };
+            (knock, Some(reach))
+        }
+        // Ruled out above: without an address there is a nameplate.
+        (None, None) => return Err(Error::Pairing(PairFailure::NeedsAddress { dht_off: true })),
+    };
+    let mut socket = PairingSocket { endpoint, reach };
+    let result = knock_until_paired(dir, &args, own, knock, inviter_addr, &mut socket, out);
+    socket.close();
+    result
+}
+
+/// The join's loop: run the exchange with the inviter on `socket`, save the inviter.
+fn knock_until_paired(
+    dir: &Path,
+    args: &JoinOptions,
+    own: PeerKey,
+    mut knock: Knock,
+    inviter_addr: Option<SocketAddr>,
+    socket: &mut PairingSocket,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let mut joiner = Joiner::new(&args.code, own, exchange_id()?);
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut next_send = Instant::now();
@@ -1191,66 +1539,90 @@ pub fn join(dir: &Path, args: JoinOptions, out: &mut dyn Write) -> Result<(), Er
             return Err(Error::Pairing(if joiner.answered() {
                 PairFailure::Unfinished { waited }
             } else {
-                PairFailure::NoInviter {
-                    addr: inviter_addr,
-                    waited,
-                }
+                knock.no_answer(socket, waited)
             }));
         }
+        let mut wake = socket.turn(now).min(next_send).min(deadline);
         if now >= next_send {
             if let Some(datagram) = joiner.datagram() {
-                endpoint.send(datagram, inviter_addr)?;
+                knock.send(socket, datagram)?;
             }
             next_send = now + RESEND;
+            wake = wake.min(next_send);
         }
-        let Some((_, len)) = endpoint.recv_until(next_send.min(deadline))? else {
+        let Some(arrivals) = socket.receive(wake)? else {
             continue;
         };
-        // The sender's address is not checked: the exchange id and the sealed parts say
-        // who the datagram is from, and a multi-homed inviter may answer from another
-        // address than the one we knocked at.
-        match joiner.handle(&endpoint.buf[..len]) {
-            JoinerStep::Ignore => {}
-            JoinerStep::Verified(key) => {
-                // Refuse before sending our key, so the inviter saves nothing either.
-                let refusal = if key == own {
-                    Some(Error::from(PeerError::OwnKey))
-                } else {
-                    Peers::load(dir)?.by_key(&key).map(|p| {
-                        Error::from(PeerError::DuplicateKey {
-                            existing: p.name.clone(),
+        for (from, datagram) in arrivals {
+            // The sender's address is not checked: the exchange id and the sealed parts say
+            // who the datagram is from, and a multi-homed inviter may answer from another
+            // address than the one we knocked at.
+            let step = joiner.handle(&datagram);
+            if !matches!(step, JoinerStep::Ignore)
+                && let Knock::Nameplate { answered_from, .. } = &mut knock
+                && answered_from.is_none()
+            {
+                // Found the path: keep to it.
+                *answered_from = Some(from);
+                if let Some(reach) = &mut socket.reach {
+                    reach.stop_punching();
+                }
+                eprintln!("duet: the inviter answered from {from}");
+            }
+            match step {
+                JoinerStep::Ignore => {}
+                JoinerStep::Verified(key) => {
+                    // Refuse before sending our key, so the inviter saves nothing either.
+                    let refusal = if key == own {
+                        Some(Error::from(PeerError::OwnKey))
+                    } else {
+                        Peers::load(dir)?.by_key(&key).map(|p| {
+                            Error::from(PeerError::DuplicateKey {
+                                existing: p.name.clone(),
+                            })
                         })
-                    })
-                };
-                if let Some(e) = refusal {
-                    let abort = joiner.refuse();
-                    for _ in 0..ABORT_COPIES {
-                        let _ = endpoint.send(&abort, inviter_addr);
+                    };
+                    if let Some(e) = refusal {
+                        let abort = joiner.refuse();
+                        for _ in 0..ABORT_COPIES {
+                            let _ = knock.send(socket, &abort);
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
+                    let confirm = joiner.confirm()?;
+                    knock.send(socket, &confirm)?;
+                    next_send = Instant::now() + RESEND;
                 }
-                let confirm = joiner.confirm()?;
-                endpoint.send(&confirm, inviter_addr)?;
-                next_send = Instant::now() + RESEND;
-            }
-            JoinerStep::Paired(key) => {
-                // The address the user typed is where the inviter's duet listens: stable,
-                // unlike the port the inviter's answers come from.
-                let peer = Peer {
-                    name: args.name.clone(),
-                    key,
-                    addr: Some(inviter_addr),
-                };
-                save_peer(dir, own, peer)?;
-                return paired_line(out, &args.name, &key);
-            }
-            JoinerStep::Failed(failure, abort) => {
-                if let Some(abort) = abort {
-                    for _ in 0..ABORT_COPIES {
-                        let _ = endpoint.send(&abort, inviter_addr);
+                JoinerStep::Paired(key) => {
+                    // The address the user typed is where the inviter's duet listens:
+                    // stable, unlike the port the inviter's answers come from. Found through
+                    // the DHT, the inviter's address is its pairing socket's mapping on its
+                    // router (or a relay), which lasts only as long as the exchange: nothing
+                    // is saved then.
+                    let peer = Peer {
+                        name: args.name.clone(),
+                        key,
+                        addr: inviter_addr,
+                    };
+                    save_peer(dir, own, peer)?;
+                    paired_line(out, &args.name, &key)?;
+                    if inviter_addr.is_none() {
+                        eprintln!(
+                            "duet: no address saved for {0}: `duet chat {0}` finds it on the \
+                             LAN or through the DHT",
+                            args.name
+                        );
                     }
+                    return Ok(());
                 }
-                return Err(Error::Pairing(failure));
+                JoinerStep::Failed(failure, abort) => {
+                    if let Some(abort) = abort {
+                        for _ in 0..ABORT_COPIES {
+                            let _ = knock.send(socket, &abort);
+                        }
+                    }
+                    return Err(Error::Pairing(failure));
+                }
             }
         }
     }
@@ -1406,6 +1778,7 @@ mod tests {
             &hello[..hello.len() - 1],
             &[&hello[..], b"x"].concat(),
             &not_a_point,
+            &super::super::pair_reach::PUNCH[..],
         ] {
             assert_eq!(
                 inviter.handle(junk).unwrap(),
@@ -1482,8 +1855,52 @@ mod tests {
             assert_eq!(text.as_bytes()[4], b'-');
             assert_eq!(text.parse::<Code>().unwrap().to_string(), text);
         }
-        assert_eq!(Code::from_number(7).to_string(), "0000-0007");
-        assert_eq!(Code::from_number(99_999_999).to_string(), "9999-9999");
+        assert_eq!(digits_of::<8>(7), *b"00000007");
+        assert_eq!(digits_of::<8>(99_999_999), *b"99999999");
+        assert_eq!(digits_of::<3>(1042), *b"042");
+    }
+
+    #[test]
+    fn a_nameplate_goes_in_front_and_is_no_secret() {
+        let c = code("042-1234-5678");
+        assert_eq!(c.nameplate().as_deref(), Some("042"));
+        assert_eq!(c.digits(), b"12345678");
+        assert_eq!(c.to_string(), "042-1234-5678");
+        assert_eq!(code("04212345678"), c);
+        assert_eq!(code("042 1234 5678"), c);
+        assert_eq!(format!("{c:?}"), "Code(042-****-****)");
+        // The password is the 8 digits alone: an old code of the same digits matches.
+        assert_eq!(code("1234-5678").digits(), c.digits());
+        assert_eq!(code("1234-5678").nameplate(), None);
+        for bad in [
+            "042-1234-567",
+            "0421-1234-5678",
+            "42-1234-567x",
+            "042-1234-56789",
+        ] {
+            assert_eq!(bad.parse::<Code>(), Err(CodeParseError), "{bad}");
+        }
+        let mut nameplates = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let c = Code::random_with_nameplate().unwrap();
+            let text = c.to_string();
+            assert_eq!(text.len(), 13);
+            assert_eq!((text.as_bytes()[3], text.as_bytes()[8]), (b'-', b'-'));
+            assert_eq!(text.parse::<Code>().unwrap(), c);
+            nameplates.insert(c.nameplate().unwrap());
+        }
+        assert!(nameplates.len() > 1, "the nameplate is not random");
+    }
+
+    #[test]
+    fn a_code_with_a_nameplate_pairs_like_one_without() {
+        let (_, _, step) = pair("042-1234-5678", "1234-5678");
+        assert_eq!(step, JoinerStep::Verified(INVITER_KEY));
+        let (_, _, step) = pair("042-1234-5678", "042-1234-5679");
+        assert!(matches!(
+            step,
+            JoinerStep::Failed(PairFailure::CodeMismatch, _)
+        ));
     }
 
     #[test]

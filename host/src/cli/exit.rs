@@ -75,7 +75,8 @@ fn transport_exit_code(error: &transport::Error) -> ExitCode {
     }
 }
 
-/// 11 when the exchange was refused, 8 when it timed out.
+/// 11 when the exchange was refused, 8 when it timed out, 3 when a join has no way to
+/// find the inviter.
 fn pairing_exit_code(failure: &PairFailure) -> ExitCode {
     match failure {
         PairFailure::CodeMismatch | PairFailure::CodeUsed | PairFailure::Refused => {
@@ -83,6 +84,9 @@ fn pairing_exit_code(failure: &PairFailure) -> ExitCode {
         }
         PairFailure::NobodyJoined { .. }
         | PairFailure::NoInviter { .. }
-        | PairFailure::Unfinished { .. } => ExitCode::NoAnswer,
+        | PairFailure::Unfinished { .. }
+        | PairFailure::InviteNotFound { .. }
+        | PairFailure::NoPath { .. } => ExitCode::NoAnswer,
+        PairFailure::NeedsAddress { .. } => ExitCode::BadAddress,
     }
 }

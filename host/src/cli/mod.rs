@@ -20,6 +20,7 @@ use crate::front::{
 };
 use crate::platform;
 use crate::transport::TapOptions;
+use crate::transport::reach::ReachConfig;
 use crate::transport::tap::{IfaceAddr, MacAddr};
 
 /// duet: a private chat for two people over UDP. No server: type an address and talk.
@@ -355,6 +356,10 @@ pub struct InviteArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
+    /// Internet reach: with the DHT on, the code gets a nameplate and can be joined from
+    /// anywhere without --addr.
+    #[command(flatten)]
+    pub reach: ReachArgs,
 }
 
 /// `duet pair join`.
@@ -363,17 +368,21 @@ pub struct JoinArgs {
     /// What you will call the person who invited you.
     #[arg(value_parser = parse_peer_name)]
     pub name: String,
-    /// The code the inviter shows, e.g. 1234-5678.
+    /// The code the inviter shows, e.g. 042-1234-5678 (or 1234-5678 with --addr).
     pub code: Code,
-    /// The inviter's address, HOST:PORT.
+    /// The inviter's address, HOST:PORT [default: look the invite up on the DHT by the
+    /// code's nameplate].
     #[arg(long, value_name = "HOST:PORT")]
-    pub addr: String,
+    pub addr: Option<String>,
     /// Local address to send from, ADDR:PORT (default: any address, a free port).
     #[arg(long, default_value = "0.0.0.0:0", value_name = "ADDR:PORT")]
     pub bind: String,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
+    /// Internet reach: how a join without --addr finds the invite.
+    #[command(flatten)]
+    pub reach: ReachArgs,
 }
 
 fn parse_peer_name(s: &str) -> Result<String, String> {
@@ -427,6 +436,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     name: a.name,
                     bind: a.bind,
                     timeout: a.timeout,
+                    reach: pairing_reach(a.reach)?,
                 },
                 out,
             ),
@@ -435,6 +445,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 JoinOptions {
                     name: a.name,
                     code: a.code,
+                    reach: if a.addr.is_some() {
+                        None
+                    } else {
+                        pairing_reach(a.reach)?
+                    },
                     addr: a.addr,
                     bind: a.bind,
                     timeout: a.timeout,
@@ -443,6 +458,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             ),
         },
     }
+}
+
+/// What pairing across the internet may use: `None` when the DHT is off (a relay alone
+/// cannot find an invite).
+fn pairing_reach(args: ReachArgs) -> Result<Option<ReachConfig>, Error> {
+    Ok(ReachOptions::from(args).config()?.filter(|c| c.dht))
 }
 
 fn chat(options: ChatOptions, dir: &std::path::Path) -> Result<(), Error> {
