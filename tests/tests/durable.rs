@@ -319,3 +319,51 @@ fn a_message_stored_but_never_shown_is_shown_by_the_next_run_once() {
         b.seen
     );
 }
+
+/// The outage this test holds messages through: longer than the 30 s a message was once
+/// given before it failed and went out again behind newer ones.
+const OUTAGE: Duration = Duration::from_secs(33);
+
+#[test]
+fn messages_held_through_a_long_outage_arrive_in_input_order_and_chat_exits_0() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ha, hb) = paired(Some(&local(pa)), Some(&local(pb)));
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(pa)]);
+    a.expect("* listening on", T);
+    for i in 1..=3 {
+        a.type_line(&format!("before {i}"));
+    }
+    // The peer stays away for the whole outage: this wait is the scenario, not a guess at
+    // readiness.
+    std::thread::sleep(OUTAGE);
+    for i in 1..=3 {
+        a.type_line(&format!("after {i}"));
+    }
+    let mut b = hb.duet(&["listen", "--bind", &local(pb), "--count", "6"]);
+    assert!(b.wait(T * 2).success(), "{:?}", b.seen);
+    let got: Vec<&str> = b
+        .seen
+        .iter()
+        .filter_map(|l| l.split_once(": ").map(|(_, t)| t))
+        .filter(|t| t.starts_with("before ") || t.starts_with("after "))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "before 1", "before 2", "before 3", "after 1", "after 2", "after 3"
+        ]
+    );
+    a.close_stdin();
+    assert!(a.wait(T).success(), "{:?}", a.seen);
+    assert_eq!(
+        history(&hb, "a", "<-"),
+        [
+            "before 1", "before 2", "before 3", "after 1", "after 2", "after 3"
+        ]
+    );
+    assert!(
+        history(&ha, "b", "->")
+            .iter()
+            .all(|l| l.ends_with("[delivered]"))
+    );
+}
