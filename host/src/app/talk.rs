@@ -409,6 +409,11 @@ impl Talk {
         input: Option<BorrowedFd<'_>>,
         limit: Option<Instant>,
     ) -> Result<Woke, Error> {
+        if !self.shown.is_empty() && self.link.readable_now() {
+            // More is arriving: the next turn's transaction marks these shown with what it
+            // stores, instead of a transaction of its own now.
+            return Ok(Woke { input: false });
+        }
         self.flush_shown();
         let handoff = self.handoff.as_ref().map(LocalListener::fd);
         // Internet reach's look-ups and publications finish on other threads: look at

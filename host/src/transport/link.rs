@@ -176,6 +176,19 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         self.wait_also(deadline, input, None, limit)
     }
 
+    /// Whether a datagram is waiting on the socket right now (a poll that does not sleep).
+    pub fn readable_now(&self) -> bool {
+        let Ok(socket) = self.stack.wait_fd(self.driver.socket()) else {
+            return false;
+        };
+        let mut fds = [PollFd::from_borrowed_fd(socket, PollFlags::IN)];
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+    }
+
     /// [`Link::wait`], also waking when `other` (say, a listening local socket) is readable.
     pub fn wait_also(
         &self,
