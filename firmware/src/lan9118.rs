@@ -39,7 +39,8 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 use crate::board::Mmio;
-use crate::print::Print;
+use duet_firmware_app::print::Print;
+use duet_firmware_app::{Nic, NicStats};
 
 /// Register offsets and bits; see the module docs' table.
 mod reg {
@@ -217,16 +218,6 @@ impl<'a> Lan9118<'a> {
         nic.mac_write(reg::MAC_CR, reg::MAC_CR_TXEN | reg::MAC_CR_RXEN)?;
         nic.regs.write(reg::TX_CFG, reg::TX_CFG_TX_ON);
         Ok(nic)
-    }
-
-    /// The Ethernet address in use.
-    pub fn mac(&self) -> [u8; 6] {
-        self.mac
-    }
-
-    /// Frame counters.
-    pub fn stats(&self) -> Stats {
-        self.stats
     }
 
     /// The chip's free-running 25 MHz counter.
@@ -422,5 +413,23 @@ impl<'d> phy::Device for Lan9118<'d> {
         // One frame per poll round: the FIFO holds several, but smoltcp need not know.
         caps.max_burst_size = Some(1);
         caps
+    }
+}
+
+impl Nic for Lan9118<'_> {
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn stats(&self) -> NicStats {
+        let s = self.stats;
+        NicStats {
+            rx_frames: s.rx_frames,
+            rx_errors: s.rx_errors,
+            rx_dropped: s.rx_dropped,
+            tx_frames: s.tx_frames,
+            tx_errors: s.tx_errors,
+            tx_busy: s.tx_busy,
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The serial console: a line editor, a few commands (`/id`, `/pair`, `/peer`, `/status`,
-//! `/reset`, `/help`) and one line per chat event, over any `embedded-io` byte stream (the
-//! CMSDK UART here; a USB CDC port or another UART when ported).
+//! `/reset`, `/help`) and one line per chat event, over any `embedded-io` byte stream (a
+//! CMSDK UART under QEMU, the ST-LINK's virtual COM port on a Nucleo, a USB CDC port...).
 //!
 //! It never blocks the network loop on input: [`Console::poll_input`] takes only the bytes
 //! `read_ready` says are there. Output is plain text, one event per line, ending in CRLF
@@ -29,9 +29,9 @@ use duet_core::{Event, Instant, MessageId};
 use embedded_io::{Read, ReadReady, Write};
 use heapless::{Deque, String, Vec};
 
+use crate::NicStats;
 use crate::app::Secure;
 use crate::base64;
-use crate::lan9118;
 use crate::print::Print;
 
 /// The longest typed line: the tutorial's 1024 bytes, a part and a bit of duet's.
@@ -61,7 +61,7 @@ pub struct BoardStatus {
     /// Milliseconds since boot.
     pub uptime_ms: u64,
     /// The Ethernet chip's counters.
-    pub nic: lan9118::Stats,
+    pub nic: NicStats,
     /// Datagrams the driver dropped because smoltcp's send buffer was full.
     pub send_would_block: u32,
     /// Errors the driver loop got from the network stack.
@@ -79,6 +79,8 @@ pub struct BoardStatus {
 pub enum Request {
     /// `/reset`: reset the board (the console already said so).
     Reset,
+    /// `/pair` or `/peer` set the session's peer: keep it, so it outlives a reboot.
+    PeerChanged,
 }
 
 /// Where the line editor is in an escape sequence (arrow keys and such are ignored).
@@ -190,7 +192,8 @@ impl<'a, T: Read + ReadReady + Write> Console<'a, T> {
 
     /// Take the typed bytes that are ready (never waiting for more) and act on each
     /// finished line: a command, or a message for `session`. A command the console cannot
-    /// carry out itself (`/reset`) is returned, and the bytes after it are left unread.
+    /// carry out itself (`/reset`, keeping a new peer) is returned, and the bytes after it are
+    /// left unread.
     pub fn poll_input(
         &mut self,
         session: &mut Secure,
@@ -388,6 +391,7 @@ impl<T: Write> Screen<T> {
                             .text(" at ")
                             .socket_addr(addr)
                             .text("\r\n");
+                        return Some(Request::PeerChanged);
                     }
                     _ => {
                         let _ = self.io.write_all(
@@ -402,6 +406,7 @@ impl<T: Write> Screen<T> {
                 (Some(peer), Some(key)) => {
                     session.set_peer(now, key, peer);
                     self.io.text("peer set to ").socket_addr(peer).text("\r\n");
+                    return Some(Request::PeerChanged);
                 }
                 (Some(_), None) => {
                     self.io
