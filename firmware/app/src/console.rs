@@ -735,3 +735,193 @@ fn parse_decimal(text: &str) -> Option<u32> {
         d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duet_core::{SecureConfig, StaticKeys};
+    use embedded_io::ErrorType;
+
+    /// A terminal: bytes typed wait in `input`, what the console prints lands in `output`.
+    #[derive(Default)]
+    struct Terminal {
+        input: std::collections::VecDeque<u8>,
+        output: std::vec::Vec<u8>,
+    }
+
+    impl ErrorType for Terminal {
+        type Error = core::convert::Infallible;
+    }
+
+    impl ReadReady for Terminal {
+        fn read_ready(&mut self) -> Result<bool, Self::Error> {
+            Ok(!self.input.is_empty())
+        }
+    }
+
+    impl Read for Terminal {
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+            let mut n = 0;
+            while n < buf.len() {
+                let Some(byte) = self.input.pop_front() else {
+                    break;
+                };
+                buf[n] = byte;
+                n += 1;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Terminal {
+        fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    const NOW: Instant = Instant::from_millis(0);
+    const PEER_KEY: [u8; 32] = [9; 32];
+    /// PEER_KEY in base64.
+    const PEER_KEY_TEXT: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
+
+    fn session() -> std::boxed::Box<Secure> {
+        std::boxed::Box::new(Secure::new_sized(
+            NOW,
+            SecureConfig::default(),
+            StaticKeys::from_secret([1; 32]),
+            &[],
+            None,
+            [2; 32],
+        ))
+    }
+
+    fn status() -> BoardStatus {
+        BoardStatus {
+            address: [192, 168, 1, 50],
+            prefix_len: 24,
+            gateway: [192, 168, 1, 1],
+            port: 7789,
+            mac: [2, 0, 0, 0, 0, 1],
+            uptime_ms: 1500,
+            nic: NicStats::default(),
+            send_would_block: 0,
+            network_errors: 0,
+            uart_overruns: 0,
+            stack_used: 0,
+            static_ram: 0,
+        }
+    }
+
+    /// Type `text` and let the console take it; what it asked for, and what it printed.
+    fn type_text(
+        console: &mut Console<'_, Terminal>,
+        session: &mut Secure,
+        text: &str,
+    ) -> (Option<Request>, std::string::String) {
+        console.screen.io.input.extend(text.as_bytes());
+        console.screen.io.output.clear();
+        let request = console.poll_input(session, NOW, status);
+        let printed = std::string::String::from_utf8(console.screen.io.output.clone())
+            .expect("the console printed invalid UTF-8");
+        (request, printed)
+    }
+
+    #[test]
+    fn pairing_asks_the_board_to_keep_the_peer() {
+        let mut line = Vec::new();
+        let mut console = Console::new(Terminal::default(), &mut line);
+        let mut session = session();
+        let (request, printed) = type_text(
+            &mut console,
+            &mut session,
+            &std::format!("/pair {PEER_KEY_TEXT} 192.168.1.20:7788\r"),
+        );
+        assert_eq!(request, Some(Request::PeerChanged), "{printed}");
+        assert!(
+            printed.contains(&std::format!(
+                "paired with {PEER_KEY_TEXT} at 192.168.1.20:7788"
+            )),
+            "{printed}"
+        );
+        assert_eq!(session.peer_key(), Some(PEER_KEY));
+
+        let (request, printed) = type_text(&mut console, &mut session, "/peer 10.0.0.7:9\r\n");
+        assert_eq!(request, Some(Request::PeerChanged), "{printed}");
+        assert_eq!(session.peer_addr(), Some("10.0.0.7:9".parse().unwrap()));
+    }
+
+    #[test]
+    fn refused_commands_keep_nothing() {
+        let mut line = Vec::new();
+        let mut console = Console::new(Terminal::default(), &mut line);
+        let mut session = session();
+        for typed in [
+            "/pair short 192.168.1.20:7788\r",
+            "/peer 192.168.1.20:7788\r",
+            "/help\r",
+            "/status\r",
+        ] {
+            let (request, printed) = type_text(&mut console, &mut session, typed);
+            assert_eq!(request, None, "{typed:?} printed {printed}");
+        }
+        assert_eq!(session.peer_key(), None);
+    }
+
+    #[test]
+    fn reset_stops_reading_at_the_command() {
+        let mut line = Vec::new();
+        let mut console = Console::new(Terminal::default(), &mut line);
+        let mut session = session();
+        let (request, _) = type_text(&mut console, &mut session, "/reset\rhello\r");
+        assert_eq!(request, Some(Request::Reset));
+        assert_eq!(
+            console.io().input.len(),
+            "hello\r".len(),
+            "read past /reset"
+        );
+    }
+
+    #[test]
+    fn backspace_erases_a_whole_wide_character() {
+        let mut line = Vec::new();
+        let mut console = Console::new(Terminal::default(), &mut line);
+        let mut session = session();
+        let (_, printed) = type_text(&mut console, &mut session, "a你\x7f");
+        assert_eq!(printed, "a你\x08\x08  \x08\x08");
+        assert_eq!(console.line.as_slice(), b"a");
+    }
+
+    #[test]
+    fn ipv4_socket_addresses_parse_strictly() {
+        assert_eq!(
+            parse_ipv4_socket("192.168.1.20:7788"),
+            Some("192.168.1.20:7788".parse().unwrap())
+        );
+        for bad in [
+            "192.168.1.20",
+            "192.168.1:7788",
+            "192.168.1.256:7788",
+            "192.168.01.20:7788",
+            "192.168.1.20:65536",
+            "192.168.1.20:",
+            "[::1]:7788",
+            "192.168.1.20:77a",
+        ] {
+            assert_eq!(parse_ipv4_socket(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn previews_are_cut_between_characters() {
+        assert_eq!(preview("short").as_str(), "short");
+        let long = "你".repeat(20);
+        let cut = preview(&long);
+        assert!(cut.len() <= PREVIEW_MAX);
+        assert!(cut.ends_with('…'));
+        assert_eq!(cut.as_str(), std::format!("{}…", "你".repeat(15)));
+    }
+}
