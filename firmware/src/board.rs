@@ -84,12 +84,34 @@ impl Mmio {
     }
 }
 
+/// The LAN9118's FREE_RUN register: a 25 MHz counter that only counts. Reading it changes
+/// nothing in the chip, so this handle can live beside the driver's [`Mmio`] of the same
+/// chip (the entropy source samples it while the driver runs).
+pub struct FreeRun {
+    _not_sync: PhantomData<*mut u32>,
+}
+
+impl FreeRun {
+    /// The counter's value.
+    #[inline]
+    pub fn read(&self) -> u32 {
+        // SAFETY: FREE_RUN is a read-only register of the LAN9118 in the AN385 memory map,
+        // 4-byte aligned; reading it has no side effect on the chip or on the driver.
+        unsafe { ptr::read_volatile((LAN9118_BASE + LAN9118_FREE_RUN) as *const u32) }
+    }
+}
+
+/// FREE_RUN's offset in the LAN9118's register block (lan9118.rs lists the others).
+const LAN9118_FREE_RUN: usize = 0x9c;
+
 /// The board's peripherals, each handed out once.
 pub struct Peripherals {
     /// The console's UART.
     pub uart0: Mmio,
     /// The Ethernet controller.
     pub lan9118: Mmio,
+    /// The Ethernet controller's free-running counter.
+    pub free_run: FreeRun,
     /// The core's SysTick timer: the firmware's clock.
     pub syst: SYST,
 }
@@ -109,6 +131,9 @@ impl Peripherals {
         Some(Peripherals {
             uart0,
             lan9118,
+            free_run: FreeRun {
+                _not_sync: PhantomData,
+            },
             syst: core.SYST,
         })
     }
@@ -177,7 +202,7 @@ pub fn start() -> ! {
             logging::stop(1);
         }
     };
-    let random = entropy::Jitter::sample(&nic);
+    let random = entropy::Jitter::new(board.free_run);
     duet_firmware_app::run(
         An385 { random },
         Parts {

@@ -17,69 +17,42 @@
 
 use cortex_m::peripheral::SYST;
 
-use crate::lan9118::Lan9118;
+use crate::board::FreeRun;
 
 /// FREE_RUN ticks (25 MHz) spent counting loop rounds per sample: about 160 µs.
 const SPAN_TICKS: u32 = 4096;
 /// Upper bound on a counting loop, in case the counter does not run.
 const MAX_ROUNDS: u32 = 100_000;
 
-/// The boot's samples, handed out as random bytes: the first 32 are the samples' mix as
-/// they are, any more are SplitMix64's continuation of it (the application asks for 32, the
-/// session's seed, because this board's secret key comes with its image).
+/// Random bytes from timing jitter: 8 bytes per sample of about 160 µs.
 pub struct Jitter {
-    seed: [u8; 32],
+    counter: FreeRun,
     state: u64,
-    drawn: bool,
 }
 
 impl Jitter {
-    /// Sample the timing jitter; takes about a millisecond.
-    pub fn sample(nic: &Lan9118<'_>) -> Jitter {
-        let seed = boot_seed(nic);
-        let state = u64::from_le_bytes([
-            seed[24], seed[25], seed[26], seed[27], seed[28], seed[29], seed[30], seed[31],
-        ]);
-        Jitter {
-            seed,
-            state,
-            drawn: false,
-        }
+    /// A source on the LAN9118's counter. Sample it after the chip's reset and network
+    /// bring-up, whose duration varies with the host.
+    pub fn new(counter: FreeRun) -> Jitter {
+        Jitter { counter, state: 0 }
     }
 
-    /// Fill `buf` with the next random bytes.
+    /// Fill `buf` with bytes that differ from boot to boot.
     pub fn fill(&mut self, buf: &mut [u8]) {
-        let (first, rest) = if self.drawn {
-            buf.split_at_mut(0)
-        } else {
-            self.drawn = true;
-            let n = buf.len().min(self.seed.len());
-            buf.split_at_mut(n)
-        };
-        first.copy_from_slice(&self.seed[..first.len()]);
-        for chunk in rest.chunks_mut(8) {
-            self.state = splitmix64(self.state);
-            chunk.copy_from_slice(&self.state.to_le_bytes()[..chunk.len()]);
+        let counter = &self.counter;
+        for chunk in buf.chunks_mut(8) {
+            let start = counter.read();
+            let mut rounds = 0u32;
+            while counter.read().wrapping_sub(start) < SPAN_TICKS && rounds < MAX_ROUNDS {
+                rounds += 1;
+            }
+            let mut state = splitmix64(self.state ^ (u64::from(start) << 32 | u64::from(rounds)));
+            state = splitmix64(state ^ u64::from(SYST::get_current()));
+            state = splitmix64(state ^ u64::from(counter.read()));
+            self.state = state;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
         }
     }
-}
-
-/// 32 bytes that differ from boot to boot.
-fn boot_seed(nic: &Lan9118<'_>) -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    let mut state = 0u64;
-    for chunk in seed.chunks_exact_mut(8) {
-        let start = nic.free_run();
-        let mut rounds = 0u32;
-        while nic.free_run().wrapping_sub(start) < SPAN_TICKS && rounds < MAX_ROUNDS {
-            rounds += 1;
-        }
-        state = splitmix64(state ^ (u64::from(start) << 32 | u64::from(rounds)));
-        state = splitmix64(state ^ u64::from(SYST::get_current()));
-        state = splitmix64(state ^ u64::from(nic.free_run()));
-        chunk.copy_from_slice(&state.to_le_bytes());
-    }
-    seed
 }
 
 /// SplitMix64's output function: every input bit affects every output bit.

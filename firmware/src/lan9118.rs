@@ -26,7 +26,7 @@
 //! | 0x7c   | RX_FIFO_INF     | RX status words waiting (23:16)                        |
 //! | 0x80   | TX_FIFO_INF     | TX status words waiting (23:16), free data bytes (15:0) |
 //! | 0x84   | PMT_CTRL        | bit 0 READY: the chip has come out of reset            |
-//! | 0x9c   | FREE_RUN        | a free-running 25 MHz counter                          |
+//! | 0x9c   | FREE_RUN        | a free-running 25 MHz counter (`board::FreeRun`)       |
 //! | 0xa0   | RX_DROP         | frames the chip dropped (FIFO full), clears on read    |
 //! | 0xa4   | MAC_CSR_CMD     | indirect MAC register access: busy (31), read (30), index (7:0) |
 //! | 0xa8   | MAC_CSR_DATA    | the MAC register's value                               |
@@ -57,7 +57,6 @@ mod reg {
     pub const RX_FIFO_INF: usize = 0x7c;
     pub const TX_FIFO_INF: usize = 0x80;
     pub const PMT_CTRL: usize = 0x84;
-    pub const FREE_RUN: usize = 0x9c;
     pub const RX_DROP: usize = 0xa0;
     pub const MAC_CSR_CMD: usize = 0xa4;
     pub const MAC_CSR_DATA: usize = 0xa8;
@@ -218,11 +217,6 @@ impl<'a> Lan9118<'a> {
         nic.mac_write(reg::MAC_CR, reg::MAC_CR_TXEN | reg::MAC_CR_RXEN)?;
         nic.regs.write(reg::TX_CFG, reg::TX_CFG_TX_ON);
         Ok(nic)
-    }
-
-    /// The chip's free-running 25 MHz counter.
-    pub fn free_run(&self) -> u32 {
-        self.regs.read(reg::FREE_RUN)
     }
 
     fn mac_wait(&self) -> Result<(), Error> {
