@@ -193,7 +193,11 @@ pub fn start() -> ! {
     };
     let clock = SysTickClock::start(board.syst, CPU_HZ);
     let mut uart = CmsdkUart::new(board.uart0, CPU_HZ);
-    let nic = match Lan9118::new(board.lan9118, SETTINGS.mac, FRAMES.take()) {
+    let Some(frames) = FRAMES.try_take() else {
+        defmt::error!("frame buffers taken twice");
+        logging::stop(1);
+    };
+    let nic = match Lan9118::new(board.lan9118, SETTINGS.mac, frames) {
         Ok(nic) => nic,
         Err(error) => {
             defmt::error!("boot failed: Ethernet: {}", error);

@@ -155,10 +155,13 @@ pub fn start() -> ! {
         mmc: dp.ETHERNET_MMC,
         dma: dp.ETHERNET_DMA,
     };
+    let (Some(rx_ring), Some(tx_ring)) = (RX_RING.try_take(), TX_RING.try_take()) else {
+        fail("descriptor rings taken twice");
+    };
     let Ok(parts) = stm32_eth::new_with_mii(
         ethernet,
-        &mut RX_RING.take()[..],
-        &mut TX_RING.take()[..],
+        &mut rx_ring[..],
+        &mut tx_ring[..],
         clocks,
         pins,
         mdio,
