@@ -8,7 +8,7 @@
 //! smoltcp adapter as the host's; this file only wires them to the board.
 
 use core::convert::Infallible;
-use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use core::net::{Ipv4Addr, SocketAddr};
 
 use duet_core::smoltcp_stack::{self, SmoltcpStack};
 use duet_core::{Clock, Driver, SecureConfig, StaticKeys};
@@ -20,7 +20,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::console::{BoardStatus, Console, LINE_MAX, Request};
-use crate::keys::{KeyStore, StoredKeys};
+use crate::keys::{KeyStore, StoredKeys, boot_keys};
 use crate::outbox_record::OutboxRecord;
 use crate::print::Print;
 use crate::{Board, ConsoleIo, Nic, Parts, Settings};
@@ -412,98 +412,7 @@ impl<B: Board> Chat<B> {
     }
 }
 
-/// The keys a boot runs with. What the build gave wins over what the board kept, which wins
-/// over a new secret from `draw` (which the caller then keeps, so the board's identity
-/// survives a reboot). The peer greeted at boot needs its key: the build's `DUET_PEER_KEY`
-/// with `DUET_PEER`, else the peer kept from the last `/pair` or `/peer`, else none (the
-/// board waits for `/pair`).
-fn boot_keys(
-    settings: &Settings,
-    kept: Option<StoredKeys>,
-    draw: impl FnOnce() -> [u8; 32],
-) -> StoredKeys {
-    let secret = match (settings.board_secret, kept) {
-        (Some(secret), _) => secret,
-        (None, Some(kept)) => kept.secret,
-        (None, None) => draw(),
-    };
-    let peer = match settings.peer_key {
-        Some(key) => Some((
-            key,
-            SocketAddrV4::new(Ipv4Addr::from(settings.peer_ip), settings.peer_port),
-        )),
-        None => kept.and_then(|kept| kept.peer),
-    };
-    StoredKeys { secret, peer }
-}
-
 /// The clock's reading as smoltcp's timestamp.
 fn smoltcp_now(clock: &impl Clock) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_millis(i64::try_from(clock.now().as_millis()).unwrap_or(i64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SETTINGS: Settings = Settings {
-        address: [192, 168, 1, 50],
-        prefix_len: 24,
-        gateway: [192, 168, 1, 1],
-        port: 7789,
-        peer_ip: [192, 168, 1, 20],
-        peer_port: 7788,
-        mac: None,
-        board_secret: None,
-        peer_key: None,
-    };
-    const KEPT: StoredKeys = StoredKeys {
-        secret: [1; 32],
-        peer: Some(([2; 32], SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 9000))),
-    };
-
-    fn never() -> [u8; 32] {
-        panic!("a new secret was drawn while one was at hand")
-    }
-
-    #[test]
-    fn a_new_board_draws_its_secret_and_waits_for_pairing() {
-        let keys = boot_keys(&SETTINGS, None, || [7; 32]);
-        assert_eq!(
-            keys,
-            StoredKeys {
-                secret: [7; 32],
-                peer: None
-            }
-        );
-    }
-
-    #[test]
-    fn a_rebooted_board_keeps_its_secret_and_its_peer() {
-        assert_eq!(boot_keys(&SETTINGS, Some(KEPT), never), KEPT);
-    }
-
-    #[test]
-    fn the_build_settings_win_over_the_kept_keys() {
-        let settings = Settings {
-            board_secret: Some([3; 32]),
-            peer_key: Some([4; 32]),
-            ..SETTINGS
-        };
-        let keys = boot_keys(&settings, Some(KEPT), never);
-        let peer = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 20), 7788);
-        assert_eq!(
-            keys,
-            StoredKeys {
-                secret: [3; 32],
-                peer: Some(([4; 32], peer))
-            }
-        );
-        // A secret in the image alone keeps the kept peer.
-        let settings = Settings {
-            board_secret: Some([3; 32]),
-            ..SETTINGS
-        };
-        assert_eq!(boot_keys(&settings, Some(KEPT), never).peer, KEPT.peer);
-    }
 }

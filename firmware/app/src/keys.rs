@@ -6,11 +6,14 @@
 //! record torn by a reset during a write, another layout or noise read as `None`, never as
 //! keys. A [`KeyStore`] keeps one record: [`FlashKeyStore`] in a sector of a NOR flash
 //! (`embedded-storage`), [`NoKeyStore`] nowhere, for a board whose keys come with its image
-//! (QEMU's).
+//! (QEMU's). `boot_keys` decides which keys a boot runs with: the build's, the kept ones, or
+//! a new secret.
 
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use embedded_storage::nor_flash::NorFlash;
+
+use crate::Settings;
 
 /// Bytes of an encoded record.
 pub const RECORD_LEN: usize = 80;
@@ -219,6 +222,31 @@ impl<F: NorFlash> KeyStore for FlashKeyStore<F> {
     }
 }
 
+/// The keys a boot runs with. What the build gave wins over what the board kept, which wins
+/// over a new secret from `draw` (which the caller then keeps, so the board's identity
+/// survives a reboot). The peer greeted at boot needs its key: the build's `DUET_PEER_KEY`
+/// with `DUET_PEER`, else the peer kept from the last `/pair` or `/peer`, else none (the
+/// board waits for `/pair`).
+pub(crate) fn boot_keys(
+    settings: &Settings,
+    kept: Option<StoredKeys>,
+    draw: impl FnOnce() -> [u8; 32],
+) -> StoredKeys {
+    let secret = match (settings.board_secret, kept) {
+        (Some(secret), _) => secret,
+        (None, Some(kept)) => kept.secret,
+        (None, None) => draw(),
+    };
+    let peer = match settings.peer_key {
+        Some(key) => Some((
+            key,
+            SocketAddrV4::new(Ipv4Addr::from(settings.peer_ip), settings.peer_port),
+        )),
+        None => kept.and_then(|kept| kept.peer),
+    };
+    StoredKeys { secret, peer }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,5 +419,71 @@ mod tests {
         let mut store = NoKeyStore;
         assert_eq!(store.save(&KEYS), Err(StoreError::NoStore));
         assert_eq!(store.load(), None);
+    }
+}
+
+#[cfg(test)]
+mod boot_tests {
+    use super::*;
+
+    const SETTINGS: Settings = Settings {
+        address: [192, 168, 1, 50],
+        prefix_len: 24,
+        gateway: [192, 168, 1, 1],
+        port: 7789,
+        peer_ip: [192, 168, 1, 20],
+        peer_port: 7788,
+        mac: None,
+        board_secret: None,
+        peer_key: None,
+    };
+    const KEPT: StoredKeys = StoredKeys {
+        secret: [1; 32],
+        peer: Some(([2; 32], SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 9000))),
+    };
+
+    fn never() -> [u8; 32] {
+        panic!("a new secret was drawn while one was at hand")
+    }
+
+    #[test]
+    fn a_new_board_draws_its_secret_and_waits_for_pairing() {
+        let keys = boot_keys(&SETTINGS, None, || [7; 32]);
+        assert_eq!(
+            keys,
+            StoredKeys {
+                secret: [7; 32],
+                peer: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_rebooted_board_keeps_its_secret_and_its_peer() {
+        assert_eq!(boot_keys(&SETTINGS, Some(KEPT), never), KEPT);
+    }
+
+    #[test]
+    fn the_build_settings_win_over_the_kept_keys() {
+        let settings = Settings {
+            board_secret: Some([3; 32]),
+            peer_key: Some([4; 32]),
+            ..SETTINGS
+        };
+        let keys = boot_keys(&settings, Some(KEPT), never);
+        let peer = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 20), 7788);
+        assert_eq!(
+            keys,
+            StoredKeys {
+                secret: [3; 32],
+                peer: Some(([4; 32], peer))
+            }
+        );
+        // A secret in the image alone keeps the kept peer.
+        let settings = Settings {
+            board_secret: Some([3; 32]),
+            ..SETTINGS
+        };
+        assert_eq!(boot_keys(&settings, Some(KEPT), never).peer, KEPT.peer);
     }
 }
