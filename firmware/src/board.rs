@@ -1,7 +1,8 @@
-//! The MPS2-AN385 board: its memory map, and the one place that turns addresses into
-//! register blocks.
+//! The MPS2-AN385 board: its memory map, the one place that turns addresses into register
+//! blocks, and what it brings to the shared application ([`An385`], a
+//! `duet_firmware_app::Board`).
 //!
-//! [`Board::take`] hands out each peripheral once, as an owned value (the `Peripherals::take`
+//! [`Peripherals::take`] hands out each peripheral once, as an owned value (the `Peripherals::take`
 //! pattern of PACs): whoever holds the [`Mmio`] of a device is the only code touching it, so
 //! the drivers need no `static mut` and no locks. All the firmware's `unsafe` for registers
 //! is in [`Mmio`].
@@ -11,6 +12,15 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use cortex_m::peripheral::SYST;
+use duet_firmware_app::print::Print;
+use duet_firmware_app::systick::SysTickClock;
+use duet_firmware_app::{Board, Cells, NoKeyStore, Parts, Settings};
+use static_cell::ConstStaticCell;
+
+use crate::config::SETTINGS;
+use crate::lan9118::{Frames, Lan9118};
+use crate::uart::CmsdkUart;
+use crate::{entropy, logging};
 
 /// The CPU clock of the AN385 image (and of QEMU's model of it): SysTick counts at this rate.
 pub const CPU_HZ: u32 = 25_000_000;
@@ -74,21 +84,43 @@ impl Mmio {
     }
 }
 
+/// The LAN9118's FREE_RUN register: a 25 MHz counter that only counts. Reading it changes
+/// nothing in the chip, so this handle can live beside the driver's [`Mmio`] of the same
+/// chip (the entropy source samples it while the driver runs).
+pub struct FreeRun {
+    _not_sync: PhantomData<*mut u32>,
+}
+
+impl FreeRun {
+    /// The counter's value.
+    #[inline]
+    pub fn read(&self) -> u32 {
+        // SAFETY: FREE_RUN is a read-only register of the LAN9118 in the AN385 memory map,
+        // 4-byte aligned; reading it has no side effect on the chip or on the driver.
+        unsafe { ptr::read_volatile((LAN9118_BASE + LAN9118_FREE_RUN) as *const u32) }
+    }
+}
+
+/// FREE_RUN's offset in the LAN9118's register block (lan9118.rs lists the others).
+const LAN9118_FREE_RUN: usize = 0x9c;
+
 /// The board's peripherals, each handed out once.
-pub struct Board {
+pub struct Peripherals {
     /// The console's UART.
     pub uart0: Mmio,
     /// The Ethernet controller.
     pub lan9118: Mmio,
+    /// The Ethernet controller's free-running counter.
+    pub free_run: FreeRun,
     /// The core's SysTick timer: the firmware's clock.
     pub syst: SYST,
 }
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
 
-impl Board {
+impl Peripherals {
     /// The peripherals, the first time only; `None` afterwards.
-    pub fn take() -> Option<Board> {
+    pub fn take() -> Option<Peripherals> {
         if TAKEN.swap(true, Ordering::AcqRel) {
             return None;
         }
@@ -96,52 +128,93 @@ impl Board {
         // SAFETY: the addresses are the AN385 memory map's, and TAKEN guarantees this runs
         // once, so each block gets exactly one owner.
         let (uart0, lan9118) = unsafe { (Mmio::new(UART0_BASE), Mmio::new(LAN9118_BASE)) };
-        Some(Board {
+        Some(Peripherals {
             uart0,
             lan9118,
+            free_run: FreeRun {
+                _not_sync: PhantomData,
+            },
             syst: core.SYST,
         })
     }
 }
 
-/// Reset the whole board as its reset button would (SYSRESETREQ): the core and the
-/// peripherals start over and the firmware boots again; RAM keeps what it held, which is
-/// what lets `.uninit` statics (`outbox_record`) outlive the reset.
-pub fn reset() -> ! {
-    cortex_m::peripheral::SCB::sys_reset()
+/// The board as the application sees it.
+pub struct An385 {
+    random: entropy::Jitter,
 }
 
-/// Bytes of RAM the statics take (`.data` and `.bss`), from cortex-m-rt's section symbols.
-pub fn static_ram() -> usize {
-    unsafe extern "C" {
-        static __sdata: u32;
-        static __ebss: u32;
+impl Board for An385 {
+    type Nic = Lan9118<'static>;
+    type Clock = SysTickClock;
+    type Console = CmsdkUart;
+    // QEMU loads the image, keys and all, afresh at every start: nowhere to keep others.
+    type Keys = NoKeyStore;
+
+    const NAME: &'static str = "mps2-an385 (LAN9118, CMSDK UART)";
+    const SETTINGS: Settings = SETTINGS;
+
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        self.random.fill(buf);
     }
-    // Only the symbols' addresses are used, never their contents.
-    ((&raw const __ebss) as usize).saturating_sub((&raw const __sdata) as usize)
+
+    fn sleep(&mut self) {
+        cortex_m::asm::wfi();
+    }
+
+    /// Reset the whole board as its reset button would (SYSRESETREQ): the core and the
+    /// peripherals start over and the firmware boots again; RAM keeps what it held, which
+    /// is what lets `.uninit` statics (the outbox's record) outlive the reset.
+    fn reset(&mut self) -> ! {
+        cortex_m::peripheral::SCB::sys_reset()
+    }
+
+    fn halt(&mut self) -> ! {
+        logging::stop(1)
+    }
+
+    fn stack_used(&self) -> usize {
+        duet_firmware_app::memory::stack_high_water()
+    }
+
+    fn static_ram(&self) -> usize {
+        duet_firmware_app::memory::static_ram()
+    }
 }
 
-/// Bytes of stack the firmware has used at most since reset: the part of the painted region
-/// (`memory.x`) whose paint was scrubbed off. The whole region's size means "at least".
-pub fn stack_high_water() -> usize {
-    unsafe extern "C" {
-        // Bounds of the painted stack region, from cortex-m-rt's link.x and memory.x.
-        static _stack_start: u32;
-        static _stack_end: u32;
-    }
-    let top = (&raw const _stack_start) as usize;
-    let bottom = (&raw const _stack_end) as usize;
-    let mut addr = bottom;
-    // The stack grows down, so the lowest scrubbed word marks the deepest use.
-    while addr < top {
-        // SAFETY: [bottom, top) is RAM reserved for the stack by the linker script, 4-byte
-        // aligned (link.x asserts it); reading it cannot fault, and words below the stack
-        // pointer belong to no live Rust object.
-        let word = unsafe { ptr::read_volatile(addr as *const u32) };
-        if word != cortex_m_rt::STACK_PAINT_VALUE {
-            break;
+static CELLS: Cells<An385> = Cells::new();
+static FRAMES: ConstStaticCell<Frames> = ConstStaticCell::new(Frames::new());
+
+/// Bring the board up and run the application on it.
+pub fn start() -> ! {
+    let Some(board) = Peripherals::take() else {
+        defmt::error!("board peripherals taken twice");
+        logging::stop(1);
+    };
+    let clock = SysTickClock::start(board.syst, CPU_HZ);
+    let mut uart = CmsdkUart::new(board.uart0, CPU_HZ);
+    let Some(frames) = FRAMES.try_take() else {
+        defmt::error!("frame buffers taken twice");
+        logging::stop(1);
+    };
+    let nic = match Lan9118::new(board.lan9118, SETTINGS.mac, frames) {
+        Ok(nic) => nic,
+        Err(error) => {
+            defmt::error!("boot failed: Ethernet: {}", error);
+            error.print(uart.text("boot failed: Ethernet: "));
+            uart.text("\r\n");
+            logging::stop(1);
         }
-        addr += 4;
-    }
-    top - addr
+    };
+    let random = entropy::Jitter::new(board.free_run);
+    duet_firmware_app::run(
+        An385 { random },
+        Parts {
+            nic,
+            clock,
+            console: uart,
+            keys: NoKeyStore,
+        },
+        &CELLS,
+    )
 }

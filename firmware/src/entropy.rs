@@ -1,5 +1,5 @@
-//! The per-boot random seed: the sealed session's generator (its epoch, handshake indices
-//! and ephemeral keys) and smoltcp's seed.
+//! The board's random bytes: the per-boot seed of the sealed session's generator (its
+//! epoch, handshake indices and ephemeral keys) and of smoltcp.
 //!
 //! It must differ on every boot. The session's epoch comes from it, and a repeated epoch
 //! would make the peer take the new session's first sequence numbers for duplicates it
@@ -11,34 +11,48 @@
 //! (PHY reset, oscillator start-up).
 //!
 //! This is timing jitter, not a cryptographic source: on this board the ephemeral keys of
-//! the sealed session are only as unpredictable as these samples. A real board must take
-//! the seed from a TRNG (an STM32's `RNG`, say); see docs/FIRMWARE.md.
+//! the sealed session are only as unpredictable as these samples. A real board takes its
+//! random bytes from a TRNG (the NUCLEO-F429ZI's from the STM32's `RNG`); see
+//! docs/FIRMWARE.md. The board's secret key never comes from here: QEMU's is in the image.
 
 use cortex_m::peripheral::SYST;
 
-use crate::lan9118::Lan9118;
+use crate::board::FreeRun;
 
 /// FREE_RUN ticks (25 MHz) spent counting loop rounds per sample: about 160 µs.
 const SPAN_TICKS: u32 = 4096;
 /// Upper bound on a counting loop, in case the counter does not run.
 const MAX_ROUNDS: u32 = 100_000;
 
-/// 32 bytes that differ from boot to boot.
-pub fn boot_seed(nic: &Lan9118<'_>) -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    let mut state = 0u64;
-    for chunk in seed.chunks_exact_mut(8) {
-        let start = nic.free_run();
-        let mut rounds = 0u32;
-        while nic.free_run().wrapping_sub(start) < SPAN_TICKS && rounds < MAX_ROUNDS {
-            rounds += 1;
-        }
-        state = splitmix64(state ^ (u64::from(start) << 32 | u64::from(rounds)));
-        state = splitmix64(state ^ u64::from(SYST::get_current()));
-        state = splitmix64(state ^ u64::from(nic.free_run()));
-        chunk.copy_from_slice(&state.to_le_bytes());
+/// Random bytes from timing jitter: 8 bytes per sample of about 160 µs.
+pub struct Jitter {
+    counter: FreeRun,
+    state: u64,
+}
+
+impl Jitter {
+    /// A source on the LAN9118's counter. Sample it after the chip's reset and network
+    /// bring-up, whose duration varies with the host.
+    pub fn new(counter: FreeRun) -> Jitter {
+        Jitter { counter, state: 0 }
     }
-    seed
+
+    /// Fill `buf` with bytes that differ from boot to boot.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        let counter = &self.counter;
+        for chunk in buf.chunks_mut(8) {
+            let start = counter.read();
+            let mut rounds = 0u32;
+            while counter.read().wrapping_sub(start) < SPAN_TICKS && rounds < MAX_ROUNDS {
+                rounds += 1;
+            }
+            let mut state = splitmix64(self.state ^ (u64::from(start) << 32 | u64::from(rounds)));
+            state = splitmix64(state ^ u64::from(SYST::get_current()));
+            state = splitmix64(state ^ u64::from(counter.read()));
+            self.state = state;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+    }
 }
 
 /// SplitMix64's output function: every input bit affects every output bit.

@@ -26,7 +26,7 @@
 //! | 0x7c   | RX_FIFO_INF     | RX status words waiting (23:16)                        |
 //! | 0x80   | TX_FIFO_INF     | TX status words waiting (23:16), free data bytes (15:0) |
 //! | 0x84   | PMT_CTRL        | bit 0 READY: the chip has come out of reset            |
-//! | 0x9c   | FREE_RUN        | a free-running 25 MHz counter                          |
+//! | 0x9c   | FREE_RUN        | a free-running 25 MHz counter (`board::FreeRun`)       |
 //! | 0xa0   | RX_DROP         | frames the chip dropped (FIFO full), clears on read    |
 //! | 0xa4   | MAC_CSR_CMD     | indirect MAC register access: busy (31), read (30), index (7:0) |
 //! | 0xa8   | MAC_CSR_DATA    | the MAC register's value                               |
@@ -39,7 +39,8 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 use crate::board::Mmio;
-use crate::print::Print;
+use duet_firmware_app::print::Print;
+use duet_firmware_app::{Nic, NicStats};
 
 /// Register offsets and bits; see the module docs' table.
 mod reg {
@@ -56,7 +57,6 @@ mod reg {
     pub const RX_FIFO_INF: usize = 0x7c;
     pub const TX_FIFO_INF: usize = 0x80;
     pub const PMT_CTRL: usize = 0x84;
-    pub const FREE_RUN: usize = 0x9c;
     pub const RX_DROP: usize = 0xa0;
     pub const MAC_CSR_CMD: usize = 0xa4;
     pub const MAC_CSR_DATA: usize = 0xa8;
@@ -217,21 +217,6 @@ impl<'a> Lan9118<'a> {
         nic.mac_write(reg::MAC_CR, reg::MAC_CR_TXEN | reg::MAC_CR_RXEN)?;
         nic.regs.write(reg::TX_CFG, reg::TX_CFG_TX_ON);
         Ok(nic)
-    }
-
-    /// The Ethernet address in use.
-    pub fn mac(&self) -> [u8; 6] {
-        self.mac
-    }
-
-    /// Frame counters.
-    pub fn stats(&self) -> Stats {
-        self.stats
-    }
-
-    /// The chip's free-running 25 MHz counter.
-    pub fn free_run(&self) -> u32 {
-        self.regs.read(reg::FREE_RUN)
     }
 
     fn mac_wait(&self) -> Result<(), Error> {
@@ -422,5 +407,23 @@ impl<'d> phy::Device for Lan9118<'d> {
         // One frame per poll round: the FIFO holds several, but smoltcp need not know.
         caps.max_burst_size = Some(1);
         caps
+    }
+}
+
+impl Nic for Lan9118<'_> {
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn stats(&self) -> NicStats {
+        let s = self.stats;
+        NicStats {
+            rx_frames: s.rx_frames,
+            rx_errors: s.rx_errors,
+            rx_dropped: s.rx_dropped,
+            tx_frames: s.tx_frames,
+            tx_errors: s.tx_errors,
+            tx_busy: s.tx_busy,
+        }
     }
 }

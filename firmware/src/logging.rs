@@ -26,7 +26,7 @@ use cortex_m_rt::{ExceptionFrame, exception};
 #[cfg(feature = "log-rtt")]
 use defmt_rtt as _;
 
-defmt::timestamp!("{=u64:ms}", crate::clock::millis());
+defmt::timestamp!("{=u64:ms}", duet_firmware_app::systick::millis());
 
 /// Log the panic, then fault.
 ///

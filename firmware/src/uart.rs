@@ -9,6 +9,8 @@ use core::convert::Infallible;
 
 use embedded_io::{ErrorType, Read, ReadReady, Write, WriteReady};
 
+use duet_firmware_app::ConsoleIo;
+
 use crate::board::Mmio;
 
 /// Register offsets and bits.
@@ -51,11 +53,6 @@ impl CmsdkUart {
         regs.write(reg::STATE, reg::STATE_RX_OVERRUN);
         regs.write(reg::CTRL, reg::CTRL_TX_EN | reg::CTRL_RX_EN);
         CmsdkUart { regs, overruns: 0 }
-    }
-
-    /// Received bytes lost because the loop did not read them in time.
-    pub fn overruns(&self) -> u32 {
-        self.overruns
     }
 
     fn take_byte(&mut self) -> Option<u8> {
@@ -129,5 +126,13 @@ impl Write for CmsdkUart {
         // far as software can see.
         while self.regs.read(reg::STATE) & reg::STATE_TX_FULL != 0 {}
         Ok(())
+    }
+}
+
+/// The console's stream; it counts received bytes lost because the loop did not read them
+/// in time.
+impl ConsoleIo for CmsdkUart {
+    fn overruns(&self) -> u32 {
+        self.overruns
     }
 }

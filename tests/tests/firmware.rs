@@ -5,7 +5,7 @@
 //!
 //! Each test boots its own board on its own host port (`Board::boot`), so they run in
 //! parallel; QEMU is killed when a test ends, pass or fail. The board's console lines these
-//! tests read are documented in firmware/src/console.rs.
+//! tests read are documented in firmware/app/src/console.rs.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The serial console: a line editor, a few commands (`/id`, `/pair`, `/peer`, `/status`,
-//! `/reset`, `/help`) and one line per chat event, over any `embedded-io` byte stream (the
-//! CMSDK UART here; a USB CDC port or another UART when ported).
+//! `/reset`, `/help`) and one line per chat event, over any `embedded-io` byte stream (a
+//! CMSDK UART under QEMU, the ST-LINK's virtual COM port on a Nucleo, a USB CDC port...).
 //!
 //! It never blocks the network loop on input: [`Console::poll_input`] takes only the bytes
 //! `read_ready` says are there. Output is plain text, one event per line, ending in CRLF
@@ -29,9 +29,9 @@ use duet_core::{Event, Instant, MessageId};
 use embedded_io::{Read, ReadReady, Write};
 use heapless::{Deque, String, Vec};
 
+use crate::NicStats;
 use crate::app::Secure;
 use crate::base64;
-use crate::lan9118;
 use crate::print::Print;
 
 /// The longest typed line: the tutorial's 1024 bytes, a part and a bit of duet's.
@@ -61,7 +61,7 @@ pub struct BoardStatus {
     /// Milliseconds since boot.
     pub uptime_ms: u64,
     /// The Ethernet chip's counters.
-    pub nic: lan9118::Stats,
+    pub nic: NicStats,
     /// Datagrams the driver dropped because smoltcp's send buffer was full.
     pub send_would_block: u32,
     /// Errors the driver loop got from the network stack.
@@ -79,6 +79,8 @@ pub struct BoardStatus {
 pub enum Request {
     /// `/reset`: reset the board (the console already said so).
     Reset,
+    /// `/pair` or `/peer` set the session's peer: keep it, so it outlives a reboot.
+    PeerChanged,
 }
 
 /// Where the line editor is in an escape sequence (arrow keys and such are ignored).
@@ -190,7 +192,8 @@ impl<'a, T: Read + ReadReady + Write> Console<'a, T> {
 
     /// Take the typed bytes that are ready (never waiting for more) and act on each
     /// finished line: a command, or a message for `session`. A command the console cannot
-    /// carry out itself (`/reset`) is returned, and the bytes after it are left unread.
+    /// carry out itself (`/reset`, keeping a new peer) is returned, and the bytes after it are
+    /// left unread.
     pub fn poll_input(
         &mut self,
         session: &mut Secure,
@@ -388,6 +391,7 @@ impl<T: Write> Screen<T> {
                             .text(" at ")
                             .socket_addr(addr)
                             .text("\r\n");
+                        return Some(Request::PeerChanged);
                     }
                     _ => {
                         let _ = self.io.write_all(
@@ -402,6 +406,7 @@ impl<T: Write> Screen<T> {
                 (Some(peer), Some(key)) => {
                     session.set_peer(now, key, peer);
                     self.io.text("peer set to ").socket_addr(peer).text("\r\n");
+                    return Some(Request::PeerChanged);
                 }
                 (Some(_), None) => {
                     self.io
@@ -729,4 +734,194 @@ fn parse_decimal(text: &str) -> Option<u32> {
     digits.iter().try_fold(0u32, |n, &d| {
         d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duet_core::{SecureConfig, StaticKeys};
+    use embedded_io::ErrorType;
+
+    /// A terminal: bytes typed wait in `input`, what the console prints lands in `output`.
+    #[derive(Default)]
+    struct Terminal {
+        input: std::collections::VecDeque<u8>,
+        output: std::vec::Vec<u8>,
+    }
+
+    impl ErrorType for Terminal {
+        type Error = core::convert::Infallible;
+    }
+
+    impl ReadReady for Terminal {
+        fn read_ready(&mut self) -> Result<bool, Self::Error> {
+            Ok(!self.input.is_empty())
+        }
+    }
+
+    impl Read for Terminal {
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+            let mut n = 0;
+            while n < buf.len() {
+                let Some(byte) = self.input.pop_front() else {
+                    break;
+                };
+                buf[n] = byte;
+                n += 1;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Terminal {
+        fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    const NOW: Instant = Instant::from_millis(0);
+    const PEER_KEY: [u8; 32] = [9; 32];
+    /// PEER_KEY in base64.
+    const PEER_KEY_TEXT: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
+
+    fn session() -> std::boxed::Box<Secure> {
+        std::boxed::Box::new(Secure::new_sized(
+            NOW,
+            SecureConfig::default(),
+            StaticKeys::from_secret([1; 32]),
+            &[],
+            None,
+            [2; 32],
+        ))
+    }
+
+    fn status() -> BoardStatus {
+        BoardStatus {
+            address: [192, 168, 1, 50],
+            prefix_len: 24,
+            gateway: [192, 168, 1, 1],
+            port: 7789,
+            mac: [2, 0, 0, 0, 0, 1],
+            uptime_ms: 1500,
+            nic: NicStats::default(),
+            send_would_block: 0,
+            network_errors: 0,
+            uart_overruns: 0,
+            stack_used: 0,
+            static_ram: 0,
+        }
+    }
+
+    /// Type `text` and let the console take it; what it asked for, and what it printed.
+    fn type_text(
+        console: &mut Console<'_, Terminal>,
+        session: &mut Secure,
+        text: &str,
+    ) -> (Option<Request>, std::string::String) {
+        console.screen.io.input.extend(text.as_bytes());
+        console.screen.io.output.clear();
+        let request = console.poll_input(session, NOW, status);
+        let printed = std::string::String::from_utf8(console.screen.io.output.clone())
+            .expect("the console printed invalid UTF-8");
+        (request, printed)
+    }
+
+    #[test]
+    fn pairing_asks_the_board_to_keep_the_peer() {
+        let mut line = Vec::new();
+        let mut console = Console::new(Terminal::default(), &mut line);
+        let mut session = session();
+        let (request, printed) = type_text(
+            &mut console,
+            &mut session,
+            &std::format!("/pair {PEER_KEY_TEXT} 192.168.1.20:7788\r"),
+        );
+        assert_eq!(request, Some(Request::PeerChanged), "{printed}");
+        assert!(
+            printed.contains(&std::format!(
+                "paired with {PEER_KEY_TEXT} at 192.168.1.20:7788"
+            )),
+            "{printed}"
+        );
+        assert_eq!(session.peer_key(), Some(PEER_KEY));
+
+        let (request, printed) = type_text(&mut console, &mut session, "/peer 10.0.0.7:9\r\n");
+        assert_eq!(request, Some(Request::PeerChanged), "{printed}");
+        assert_eq!(session.peer_addr(), Some("10.0.0.7:9".parse().unwrap()));
+    }
+
+    #[test]
+    fn refused_commands_keep_nothing() {
+        let mut line = Vec::new();
+        let mut console = Console::new(Terminal::default(), &mut line);
+        let mut session = session();
+        for typed in [
+            "/pair short 192.168.1.20:7788\r",
+            "/peer 192.168.1.20:7788\r",
+            "/help\r",
+            "/status\r",
+        ] {
+            let (request, printed) = type_text(&mut console, &mut session, typed);
+            assert_eq!(request, None, "{typed:?} printed {printed}");
+        }
+        assert_eq!(session.peer_key(), None);
+    }
+
+    #[test]
+    fn reset_stops_reading_at_the_command() {
+        let mut line = Vec::new();
+        let mut console = Console::new(Terminal::default(), &mut line);
+        let mut session = session();
+        let (request, _) = type_text(&mut console, &mut session, "/reset\rhello\r");
+        assert_eq!(request, Some(Request::Reset));
+        assert_eq!(
+            console.io().input.len(),
+            "hello\r".len(),
+            "read past /reset"
+        );
+    }
+
+    #[test]
+    fn backspace_erases_a_whole_wide_character() {
+        let mut line = Vec::new();
+        let mut console = Console::new(Terminal::default(), &mut line);
+        let mut session = session();
+        let (_, printed) = type_text(&mut console, &mut session, "a你\x7f");
+        assert_eq!(printed, "a你\x08\x08  \x08\x08");
+        assert_eq!(console.line.as_slice(), b"a");
+    }
+
+    #[test]
+    fn ipv4_socket_addresses_parse_strictly() {
+        assert_eq!(
+            parse_ipv4_socket("192.168.1.20:7788"),
+            Some("192.168.1.20:7788".parse().unwrap())
+        );
+        for bad in [
+            "192.168.1.20",
+            "192.168.1:7788",
+            "192.168.1.256:7788",
+            "192.168.01.20:7788",
+            "192.168.1.20:65536",
+            "192.168.1.20:",
+            "[::1]:7788",
+            "192.168.1.20:77a",
+        ] {
+            assert_eq!(parse_ipv4_socket(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn previews_are_cut_between_characters() {
+        assert_eq!(preview("short").as_str(), "short");
+        let long = "你".repeat(20);
+        let cut = preview(&long);
+        assert!(cut.len() <= PREVIEW_MAX);
+        assert!(cut.ends_with('…'));
+        assert_eq!(cut.as_str(), std::format!("{}…", "你".repeat(15)));
+    }
 }

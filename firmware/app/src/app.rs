@@ -1,11 +1,11 @@
-//! The application: bring the board up, then run duet's one driver loop with the console
-//! beside it.
+//! The application: take the board's devices, then run duet's one driver loop with the
+//! console beside it.
 //!
 //! Everything large lives in statics handed out once (`StaticCell`/`ConstStaticCell`), so
-//! `llvm-size` shows the firmware's whole RAM use and the stack stays small. The chat
-//! itself is `duet_core`: the same sealed session (`Secure`, a `Session` inside a Noise
-//! handshake), `Driver` and smoltcp adapter as the host's; this file only wires them to the
-//! board.
+//! `llvm-size` shows the firmware's whole RAM use and the stack stays small; the few whose
+//! type depends on the board are in the board's [`Cells`]. The chat itself is `duet_core`:
+//! the same sealed session (`Secure`, a `Session` inside a Noise handshake), `Driver` and
+//! smoltcp adapter as the host's; this file only wires them to the board.
 
 use core::convert::Infallible;
 use core::net::{Ipv4Addr, SocketAddr};
@@ -19,16 +19,11 @@ use smoltcp::socket::udp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 use static_cell::{ConstStaticCell, StaticCell};
 
-use crate::board::{self, Board, CPU_HZ, Mmio};
-use crate::clock::{self, SysTickClock};
-use crate::config;
 use crate::console::{BoardStatus, Console, LINE_MAX, Request};
-use crate::entropy;
-use crate::lan9118::{self, Frames, Lan9118};
-use crate::logging;
+use crate::keys::{KeyStore, StoredKeys, boot_keys};
 use crate::outbox_record::OutboxRecord;
 use crate::print::Print;
-use crate::uart::CmsdkUart;
+use crate::{Board, ConsoleIo, Nic, Parts, Settings};
 
 /// Bytes of text the session queues for sending: the console's longest line twice.
 pub const OUTBOX_BYTES: usize = 2 * LINE_MAX;
@@ -39,7 +34,7 @@ pub const INBOX_BYTES: usize = 4096;
 pub type Secure = duet_core::Secure<OUTBOX_BYTES, INBOX_BYTES>;
 
 /// The network stack the driver loop runs on.
-type Stack = SmoltcpStack<'static, Lan9118<'static>, SysTickClock>;
+type Stack<B> = SmoltcpStack<'static, <B as Board>::Nic, <B as Board>::Clock>;
 
 /// The discard service (RFC 863): where the boot announcement goes.
 const DISCARD_PORT: u16 = 9;
@@ -64,21 +59,41 @@ static RX_DATA: ConstStaticCell<[u8; RX_BYTES]> = ConstStaticCell::new([0; RX_BY
 static TX_META: ConstStaticCell<[udp::PacketMetadata; TX_PACKETS]> =
     ConstStaticCell::new([udp::PacketMetadata::EMPTY; TX_PACKETS]);
 static TX_DATA: ConstStaticCell<[u8; TX_BYTES]> = ConstStaticCell::new([0; TX_BYTES]);
-static FRAMES: ConstStaticCell<Frames> = ConstStaticCell::new(Frames::new());
 static LINE: ConstStaticCell<Vec<u8, LINE_MAX>> = ConstStaticCell::new(Vec::new());
-static STACK: StaticCell<Stack> = StaticCell::new();
-static DRIVER: StaticCell<Driver<Stack>> = StaticCell::new();
 static SESSION: StaticCell<Secure> = StaticCell::new();
-static CONSOLE: StaticCell<Console<'static, CmsdkUart>> = StaticCell::new();
+
+/// The statics whose types depend on the board: the board's image declares one,
+/// `static CELLS: Cells<MyBoard> = Cells::new();`, and hands it to [`run`].
+pub struct Cells<B: Board> {
+    stack: StaticCell<Stack<B>>,
+    driver: StaticCell<Driver<Stack<B>>>,
+    console: StaticCell<Console<'static, B::Console>>,
+}
+
+impl<B: Board> Cells<B> {
+    /// Empty cells.
+    pub const fn new() -> Self {
+        Cells {
+            stack: StaticCell::new(),
+            driver: StaticCell::new(),
+            console: StaticCell::new(),
+        }
+    }
+}
+
+impl<B: Board> Default for Cells<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Why the board could not start chatting.
-#[derive(Clone, Copy, Debug, defmt::Format)]
-pub enum BootError {
-    /// The Ethernet chip did not come up.
-    Nic(lan9118::Error),
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+enum BootError {
     /// The build-time address or route did not fit smoltcp's tables.
     AddressTable,
-    /// A static buffer was already handed out: `boot` ran twice.
+    /// A static buffer was already handed out: `run` ran twice.
     StaticTaken,
     /// duet's UDP port could not be bound.
     Bind(smoltcp_stack::Error),
@@ -86,12 +101,8 @@ pub enum BootError {
 
 impl BootError {
     /// Say what went wrong, in words, on `out` (the console: no `core::fmt` there).
-    fn print(self, out: &mut impl Print) {
+    fn print(self, out: &mut impl Print, settings: &Settings) {
         match self {
-            BootError::Nic(e) => {
-                out.text("Ethernet: ");
-                e.print(out);
-            }
             BootError::AddressTable => {
                 out.text("address or route table full");
             }
@@ -100,7 +111,7 @@ impl BootError {
             }
             BootError::Bind(e) => {
                 out.text("cannot bind UDP port ")
-                    .decimal(config::PORT)
+                    .decimal(settings.port)
                     .text(": ")
                     .text(e.as_str());
             }
@@ -108,63 +119,72 @@ impl BootError {
     }
 }
 
-/// Start the board and chat until power-off. Returns only by halting on a boot error.
-pub fn run() -> ! {
-    // First, before anything overwrites it: what the run before a warm reset left undelivered.
+/// Start the application on the board's devices and chat until power-off. Returns only by
+/// halting the board on a boot error.
+///
+/// Call it early: the first thing it does is read what the run before a warm reset left
+/// undelivered (in `.uninit` RAM), before anything can overwrite it.
+pub fn run<B: Board>(mut board: B, parts: Parts<B>, cells: &'static Cells<B>) -> ! {
     let Some(outbox_record) = OutboxRecord::take() else {
-        defmt::error!("outbox record taken twice");
-        logging::stop(1);
+        error!("outbox record taken twice");
+        board.halt();
     };
-    let Some(board) = Board::take() else {
-        defmt::error!("board peripherals taken twice");
-        logging::stop(1);
-    };
-    let clock = SysTickClock::start(board.syst, CPU_HZ);
-    let uart = CmsdkUart::new(board.uart0, CPU_HZ);
+    let Parts {
+        nic,
+        clock,
+        console,
+        keys,
+    } = parts;
     let Some(console) = LINE
         .try_take()
-        .and_then(|line| CONSOLE.try_init(Console::new(uart, line)))
+        .and_then(|line| cells.console.try_init(Console::new(console, line)))
     else {
-        defmt::error!("console taken twice");
-        logging::stop(1);
+        error!("console taken twice");
+        board.halt();
     };
     console.say(|out| {
-        out.text(concat!(
-            "duet firmware ",
-            env!("CARGO_PKG_VERSION"),
-            " on mps2-an385 (LAN9118, CMSDK UART)"
-        ));
+        out.text(concat!("duet firmware ", env!("CARGO_PKG_VERSION"), " on "))
+            .text(B::NAME);
     });
-    match Chat::boot(board.lan9118, clock) {
-        Ok(chat) => match chat.run(console, outbox_record) {},
+    match Chat::boot(&mut board, cells, nic, clock, keys) {
+        Ok(chat) => match chat.run(board, console, outbox_record) {},
         Err(error) => {
-            defmt::error!("boot failed: {}", error);
-            console.say(|out| error.print(out.text("boot failed: ")));
-            logging::stop(1);
+            error!("boot failed: {}", error);
+            console.say(|out| error.print(out.text("boot failed: "), &B::SETTINGS));
+            board.halt();
         }
     }
 }
 
 /// The chat's parts, each in its static.
-struct Chat {
-    stack: &'static mut Stack,
-    driver: &'static mut Driver<Stack>,
+struct Chat<B: Board> {
+    stack: &'static mut Stack<B>,
+    driver: &'static mut Driver<Stack<B>>,
     session: &'static mut Secure,
-    clock: SysTickClock,
+    clock: B::Clock,
+    keys: B::Keys,
+    /// What the key store holds, or would if the board had one.
+    stored: StoredKeys,
     network_errors: u32,
     /// The board's public key, for the console.
     public_key: [u8; 32],
 }
 
-impl Chat {
+impl<B: Board> Chat<B> {
     // Never inlined: the boot's locals (the session is built on the stack before it moves
     // into its static, ~6 KB) would otherwise stay in the caller's frame under the chat loop
     // for as long as the board runs.
     #[inline(never)]
-    fn boot(nic: Mmio, clock: SysTickClock) -> Result<Chat, BootError> {
-        let frames = FRAMES.try_take().ok_or(BootError::StaticTaken)?;
-        let mut nic = Lan9118::new(nic, config::MAC, frames).map_err(BootError::Nic)?;
-        let seed = entropy::boot_seed(&nic);
+    fn boot(
+        board: &mut B,
+        cells: &'static Cells<B>,
+        mut nic: B::Nic,
+        clock: B::Clock,
+        mut keys: B::Keys,
+    ) -> Result<Chat<B>, BootError> {
+        let settings = &B::SETTINGS;
+        let mut seed = [0u8; 32];
+        board.fill_random(&mut seed);
 
         let mut iface_config =
             iface::Config::new(HardwareAddress::Ethernet(EthernetAddress(nic.mac())));
@@ -176,15 +196,15 @@ impl Chat {
         let mut pushed = Ok(());
         iface.update_ip_addrs(|addrs| {
             let cidr = IpCidr::new(
-                Ipv4Address::from(config::ADDRESS).into(),
-                config::PREFIX_LEN,
+                Ipv4Address::from(settings.address).into(),
+                settings.prefix_len,
             );
             pushed = addrs.push(cidr).map_err(|_| BootError::AddressTable);
         });
         pushed?;
         iface
             .routes_mut()
-            .add_default_ipv4_route(Ipv4Address::from(config::GATEWAY))
+            .add_default_ipv4_route(Ipv4Address::from(settings.gateway))
             .map_err(|_| BootError::AddressTable)?;
 
         let rx = udp::PacketBuffer::new(
@@ -200,59 +220,77 @@ impl Chat {
         // The set has exactly one free slot for exactly one socket: `add` cannot run out.
         sockets.add(udp::Socket::new(rx, tx));
 
-        let stack = STACK
+        let stack = cells
+            .stack
             .try_init_with(|| SmoltcpStack::new(iface, nic, sockets, clock))
             .ok_or(BootError::StaticTaken)?;
         // Driver::bind's steps, so the driver's 2 KiB of buffers are built in their static
         // rather than on the stack and then copied.
         let mut socket = stack.socket().map_err(BootError::Bind)?;
         stack
-            .bind(&mut socket, config::PORT)
+            .bind(&mut socket, settings.port)
             .map_err(BootError::Bind)?;
-        if config::PEER_KEY.is_none() {
+
+        // The keys: what the build gave wins over what the board kept, which wins over a
+        // new secret drawn now (and kept, so the board's identity survives a reboot).
+        let kept = if B::Keys::KEEPS { keys.load() } else { None };
+        let stored = boot_keys(settings, kept, || {
+            let mut secret = [0u8; 32];
+            board.fill_random(&mut secret);
+            secret
+        });
+        let secret = stored.secret;
+        let greeted = stored.peer_socket();
+        if B::Keys::KEEPS
+            && kept != Some(stored)
+            && let Err(e) = keys.save(&stored)
+        {
+            warn!("keys not kept: {}", e);
+        }
+
+        if greeted.is_none() {
             // Nothing else leaves the board until someone pairs with it, and QEMU's slirp
             // holds the host's first datagram for about a second until it has seen the
-            // board's Ethernet address. One empty datagram to the discard port of the
-            // gateway (the host, through slirp) lets both sides learn each other's address
-            // now. Failure only costs that second, so it is not fatal.
-            let discard = SocketAddr::from((config::GATEWAY, DISCARD_PORT));
+            // board's Ethernet address (a LAN's hosts likewise wait on ARP). One empty
+            // datagram to the discard port of the gateway lets both sides learn each
+            // other's address now. Failure only costs that second, so it is not fatal.
+            let discard = SocketAddr::from((settings.gateway, DISCARD_PORT));
             if stack.send_to(&mut socket, discard, &[]).is_err() {
-                defmt::warn!("boot announcement not sent");
+                warn!("boot announcement not sent");
             }
         }
-        let driver = DRIVER
+        let driver = cells
+            .driver
             .try_init_with(|| Driver::new(socket))
             .ok_or(BootError::StaticTaken)?;
-        let peer = config::default_peer();
-        // The greeted peer needs its key (DUET_PEER_KEY); without one the board waits
-        // for `/pair` on the console, and nobody can reach it before.
-        let greeted = config::PEER_KEY.map(|key| (key, peer));
-        let keys = StaticKeys::from_secret(config::BOARD_SECRET);
-        let public_key = keys.public();
+        let static_keys = StaticKeys::from_secret(secret);
+        let public_key = static_keys.public();
         let session = SESSION
             .try_init_with(|| {
                 Secure::new_sized(
                     clock.now(),
                     SecureConfig::default(),
-                    keys,
+                    static_keys,
                     &[],
                     greeted,
                     seed,
                 )
             })
             .ok_or(BootError::StaticTaken)?;
-        defmt::info!(
+        info!(
             "duet up: {}:{} epoch {=u32:#x}, peer {}",
-            Ipv4Addr::from(config::ADDRESS),
-            config::PORT,
+            Ipv4Addr::from(settings.address),
+            settings.port,
             session.session().epoch(),
-            peer
+            greeted.map_or(settings.default_peer(), |(_, addr)| addr)
         );
         Ok(Chat {
             stack,
             driver,
             session,
             clock,
+            keys,
+            stored,
             network_errors: 0,
             public_key,
         })
@@ -262,26 +300,29 @@ impl Chat {
     /// sleep until the next tick.
     fn run(
         mut self,
-        console: &mut Console<'static, CmsdkUart>,
+        mut board: B,
+        console: &mut Console<'static, B::Console>,
         mut outbox_record: OutboxRecord,
     ) -> Infallible {
-        // With a peer key built in, the first poll sends the handshake to the default peer;
-        // without one, the boot announcement queued in `boot` goes out. Either makes
-        // smoltcp resolve the gateway and QEMU's slirp learn the board's Ethernet address,
-        // so the host's first datagram is not held up by ARP.
+        // With a peer to greet, the first poll sends the handshake to it; without one, the
+        // boot announcement queued in `boot` goes out. Either makes smoltcp resolve the
+        // gateway and the other side learn the board's Ethernet address, so the peer's
+        // first datagram is not held up by ARP.
         self.poll_network();
         console.show_id(self.public_key);
         if let Some(lost) = outbox_record.lost() {
-            defmt::warn!("{} message(s) lost across a reset", lost.messages);
+            warn!("{} message(s) lost across a reset", lost.messages);
             console.show_lost(lost.messages, &lost.first);
         }
+        let settings = &B::SETTINGS;
+        let greeted = self.stored.peer;
         console.say(|out| {
             out.text("duet ready at ")
-                .ipv4(config::ADDRESS)
+                .ipv4(settings.address)
                 .text(":")
-                .decimal(config::PORT);
-            match config::PEER_KEY {
-                Some(_) => out.text(", peer ").socket_addr(config::default_peer()),
+                .decimal(settings.port);
+            match greeted {
+                Some((_, addr)) => out.text(", peer ").socket_addr(SocketAddr::V4(addr)),
                 None => out.text(", no peer yet: /pair KEY IP:PORT"),
             }
             .text(" (type /help)");
@@ -299,35 +340,62 @@ impl Chat {
                 ..
             } = &mut self;
             let request = console.poll_input(session, now, || BoardStatus {
-                address: config::ADDRESS,
-                prefix_len: config::PREFIX_LEN,
-                gateway: config::GATEWAY,
-                port: config::PORT,
+                address: settings.address,
+                prefix_len: settings.prefix_len,
+                gateway: settings.gateway,
+                port: settings.port,
                 mac: stack.device().mac(),
-                uptime_ms: clock::millis(),
+                uptime_ms: now.as_millis(),
                 nic: stack.device().stats(),
                 send_would_block: driver.stats().send_would_block,
                 network_errors: *network_errors,
                 uart_overruns,
-                stack_used: board::stack_high_water(),
-                static_ram: board::static_ram(),
+                stack_used: board.stack_used(),
+                static_ram: board.static_ram(),
             });
             // Cheap when nothing changed: a count and an id compared. Kept after the input,
             // so lines typed just before `/reset` are in the record the reset leaves.
             outbox_record.update(session.session().pending(), console.oldest_undelivered());
-            if request == Some(Request::Reset) {
-                console.flush();
-                board::reset();
+            match request {
+                Some(Request::Reset) => {
+                    console.flush();
+                    board.reset();
+                }
+                Some(Request::PeerChanged) => self.keep_peer(),
+                None => {}
             }
             if next.is_some_and(|at| at <= self.clock.now()) {
                 // The driver hit its per-call budget: there is more to do right away.
                 continue;
             }
-            // Sleep until an interrupt: SysTick's, at the latest 1 ms from now. The NIC and
-            // UART are polled, so this tick is what bounds their latency; a board with their
-            // interrupts wired (LAN9118 IRQ 13, UART RX) could sleep until the session's
-            // next deadline instead.
-            cortex_m::asm::wfi();
+            // Until an interrupt: the clock's tick, at the latest 1 ms from now. The NIC
+            // and console are polled, so this tick is what bounds their latency; a board
+            // with their interrupts wired could sleep until the session's next deadline.
+            board.sleep();
+        }
+    }
+
+    /// Keep the peer `/pair` or `/peer` just set, so a reboot greets it again. Only the
+    /// console's commands land here, never a peer's roaming, so the flash is written as
+    /// often as someone types those.
+    fn keep_peer(&mut self) {
+        if !B::Keys::KEEPS {
+            return;
+        }
+        let peer = match (self.session.peer_key(), self.session.peer_addr()) {
+            (Some(key), Some(SocketAddr::V4(addr))) => Some((key, addr)),
+            _ => None,
+        };
+        let stored = StoredKeys {
+            peer,
+            ..self.stored
+        };
+        if stored == self.stored {
+            return;
+        }
+        match self.keys.save(&stored) {
+            Ok(()) => self.stored = stored,
+            Err(e) => warn!("peer not kept: {}", e),
         }
     }
 
@@ -337,7 +405,7 @@ impl Chat {
             Ok(next) => next,
             Err(error) => {
                 self.network_errors = self.network_errors.wrapping_add(1);
-                defmt::warn!("network: {}", error);
+                warn!("network: {}", error);
                 None
             }
         }
@@ -345,6 +413,6 @@ impl Chat {
 }
 
 /// The clock's reading as smoltcp's timestamp.
-fn smoltcp_now(clock: &SysTickClock) -> smoltcp::time::Instant {
+fn smoltcp_now(clock: &impl Clock) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_millis(i64::try_from(clock.now().as_millis()).unwrap_or(i64::MAX))
 }

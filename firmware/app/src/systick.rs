@@ -1,4 +1,4 @@
-//! The firmware's clock: SysTick interrupts every millisecond and counts.
+//! The clock of a Cortex-M board: SysTick interrupts every millisecond and counts.
 //!
 //! The same interrupt is what wakes the main loop from `wfi`, so the loop polls the
 //! network chip and the UART at least once a millisecond without busy-spinning.
@@ -27,7 +27,7 @@ fn SysTick() {
     });
 }
 
-/// Milliseconds since the clock started (for log timestamps).
+/// Milliseconds since the clock started (for log timestamps and `/status`).
 pub fn millis() -> u64 {
     critical_section::with(|cs| MILLIS.borrow(cs).get())
 }

@@ -14,7 +14,7 @@
 
 use core::mem::MaybeUninit;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use portable_atomic::{AtomicBool, Ordering};
 
 use duet_core::MessageId;
 use duet_core::session::OUTBOX_PARTS;
