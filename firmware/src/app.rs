@@ -227,20 +227,21 @@ impl Chat {
         // The greeted peer needs its key (DUET_PEER_KEY); without one the board waits
         // for `/pair` on the console, and nobody can reach it before.
         let greeted = config::PEER_KEY.map(|key| (key, peer));
-        let keys = StaticKeys::from_secret(config::BOARD_SECRET);
-        let public_key = keys.public();
+        // The key pair is made inside the closure: it wipes its secret when dropped, and
+        // made outside, every early return would carry a copy of that wipe.
         let session = SESSION
             .try_init_with(|| {
                 Secure::new_sized(
                     clock.now(),
                     SecureConfig::default(),
-                    keys,
+                    StaticKeys::from_secret(config::BOARD_SECRET),
                     &[],
                     greeted,
                     seed,
                 )
             })
             .ok_or(BootError::StaticTaken)?;
+        let public_key = session.public_key();
         defmt::info!(
             "duet up: {}:{} epoch {=u32:#x}, peer {}",
             Ipv4Addr::from(config::ADDRESS),
@@ -269,6 +270,8 @@ impl Chat {
         // without one, the boot announcement queued in `boot` goes out. Either makes
         // smoltcp resolve the gateway and QEMU's slirp learn the board's Ethernet address,
         // so the host's first datagram is not held up by ARP.
+        self.session
+            .set_unix_time(self.clock.now(), outbox_record.handshake_clock());
         self.poll_network();
         console.show_id(self.public_key);
         if let Some(lost) = outbox_record.lost() {
