@@ -482,7 +482,7 @@ const SOURCE_BURST: u32 = 4;
 const SOURCE_EVERY: Duration = Duration::from_millis(250);
 
 /// Initiations processed in a burst from all sources together, and how often one more is
-/// allowed: 50 a second is about 1% of a host core (five X25519 operations each).
+/// allowed: 50 a second is under 2% of a host core (five X25519 operations each).
 #[cfg(feature = "rate-limit")]
 const OVERALL_BURST: u32 = 16;
 #[cfg(feature = "rate-limit")]
