@@ -17,7 +17,8 @@
 //!
 //! The call order is the session's (see [`crate::session`]): feed datagrams, expire timers,
 //! drain [`Secure::poll_transmit`], drain [`Secure::poll_event`], wait for
-//! [`Secure::poll_timeout`]. Randomness comes from a generator seeded once by the caller.
+//! [`Secure::poll_timeout`]. Randomness comes from a generator seeded by the caller, who may
+//! mix fresh entropy into it later ([`Secure::reseed`]).
 //!
 //! Handshake roles: whoever needs keys initiates. When both initiate at once, the side with
 //! the smaller static public key stays initiator and the other answers.
@@ -639,7 +640,8 @@ impl Secure {
     /// A secure session for `keys`, accepting handshakes from `allowed` peers (at most
     /// [`MAX_PEERS`]; more are ignored). With `peer`, it talks to that key at that address at
     /// once; without, it waits for an allowed peer to start. `seed` must be 32 fresh random
-    /// bytes: every ephemeral key and index comes from a generator seeded with it.
+    /// bytes: every ephemeral key and index comes from a generator seeded with it (and
+    /// with what [`Secure::reseed`] adds later).
     pub fn new(
         now: Instant,
         config: SecureConfig,
