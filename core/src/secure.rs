@@ -1840,6 +1840,7 @@ mod test {
         fn wiped_on_drop<T: ZeroizeOnDrop>() {}
         wiped_on_drop::<StaticKeys>();
         wiped_on_drop::<Generator>();
+        wiped_on_drop::<ChaCha20>();
         wiped_on_drop::<Keys>();
         wiped_on_drop::<DiscoveryKey>();
         wiped_on_drop::<Cipher>();
