@@ -17,7 +17,8 @@
 //!
 //! The call order is the session's (see [`crate::session`]): feed datagrams, expire timers,
 //! drain [`Secure::poll_transmit`], drain [`Secure::poll_event`], wait for
-//! [`Secure::poll_timeout`]. Randomness comes from a generator seeded once by the caller.
+//! [`Secure::poll_timeout`]. Randomness comes from a generator seeded by the caller, who may
+//! mix fresh entropy into it later ([`Secure::reseed`]).
 //!
 //! Handshake roles: whoever needs keys initiates. When both initiate at once, the side with
 //! the smaller static public key stays initiator and the other answers.
@@ -31,6 +32,17 @@
 //! minute inside the tag ([`Secure::set_unix_minutes`]); without a clock it is 0.
 //! Discovery is the `discovery` feature (on by default); without it probes are dropped
 //! unanswered and nothing is probed.
+//!
+//! Handshakes under attack (docs/SECURITY.md, "Handshake floods and replays"): every
+//! initiation and response ends in a `mac1`, a keyed BLAKE2s over the message keyed with the
+//! receiver's static public key, checked before any X25519 work, so a datagram from someone
+//! who does not know our public key costs one hash. An initiation carries the initiator's
+//! timestamp ([`Secure::set_unix_time`]) in its encrypted payload; the responder refuses one
+//! whose timestamp is not greater than the greatest it accepted from that key, so a recorded
+//! initiation cannot be replayed. With the `rate-limit` feature, initiations that pass `mac1`
+//! are processed at a bounded rate, per source address and overall. Secrets (static and
+//! ephemeral keys, transport keys, the generator) are wiped when dropped or replaced, and
+//! [`Secure::reseed`] mixes fresh entropy into the generator.
 
 use core::net::SocketAddr;
 
@@ -45,6 +57,7 @@ use clatter::handshakepattern::noise_ik;
 use clatter::traits::{Dh, Hash};
 use clatter::{Handshaker, KeyPair, NqHandshakeCore};
 use rand_core::{CryptoRng, RngCore};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::MAX_DATAGRAM;
 use crate::driver::{Protocol, Transmit};
@@ -80,6 +93,13 @@ const DISCOVERY_KEY_LABEL: &[u8] = b"duet/2 discovery key";
 const PROBE_LABEL: &[u8] = b"duet/2 discovery probe";
 const FOUND_LABEL: &[u8] = b"duet/2 discovery found";
 
+/// Label in front of every message `mac1` covers, so that no other keyed hash in duet can
+/// be mistaken for one.
+const MAC1_LABEL: &[u8] = b"duet/2 mac1";
+
+/// Label of the generator's new key in [`Secure::reseed`].
+const RESEED_LABEL: &[u8] = b"duet/2 reseed";
+
 /// Probe nonces answered, to answer each at most once.
 const ANSWERED_PROBES: usize = 16;
 
@@ -89,6 +109,9 @@ const SENT_PROBES: usize = 4;
 
 /// How far apart (in minutes) two paired clocks may be and still find each other.
 const CLOCK_SKEW_MINUTES: u32 = 2;
+
+/// Microseconds in a minute of the wall clock.
+const MICROS_PER_MINUTE: u64 = 60_000_000;
 
 /// Transmissions one `poll_transmit` may drop while no keys exist, before giving up for now.
 const DROP_BUDGET: usize = 32;
@@ -100,6 +123,9 @@ const DROP_BUDGET: usize = 32;
 /// Built on the `chacha20` crate that ChaCha20-Poly1305 links anyway, rather than on
 /// `rand_chacha`, whose own ChaCha20 core costs a board 2.5 KiB of flash.
 struct Generator(ChaCha20);
+
+/// The keystream's state is the seed: `chacha20`'s `zeroize` feature wipes it on drop.
+impl ZeroizeOnDrop for Generator {}
 
 impl Generator {
     fn new(seed: [u8; 32]) -> Self {
@@ -156,8 +182,9 @@ impl DiscoveryKey {
         let mut key = [0u8; 32];
         match shared {
             Ok(Some(dh)) => {
-                let dh: [u8; 32] = dh;
+                let mut dh: [u8; 32] = dh;
                 key.copy_from_slice(Blake2s::hmac(&dh, DISCOVERY_KEY_LABEL).as_slice());
+                dh.zeroize();
             }
             _ => key.copy_from_slice(Blake2s::hmac(&keys.secret, peer).as_slice()),
         }
@@ -178,6 +205,23 @@ fn discovery_tag(
     let mut tag = [0u8; sealed::DISCOVERY_TAG_LEN];
     tag.copy_from_slice(&mac.as_slice()[..sealed::DISCOVERY_TAG_LEN]);
     tag
+}
+
+/// A handshake message's `mac1`: HMAC-BLAKE2s keyed with the *receiver's* static public key
+/// over the label and every byte of the message before it, truncated. Anyone who knows the
+/// receiver's public key can compute it; nobody else can.
+fn mac1(receiver: &PublicKey, covered: &[u8]) -> [u8; sealed::MAC_LEN] {
+    let mut mac = [0u8; sealed::MAC_LEN];
+    let full = Blake2s::hmac_many(receiver, &[MAC1_LABEL, covered]);
+    mac.copy_from_slice(&full.as_slice()[..sealed::MAC_LEN]);
+    mac
+}
+
+/// Write `mac1` for `receiver` into the last bytes of `message`.
+fn seal_mac1(receiver: &PublicKey, message: &mut [u8]) {
+    let mut packet = Sealed::new_unchecked(message);
+    let mac = mac1(receiver, packet.mac_covered());
+    packet.set_mac1(&mac);
 }
 
 /// Compare without stopping at the first difference.
@@ -211,6 +255,21 @@ impl StaticKeys {
         }
     }
 }
+
+impl Zeroize for StaticKeys {
+    /// Wipe the secret (the public key is no secret).
+    fn zeroize(&mut self) {
+        self.secret.zeroize();
+    }
+}
+
+impl Drop for StaticKeys {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for StaticKeys {}
 
 impl core::fmt::Debug for StaticKeys {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -269,6 +328,15 @@ pub struct SecureStats {
     pub probes_refused: u32,
     /// Discovery probes from a paired peer that were answered with FOUND.
     pub probes_answered: u32,
+    /// Handshake messages whose `mac1` was wrong: sent by someone who does not know our
+    /// public key, dropped before any key agreement (also counted in `unauthenticated`).
+    pub rejected_mac: u32,
+    /// Initiations whose timestamp was not greater than the greatest accepted from that key:
+    /// recorded initiations replayed (also counted in `replayed`).
+    pub rejected_replay: u32,
+    /// Initiations dropped unread because handshakes came faster than the rate limit allows
+    /// (the `rate-limit` feature).
+    pub rate_limited: u32,
 }
 
 /// Sliding anti-replay window over 64-bit counters (RFC 6479's idea, one bit per counter).
@@ -334,7 +402,8 @@ impl ReplayWindow {
     }
 }
 
-/// One generation of transport keys.
+/// One generation of transport keys. Its two ciphers wipe their keys when dropped (clatter's
+/// `CipherState` is `ZeroizeOnDrop`), so replaced or expired keys leave nothing behind.
 struct Keys {
     /// Our index: the peer puts it in the messages it sends us.
     local: u32,
@@ -349,6 +418,8 @@ struct Keys {
     /// We started the handshake that made these keys.
     initiator: bool,
 }
+
+impl ZeroizeOnDrop for Keys where Cipher: ZeroizeOnDrop {}
 
 /// A handshake we started.
 struct Initiating {
@@ -391,6 +462,133 @@ struct DiscoveryKey {
     key: [u8; 32],
 }
 
+impl Drop for DiscoveryKey {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for DiscoveryKey {}
+
+/// How many source addresses the handshake rate limit follows at once; a new one replaces
+/// the one followed longest.
+#[cfg(feature = "rate-limit")]
+const LIMITED_SOURCES: usize = 8;
+
+/// Initiations one source address may have processed in a burst, and how often it earns
+/// another: a peer's retransmissions (1, 2, 4 ... s apart) never come close.
+#[cfg(feature = "rate-limit")]
+const SOURCE_BURST: u32 = 4;
+#[cfg(feature = "rate-limit")]
+const SOURCE_EVERY: Duration = Duration::from_millis(250);
+
+/// Initiations processed in a burst from all sources together, and how often one more is
+/// allowed: 50 a second is under 2% of a host core (five X25519 operations each).
+#[cfg(feature = "rate-limit")]
+const OVERALL_BURST: u32 = 16;
+#[cfg(feature = "rate-limit")]
+const OVERALL_EVERY: Duration = Duration::from_millis(20);
+
+/// A token bucket: up to `burst` tokens, one more for every `every` that passes.
+#[cfg(feature = "rate-limit")]
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: u32,
+    /// Tokens are counted up to this instant.
+    at: Instant,
+}
+
+#[cfg(feature = "rate-limit")]
+impl Bucket {
+    fn full(now: Instant, burst: u32) -> Self {
+        Bucket {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Take a token if there is one.
+    fn take(&mut self, now: Instant, burst: u32, every: Duration) -> bool {
+        let every = every.as_millis().max(1);
+        let earned = now.saturating_duration_since(self.at).as_millis() / every;
+        if earned > 0 {
+            let earned32 = u32::try_from(earned).unwrap_or(u32::MAX);
+            self.tokens = self.tokens.saturating_add(earned32).min(burst);
+            self.at = if self.tokens == burst {
+                now
+            } else {
+                self.at + Duration::from_millis(earned.saturating_mul(every))
+            };
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+/// The rate limit on handshake work: a bucket per recent source address, so one flooding
+/// address cannot use up the peer's share, and one overall, which bounds the CPU spent
+/// whatever the source addresses claim (UDP sources can be forged).
+///
+/// WireGuard's cookie replies, which make a sender prove its address under load before
+/// its initiation costs anything, are left out: duet talks between two parties, `mac1`
+/// already drops everyone who lacks our public key at the cost of one hash, and the
+/// remaining attacker (one who knows our key or replays recorded initiations) is bounded by
+/// this limit. Cookies would only add a round trip to tell a forged source address from a
+/// real one.
+#[cfg(feature = "rate-limit")]
+struct HandshakeLimit {
+    overall: Bucket,
+    sources: heapless::Vec<(SocketAddr, Bucket), LIMITED_SOURCES>,
+}
+
+#[cfg(feature = "rate-limit")]
+impl HandshakeLimit {
+    fn new(now: Instant) -> Self {
+        HandshakeLimit {
+            overall: Bucket::full(now, OVERALL_BURST),
+            sources: heapless::Vec::new(),
+        }
+    }
+
+    /// Whether an initiation from `from` may be processed now (spending its tokens).
+    fn allow(&mut self, now: Instant, from: SocketAddr) -> bool {
+        let at = match self.sources.iter().position(|(a, _)| *a == from) {
+            Some(at) => at,
+            None => {
+                if self.sources.is_full() {
+                    self.sources.remove(0);
+                }
+                // Room was just made, so this cannot fail.
+                let _ = self.sources.push((from, Bucket::full(now, SOURCE_BURST)));
+                self.sources.len() - 1
+            }
+        };
+        let Some((_, source)) = self.sources.get_mut(at) else {
+            return false;
+        };
+        source.take(now, SOURCE_BURST, SOURCE_EVERY)
+            && self.overall.take(now, OVERALL_BURST, OVERALL_EVERY)
+    }
+}
+
+/// Without the `rate-limit` feature every initiation that passes `mac1` is processed.
+#[cfg(not(feature = "rate-limit"))]
+struct HandshakeLimit;
+
+#[cfg(not(feature = "rate-limit"))]
+impl HandshakeLimit {
+    fn new(_now: Instant) -> Self {
+        HandshakeLimit
+    }
+
+    fn allow(&mut self, _now: Instant, _from: SocketAddr) -> bool {
+        true
+    }
+}
+
 /// The reliable chat session, sealed between two paired static keys.
 ///
 /// `OUT` and `IN` size the session inside (see [`Session`]); [`Secure::new_sized`] chooses
@@ -428,15 +626,22 @@ pub struct Secure<const OUT: usize = OUTBOX_BYTES, const IN: usize = INBOX_BYTES
     found_to: Option<(SocketAddr, [u8; sealed::FOUND_LEN])>,
     /// When the peer last authenticated itself (a FOUND or a transport message).
     last_heard: Instant,
-    /// The wall clock's minute since the Unix epoch at an instant, when the caller knows it.
-    wall: Option<(Instant, u32)>,
+    /// The wall clock's microseconds since the Unix epoch at an instant, when the caller
+    /// knows it.
+    wall: Option<(Instant, u64)>,
+    /// The timestamp of our latest initiation: the next one is greater.
+    sent_timestamp: u64,
+    /// The greatest initiation timestamp accepted from each key (the most recent keys).
+    timestamps: heapless::Vec<(PublicKey, u64), MAX_PEERS>,
+    limit: HandshakeLimit,
 }
 
 impl Secure {
     /// A secure session for `keys`, accepting handshakes from `allowed` peers (at most
     /// [`MAX_PEERS`]; more are ignored). With `peer`, it talks to that key at that address at
     /// once; without, it waits for an allowed peer to start. `seed` must be 32 fresh random
-    /// bytes: every ephemeral key and index comes from a generator seeded with it.
+    /// bytes: every ephemeral key and index comes from a generator seeded with it (and
+    /// with what [`Secure::reseed`] adds later).
     pub fn new(
         now: Instant,
         config: SecureConfig,
@@ -491,6 +696,9 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
             found_to: None,
             last_heard: now,
             wall: None,
+            sent_timestamp: 0,
+            timestamps: heapless::Vec::new(),
+            limit: HandshakeLimit::new(now),
         }
     }
 
@@ -563,18 +771,64 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
     /// minutes follow from `now`. Probes carry the minute inside their tag, so a recorded
     /// probe is refused a few minutes later. Without a call the minute is 0 (a board with no
     /// clock): such a duet finds, and is found by, only duets without a clock.
+    /// [`Secure::set_unix_time`] sets the same clock to the microsecond.
     pub fn set_unix_minutes(&mut self, now: Instant, unix_minutes: u32) {
-        self.wall = Some((now, unix_minutes.max(1)));
+        self.set_unix_time(now, u64::from(unix_minutes.max(1)) * MICROS_PER_MINUTE);
+    }
+
+    /// The wall clock reads `unix_micros` (microseconds since 1970-01-01 UTC) at `now`;
+    /// later times follow from `now`. It sets the minute of discovery probes (see
+    /// [`Secure::set_unix_minutes`]) and the timestamp of handshake initiations.
+    ///
+    /// The rule for initiation timestamps: they must grow strictly, per static key, across
+    /// restarts of this duet, because the peer refuses an initiation whose timestamp is not
+    /// greater than the greatest it accepted from this key (that is what makes a recorded
+    /// initiation useless). A clock that is set back makes the peer refuse our handshakes
+    /// until it passes its old reading. A duet without a wall clock passes any value that
+    /// only grows across its restarts, for example a boot count in the high bits; without a
+    /// call, timestamps count from 0 at [`Secure::new`], which only a peer that restarted
+    /// since will accept.
+    pub fn set_unix_time(&mut self, now: Instant, unix_micros: u64) {
+        self.wall = Some((now, unix_micros));
+    }
+
+    /// The wall clock in microseconds at `now`, or the time since the start without one.
+    fn unix_micros(&self, now: Instant) -> u64 {
+        let (at, micros) = self.wall.unwrap_or((Instant::ZERO, 0));
+        let passed = now.saturating_duration_since(at).as_millis();
+        micros.saturating_add(passed.saturating_mul(1000))
     }
 
     fn minute(&self, now: Instant) -> u32 {
         match self.wall {
-            Some((at, m)) => {
-                let passed = now.saturating_duration_since(at).as_millis() / 60_000;
-                m.saturating_add(u32::try_from(passed).unwrap_or(u32::MAX))
-            }
+            Some(_) => u32::try_from(self.unix_micros(now) / MICROS_PER_MINUTE).unwrap_or(u32::MAX),
             None => 0,
         }
+    }
+
+    /// The timestamp of a new initiation: the clock, and always above the last one.
+    fn next_timestamp(&mut self, now: Instant) -> u64 {
+        let t = self
+            .unix_micros(now)
+            .max(self.sent_timestamp.saturating_add(1));
+        self.sent_timestamp = t;
+        t
+    }
+
+    /// Mix 32 bytes of fresh entropy into the generator of ephemeral keys, indices and
+    /// nonces: its new key is HMAC-BLAKE2s(its next 32 bytes, label | `seed`). Past output
+    /// stays unpredictable from the new state and the other way round, and a seed that is
+    /// not random does no harm. Call it now and then with bytes from the system's generator.
+    pub fn reseed(&mut self, seed: [u8; 32]) {
+        let mut seed = seed;
+        let mut current = [0u8; 32];
+        self.rng.fill_bytes(&mut current);
+        let mut mixed = [0u8; 32];
+        mixed.copy_from_slice(Blake2s::hmac_many(&current, &[RESEED_LABEL, &seed]).as_slice());
+        self.rng = Generator::new(mixed);
+        current.zeroize();
+        mixed.zeroize();
+        seed.zeroize();
     }
 
     /// Look for `key`'s duet on the LAN: send PROBEs to `targets` (broadcast addresses on
@@ -816,7 +1070,10 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
     fn ephemeral(&mut self) -> KeyPair<PublicKey, <X25519 as Dh>::PrivateKey> {
         let mut secret = [0u8; 32];
         self.rng.fill_bytes(&mut secret);
-        StaticKeys::from_secret(secret).pair()
+        // The pair's secret wipes itself (clatter's `SensitiveByteArray`), `StaticKeys` too.
+        let pair = StaticKeys::from_secret(secret).pair();
+        secret.zeroize();
+        pair
     }
 
     fn keys_usable(&self, now: Instant) -> bool {
@@ -886,12 +1143,15 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
             return;
         };
         let local = self.fresh_index();
+        let timestamp = self.next_timestamp(now).to_be_bytes();
         let mut message = [0u8; sealed::INITIATION_LEN];
         Sealed::new_unchecked(&mut message[..]).set_header(sealed::kind::INITIATION, local);
-        match handshake.write_message(&[], &mut message[8..]) {
+        let noise = &mut message[8..8 + sealed::INITIATION_NOISE_LEN];
+        match handshake.write_message(&timestamp, noise) {
             Ok(n) if n == sealed::INITIATION_NOISE_LEN => {}
             _ => return,
         }
+        seal_mac1(&peer, &mut message);
         debug!("starting handshake {}", local);
         self.initiating = Some(Initiating {
             local,
@@ -903,7 +1163,48 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
         });
     }
 
+    /// Whether a handshake message's `mac1` is ours; counted when not. Costs one hash.
+    fn mac1_valid(&mut self, packet: &Sealed<&[u8]>) -> bool {
+        if same(
+            &mac1(&self.keys.public, packet.mac_covered()),
+            packet.mac1(),
+        ) {
+            return true;
+        }
+        self.stats.rejected_mac = self.stats.rejected_mac.saturating_add(1);
+        self.reject();
+        false
+    }
+
+    /// Whether `timestamp` is newer than every initiation accepted from `peer`.
+    fn timestamp_fresh(&self, peer: &PublicKey, timestamp: u64) -> bool {
+        self.timestamps
+            .iter()
+            .find(|(k, _)| k == peer)
+            .is_none_or(|(_, greatest)| timestamp > *greatest)
+    }
+
+    /// Remember `timestamp` as the greatest accepted from `peer`.
+    fn accept_timestamp(&mut self, peer: PublicKey, timestamp: u64) {
+        if let Some(entry) = self.timestamps.iter_mut().find(|(k, _)| *k == peer) {
+            entry.1 = timestamp;
+            return;
+        }
+        if self.timestamps.is_full() {
+            self.timestamps.remove(0);
+        }
+        // Room was just made, so this cannot fail.
+        let _ = self.timestamps.push((peer, timestamp));
+    }
+
     fn on_initiation(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Ok(packet) = Sealed::new_checked(datagram) else {
+            return self.reject();
+        };
+        // Before anything else, and before any key agreement: one hash.
+        if !self.mac1_valid(&packet) {
+            return;
+        }
         if let Some(a) = &self.answered
             && a.initiation[..] == *datagram
         {
@@ -916,13 +1217,15 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
             }
             return;
         }
-        let Ok(packet) = Sealed::new_checked(datagram) else {
-            return self.reject();
-        };
         if self.initiation_seen(packet.noise()) {
             // An old initiation replayed: answering would replace the keys of a handshake in
             // progress with keys nobody will use.
             self.stats.replayed = self.stats.replayed.saturating_add(1);
+            return;
+        }
+        // What follows costs five X25519 operations.
+        if !self.limit.allow(now, from) {
+            self.stats.rate_limited = self.stats.rate_limited.saturating_add(1);
             return;
         }
         let e = self.ephemeral();
@@ -937,10 +1240,12 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
         ) else {
             return self.reject();
         };
-        let mut none = [0u8; 0];
-        if handshake.read_message(packet.noise(), &mut none).is_err() {
-            return self.reject();
+        let mut timestamp = [0u8; sealed::TIMESTAMP_LEN];
+        match handshake.read_message(packet.noise(), &mut timestamp) {
+            Ok(sealed::TIMESTAMP_LEN) => {}
+            _ => return self.reject(),
         }
+        let timestamp = u64::from_be_bytes(timestamp);
         let Some(peer) = handshake.get_remote_static() else {
             return self.reject();
         };
@@ -948,10 +1253,17 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
             self.stats.unpaired = self.stats.unpaired.saturating_add(1);
             return;
         }
+        if !self.timestamp_fresh(&peer, timestamp) {
+            // A recorded initiation replayed (or the peer's clock went back).
+            self.stats.rejected_replay = self.stats.rejected_replay.saturating_add(1);
+            self.stats.replayed = self.stats.replayed.saturating_add(1);
+            return;
+        }
         if self.peer_key.is_some_and(|k| k != peer) && self.session.is_peer_up() {
             self.stats.busy = self.stats.busy.saturating_add(1);
             return;
         }
+        self.accept_timestamp(peer, timestamp);
         if let Some(mine) = &self.initiating {
             if mine.peer == peer && self.keys.public < peer && self.endpoint == Some(from) {
                 // Both started at once: the smaller key stays initiator. (From another
@@ -969,10 +1281,11 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
             out.set_header(sealed::kind::RESPONSE, local);
             out.set_response_receiver(packet.index());
         }
-        match handshake.write_message(&[], &mut response[12..]) {
+        match handshake.write_message(&[], &mut response[12..12 + sealed::RESPONSE_NOISE_LEN]) {
             Ok(n) if n == sealed::RESPONSE_NOISE_LEN => {}
             _ => return self.reject(),
         }
+        seal_mac1(&peer, &mut response);
         let Ok(transport) = handshake.finalize() else {
             return self.reject();
         };
@@ -1017,6 +1330,9 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
         let Ok(packet) = Sealed::new_checked(datagram) else {
             return self.reject();
         };
+        if !self.mac1_valid(&packet) {
+            return;
+        }
         let Some(mine) = self
             .initiating
             .as_ref()
@@ -1292,6 +1608,248 @@ impl<const OUT: usize, const IN: usize> Protocol for Secure<OUT, IN> {
 #[cfg(test)]
 mod test {
     use super::*;
+    use std::vec::Vec;
+
+    const ALICE: &str = "10.0.0.1:7789";
+    const BOB: &str = "10.0.0.2:7789";
+    const MALLORY: &str = "10.0.0.3:7789";
+    /// 2023-11-14 22:13:20 UTC, in microseconds.
+    const UNIX: u64 = 1_700_000_000_000_000;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+    /// Alice (key 1), talking to bob (key 2) at [`BOB`], her clock reading `unix`.
+    fn alice(seed: u8, unix: u64) -> Secure {
+        let bob = StaticKeys::from_secret([2; 32]).public();
+        let mut s = Secure::new(
+            Instant::ZERO,
+            SecureConfig::default(),
+            StaticKeys::from_secret([1; 32]),
+            &[],
+            Some((bob, addr(BOB))),
+            [seed; 32],
+        );
+        s.set_unix_time(Instant::ZERO, unix);
+        s
+    }
+    /// Bob (key 2), paired with alice, waiting.
+    fn bob() -> Secure {
+        let alice = StaticKeys::from_secret([1; 32]).public();
+        Secure::new(
+            Instant::ZERO,
+            SecureConfig::default(),
+            StaticKeys::from_secret([2; 32]),
+            &[alice],
+            None,
+            [0xb2; 32],
+        )
+    }
+    fn transmit(s: &mut Secure, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        s.poll_transmit(now, &mut buf)
+            .map(|t| (t.dst, buf[..t.len].to_vec()))
+    }
+    fn initiation(s: &mut Secure, now: Instant) -> Vec<u8> {
+        let (_, d) = transmit(s, now).expect("an initiation");
+        assert_eq!(
+            (d.len(), d[3]),
+            (sealed::INITIATION_LEN, sealed::kind::INITIATION)
+        );
+        d
+    }
+    /// Whether `bob` answers `init` from `from` at `now` with a response.
+    fn answers(bob: &mut Secure, now: Instant, from: &str, init: &[u8]) -> bool {
+        bob.handle_datagram(now, addr(from), init);
+        transmit(bob, now).is_some_and(|(_, d)| d[3] == sealed::kind::RESPONSE)
+    }
+
+    #[test]
+    fn an_initiation_with_a_wrong_mac1_is_dropped_before_any_key_agreement() {
+        let mut b = bob();
+        let good = initiation(&mut alice(1, UNIX), Instant::ZERO);
+        // Someone who does not know bob's public key: everything else exact, mac1 not.
+        let mut forged = good.clone();
+        forged[sealed::INITIATION_LEN - 1] ^= 1;
+        b.handle_datagram(Instant::ZERO, addr(MALLORY), &forged);
+        assert_eq!(transmit(&mut b, Instant::ZERO), None);
+        let st = b.stats();
+        assert_eq!((st.rejected_mac, st.unauthenticated), (1, 1), "{st:?}");
+        // The same Noise message with a mac1 keyed for another receiver (mallory's key).
+        let mut other = good.clone();
+        seal_mac1(&StaticKeys::from_secret([3; 32]).public(), &mut other);
+        b.handle_datagram(Instant::ZERO, addr(MALLORY), &other);
+        assert_eq!(b.stats().rejected_mac, 2);
+        // A flood of them costs no handshake work: none is counted against the rate limit,
+        // and the real initiation is answered after it.
+        for _ in 0..200 {
+            b.handle_datagram(Instant::ZERO, addr(MALLORY), &forged);
+        }
+        assert_eq!(b.stats().rate_limited, 0);
+        assert!(answers(&mut b, Instant::ZERO, ALICE, &good));
+        // A tampered Noise message under a valid mac1 gets as far as the key agreement, and
+        // fails there: mac1 is only a filter, not the authentication.
+        let mut tampered = initiation(&mut alice(2, UNIX + 1), Instant::ZERO);
+        tampered[60] ^= 1;
+        seal_mac1(&b.public_key(), &mut tampered);
+        let before = b.stats();
+        b.handle_datagram(Instant::ZERO, addr(ALICE), &tampered);
+        let after = b.stats();
+        assert_eq!(after.rejected_mac, before.rejected_mac);
+        assert_eq!(after.unauthenticated, before.unauthenticated + 1);
+    }
+
+    #[test]
+    fn a_response_with_a_wrong_mac1_is_dropped() {
+        let (mut a, mut b) = (alice(1, UNIX), bob());
+        let init = initiation(&mut a, Instant::ZERO);
+        b.handle_datagram(Instant::ZERO, addr(ALICE), &init);
+        let (_, resp) = transmit(&mut b, Instant::ZERO).unwrap();
+        assert_eq!(resp.len(), sealed::RESPONSE_LEN);
+        let mut forged = resp.clone();
+        forged[sealed::RESPONSE_LEN - 1] ^= 1;
+        a.handle_datagram(Instant::ZERO, addr(BOB), &forged);
+        assert_eq!((a.stats().rejected_mac, a.is_established()), (1, false));
+        a.handle_datagram(Instant::ZERO, addr(BOB), &resp);
+        assert!(a.is_established());
+    }
+
+    #[test]
+    fn a_recorded_initiation_is_refused_once_a_newer_one_was_accepted() {
+        let mut b = bob();
+        // Alice's initiation at 12:00 never reached bob; someone recorded it.
+        let recorded = initiation(&mut alice(1, UNIX), Instant::ZERO);
+        // Alice, restarted a minute later, connects.
+        let fresh = initiation(&mut alice(2, UNIX + 60_000_000), Instant::ZERO);
+        assert!(answers(&mut b, Instant::ZERO, ALICE, &fresh));
+        // The recording, from anywhere, is refused: bob never saw it, but it is older.
+        for from in [MALLORY, ALICE] {
+            assert!(!answers(&mut b, Instant::ZERO, from, &recorded), "{from}");
+        }
+        let st = b.stats();
+        assert_eq!((st.rejected_replay, st.handshakes), (2, 0), "{st:?}");
+        // A timestamp equal to the greatest accepted is refused too: it must grow.
+        let same = initiation(&mut alice(3, UNIX + 60_000_000), Instant::ZERO);
+        assert!(!answers(&mut b, Instant::ZERO, ALICE, &same));
+        assert_eq!(b.stats().rejected_replay, 3);
+        // A later one is answered.
+        let later = initiation(&mut alice(4, UNIX + 60_000_001), Instant::ZERO);
+        assert!(answers(&mut b, Instant::ZERO, ALICE, &later));
+    }
+
+    #[test]
+    fn a_replayed_initiation_is_refused_even_when_bob_forgot_having_answered_it() {
+        // More initiations than bob remembers (SEEN_INITIATIONS) were answered since; the
+        // timestamp still refuses the first.
+        let mut b = bob();
+        let mut t = Instant::ZERO;
+        let first = initiation(&mut alice(0, UNIX), t);
+        assert!(answers(&mut b, t, ALICE, &first));
+        for i in 1..=SEEN_INITIATIONS as u64 + 1 {
+            t += Duration::from_secs(1);
+            let init = initiation(&mut alice(i as u8, UNIX + i), t);
+            assert!(answers(&mut b, t, ALICE, &init), "initiation {i}");
+        }
+        assert!(!answers(&mut b, t, MALLORY, &first));
+        assert_eq!(b.stats().rejected_replay, 1);
+    }
+
+    #[test]
+    fn initiation_timestamps_grow_within_a_run_and_follow_the_clock() {
+        let mut a = alice(1, UNIX);
+        let t = Instant::from_millis(1500);
+        assert_eq!(a.next_timestamp(t), UNIX + 1_500_000);
+        // Twice at the same instant: still strictly growing.
+        assert_eq!(a.next_timestamp(t), UNIX + 1_500_001);
+        // Without a clock: microseconds since the start, growing too.
+        let mut b = bob();
+        assert_eq!(b.next_timestamp(Instant::ZERO), 1);
+        assert_eq!(b.next_timestamp(Instant::from_millis(2)), 2000);
+    }
+
+    #[cfg(feature = "rate-limit")]
+    #[test]
+    fn a_flood_of_valid_initiations_is_rate_limited_per_source_and_overall() {
+        let mut b = bob();
+        let t = Instant::ZERO;
+        let mut stamp = UNIX;
+        let mut next = |seed: u8| {
+            stamp += 1;
+            initiation(&mut alice(seed, stamp), t)
+        };
+        // One address: its burst, then nothing until tokens come back.
+        let answered = (0..20)
+            .filter(|i| answers(&mut b, t, MALLORY, &next(*i)))
+            .count();
+        assert_eq!(answered, SOURCE_BURST as usize);
+        assert_eq!(b.stats().rate_limited, 20 - SOURCE_BURST);
+        // Another address still gets through: the flood did not take its share.
+        assert!(answers(&mut b, t, ALICE, &next(100)));
+        // Later the flooding address gets tokens back.
+        let later = t + SOURCE_EVERY;
+        let init = {
+            stamp += 1;
+            initiation(&mut alice(101, stamp), later)
+        };
+        assert!(answers(&mut b, later, MALLORY, &init));
+        // Many addresses together are bounded by the overall bucket.
+        let mut b = bob();
+        let mut answered = 0;
+        for i in 0..64u16 {
+            let from = SocketAddr::from(([10, 0, 1, (i % 250) as u8], 1000 + i));
+            stamp += 1;
+            let init = initiation(&mut alice(i as u8, stamp), t);
+            b.handle_datagram(t, from, &init);
+            answered += usize::from(transmit(&mut b, t).is_some());
+        }
+        assert_eq!(answered, OVERALL_BURST as usize);
+        assert_eq!(b.stats().rate_limited, 64 - OVERALL_BURST);
+    }
+
+    #[test]
+    fn reseeding_changes_what_the_generator_draws_and_mixes_rather_than_replaces() {
+        let ephemeral_on_wire = |s: &mut Secure| initiation(s, Instant::ZERO)[8..40].to_vec();
+        let (mut plain, mut reseeded) = (alice(1, UNIX), alice(1, UNIX));
+        reseeded.reseed([0x55; 32]);
+        assert_ne!(
+            ephemeral_on_wire(&mut plain),
+            ephemeral_on_wire(&mut reseeded)
+        );
+        // Deterministic from the state and the seed ...
+        let mut again = alice(1, UNIX);
+        again.reseed([0x55; 32]);
+        assert_eq!(
+            ephemeral_on_wire(&mut again),
+            ephemeral_on_wire(&mut alice_reseeded(1, [0x55; 32]))
+        );
+        // ... and the old state still counts: the same seed into other states differs.
+        assert_ne!(
+            ephemeral_on_wire(&mut alice_reseeded(1, [0; 32])),
+            ephemeral_on_wire(&mut alice_reseeded(2, [0; 32]))
+        );
+    }
+
+    fn alice_reseeded(seed: u8, fresh: [u8; 32]) -> Secure {
+        let mut s = alice(seed, UNIX);
+        s.reseed(fresh);
+        s
+    }
+
+    #[test]
+    fn secrets_are_wiped_when_dropped() {
+        fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+        wiped_on_drop::<StaticKeys>();
+        wiped_on_drop::<Generator>();
+        wiped_on_drop::<ChaCha20>();
+        wiped_on_drop::<Keys>();
+        wiped_on_drop::<DiscoveryKey>();
+        wiped_on_drop::<Cipher>();
+        wiped_on_drop::<KeyPair<PublicKey, <X25519 as Dh>::PrivateKey>>();
+        // What a drop does to a static key:
+        let mut keys = StaticKeys::from_secret([7; 32]);
+        keys.zeroize();
+        assert_eq!(keys.secret, [0; 32]);
+    }
 
     #[test]
     fn replay_window_accepts_each_counter_once() {
@@ -1376,6 +1934,8 @@ mod vectors {
             None,
             [0xb2; 32],
         );
+        // 2023-11-14 22:13:20 UTC: the initiation's timestamp.
+        ia.set_unix_time(t0, UNIX_MICROS);
         let mut buf = [0u8; MAX_DATAGRAM];
         let t = ia.poll_transmit(t0, &mut buf).unwrap();
         let init = buf[..t.len].to_vec();
@@ -1388,9 +1948,12 @@ mod vectors {
         (init, resp, first)
     }
 
-    const INIT: &str = "647502011c3412846c3aa3663085719c799735f91dfc658d2eb1317a50aac0f38b05020bc49c155745100475724d5518ad1318b993f300f0057a1511d2edaa3baf652792354e46521dc370d0b377ab00eaba6ab50293c1a0ad1ff6f8da31c0efe694c072843b669e";
-    const RESP: &str = "64750202362514791c3412840f6f7e51e0845d370f663452a695ce7d8b98a51bb044e607eccf7304be982d52c60daeadaba511a0cd54d01e45309bcb";
+    const INIT: &str = "647502011c3412846c3aa3663085719c799735f91dfc658d2eb1317a50aac0f38b05020bc49c155745100475724d5518ad1318b993f300f0057a1511d2edaa3baf652792354e46521dc370d0b377ab00eaba6ab50293c1a0944c71877f2aec28899ba5270a8aae5d9a0b7d658cd95a66702d4196d5065a975585e70b9a3aa42c";
+    const RESP: &str = "64750202362514791c3412840f6f7e51e0845d370f663452a695ce7d8b98a51bb044e607eccf7304be982d527ce34201dc7d8259e0375aba31921091158c6aeb96e24075f4960d5e3e9ed1c2";
     const FIRST: &str = "647502033625147900000000000000000315c1f96cb74a9f2cc866d39823fdfa697ba0ccaa9348254393359ccf361419d63493e59cb5273e1c38ed0f42b1c094";
+
+    /// A's wall clock, in microseconds since the Unix epoch.
+    const UNIX_MICROS: u64 = 1_700_000_000_000_000;
 
     #[test]
     fn handshake_and_first_transport_match_the_published_vectors() {

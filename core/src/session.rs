@@ -1155,9 +1155,13 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
                 // A peer that was there a moment ago is probed densely until it answers or
                 // the idle timeout passes: on a lossy path, one lost PING or ACK must not
                 // look like a peer gone.
-                self.rto.min(Duration::from_millis(
-                    self.config.keepalive.as_millis() / 10,
-                ))
+                // A 32-bit division: a board has it in hardware, while a 64-bit one is a
+                // library routine of about 900 bytes of flash (keepalives are far below
+                // 2^32 ms).
+                let keepalive =
+                    u32::try_from(self.config.keepalive.as_millis()).unwrap_or(u32::MAX);
+                self.rto
+                    .min(Duration::from_millis(u64::from(keepalive / 10)))
             } else {
                 self.rto
                     .saturating_mul(1 << self.unanswered_pings.min(16))

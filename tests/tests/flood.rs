@@ -211,12 +211,12 @@ fn flood(rng: &mut Rng, a_to_b: &[Vec<u8>], b_to_a: &[Vec<u8>]) -> Vec<(&'static
                 d
             }
             1 => {
-                let mut d = rng.bytes(104);
+                let mut d = rng.bytes(duet_core::wire::sealed::INITIATION_LEN);
                 d[..4].copy_from_slice(b"du\x02\x01");
                 d
             }
             _ => {
-                let mut d = rng.bytes(60);
+                let mut d = rng.bytes(duet_core::wire::sealed::RESPONSE_LEN);
                 d[..4].copy_from_slice(b"du\x02\x02");
                 d
             }

@@ -147,3 +147,125 @@ fn a_hostile_relay_can_neither_forge_nor_repeat_and_every_message_arrives_once()
             && st.reflected.load(Relaxed) > 0
     );
 }
+
+/// The number in front of `label` in a counters line (`listen -v`, `/status`).
+fn counter(line: &str, label: &str) -> u64 {
+    let at = line
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label:?} in {line}"));
+    line[..at]
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {label:?} in {line}"))
+}
+
+#[test]
+fn a_flood_of_forged_and_replayed_initiations_costs_little_and_a_send_gets_through() {
+    use duet_core::wire::sealed::{INITIATION_LEN, kind};
+    use duet_tests::sim::Rng;
+    use std::net::UdpSocket;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (pa, pb) = (free_port(), free_port());
+    let (ha, hb) = paired(Some(&local(pa)), Some(&local(pb)));
+    let send = |text: &str, timeout: &str| {
+        std::process::Command::new(duet_tests::duet_bin())
+            .args(ha.args(&[
+                "send",
+                "--to",
+                "b",
+                "--bind",
+                &local(pa),
+                "--timeout",
+                timeout,
+                text,
+            ]))
+            .output()
+            .expect("run duet")
+    };
+
+    // Record one of a's initiations while b is not there: b never sees it now.
+    let recorded = {
+        let tap = UdpSocket::bind(local(pb)).expect("bind b's port");
+        tap.set_read_timeout(Some(T)).unwrap();
+        let out = send("lost", "2");
+        assert_eq!(out.status.code(), Some(8), "nobody answered: {out:?}");
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, _) = tap.recv_from(&mut buf).expect("a's initiation");
+            if n == INITIATION_LEN && buf[3] == kind::INITIATION {
+                break buf[..n].to_vec();
+            }
+        }
+    };
+
+    let mut b = hb.duet(&["listen", "--bind", &local(pb), "--count", "2", "-v"]);
+    b.expect("* listening on", T);
+    // A newer handshake: from now on the recorded initiation is stale.
+    assert!(send("first", "20").status.success());
+    b.expect(&format!("a@{}: first", local(pa)), T);
+
+    // From one address: initiation-shaped datagrams by someone without b's public key
+    // (random bytes under the header), and the recorded initiation, over and over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = {
+        let stop = Arc::clone(&stop);
+        let target = local(pb);
+        std::thread::spawn(move || {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut rng = Rng::new(11);
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) || sent < 4000 {
+                let mut forged = rng.bytes(INITIATION_LEN);
+                forged[..4].copy_from_slice(&recorded[..4]);
+                let _ = socket.send_to(&forged, &target);
+                let _ = socket.send_to(&recorded, &target);
+                sent += 2;
+                if sent.is_multiple_of(16) {
+                    // Paced, so the flood reaches b rather than its socket's full buffer.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let out = send("through the flood", "20");
+    stop.store(true, Ordering::Relaxed);
+    let flooded = flooder.join().expect("flooder");
+    assert!(
+        out.status.success(),
+        "the send did not get through: {out:?}"
+    );
+    b.expect(&format!("a@{}: through the flood", local(pa)), T);
+    assert!(b.wait(T).success());
+
+    let counters = b
+        .seen
+        .iter()
+        .find(|l| l.contains("rate-limited"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no counters from listen -v: {:?}", b.seen));
+    println!("flooded {flooded} datagrams; b: {counters}");
+    let wrong_mac = counter(&counters, " with a wrong mac1");
+    let stale = counter(&counters, " stale initiations");
+    let limited = counter(&counters, " rate-limited");
+    // The forged ones fail mac1, before any key agreement; the recorded one is refused for
+    // its timestamp while the rate limit lets it be read, and dropped unread after that.
+    assert!(wrong_mac > 0, "{counters}");
+    assert!(
+        stale > 0,
+        "the recorded initiation was not refused: {counters}"
+    );
+    assert!(
+        limited > 0,
+        "the replays were processed at any rate: {counters}"
+    );
+    assert!(wrong_mac + stale + limited <= flooded, "{counters}");
+    assert!(
+        counters.contains(" 2 handshakes"),
+        "a handshake other than a's two real ones: {counters}"
+    );
+}

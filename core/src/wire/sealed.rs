@@ -11,12 +11,18 @@
 //! | "du"  | ver 2 | type  | index         | counter (transport only)      | ...
 //! +-------+-------+-------+---------------+-------------------------------+------------------
 //!
-//! type 1 INITIATION: index = initiator's sender index;  bytes 8..104  Noise IK message 1
-//! type 2 RESPONSE:   index = responder's sender index;  bytes 8..12   receiver index
-//!                                                        bytes 12..60  Noise IK message 2
-//! type 3 TRANSPORT:  index = the receiver's index;      bytes 8..16   counter (nonce)
-//!                                                        bytes 16..    ciphertext + 16-byte tag
+//! type 1 INITIATION: index = initiator's sender index;  bytes 8..112   Noise IK message 1
+//!                                                        bytes 112..128 mac1
+//! type 2 RESPONSE:   index = responder's sender index;  bytes 8..12    receiver index
+//!                                                        bytes 12..60   Noise IK message 2
+//!                                                        bytes 60..76   mac1
+//! type 3 TRANSPORT:  index = the receiver's index;      bytes 8..16    counter (nonce)
+//!                                                        bytes 16..     ciphertext + 16-byte tag
 //! ```
+//!
+//! The initiation's Noise payload is the initiator's 8-byte timestamp (encrypted); `mac1`
+//! is a keyed hash of everything before it, keyed with the receiver's static public key
+//! (see `docs/PROTOCOL.md`, "Handshake").
 //!
 //! Discovery (no index): a PROBE asks "is my paired peer here?", a FOUND answers it. Both
 //! are exactly [`PROBE_LEN`] bytes and carry nothing but random bytes and a MAC only the two
@@ -56,14 +62,19 @@ pub const TRANSPORT_HEADER_LEN: usize = 16;
 pub const TAG_LEN: usize = 16;
 /// What sealing adds to an inner frame.
 pub const OVERHEAD: usize = TRANSPORT_HEADER_LEN + TAG_LEN;
-/// Noise IK message 1 with an empty payload: e (32) + sealed s (48) + sealed payload (16).
-pub const INITIATION_NOISE_LEN: usize = 96;
+/// Bytes of the initiator's timestamp, the payload of Noise IK message 1.
+pub const TIMESTAMP_LEN: usize = 8;
+/// Noise IK message 1 with the timestamp as payload: e (32) + sealed s (48) + sealed
+/// timestamp (8 + 16).
+pub const INITIATION_NOISE_LEN: usize = 80 + TIMESTAMP_LEN + TAG_LEN;
 /// Noise IK message 2 with an empty payload: e (32) + sealed payload (16).
 pub const RESPONSE_NOISE_LEN: usize = 48;
+/// Bytes of a handshake message's `mac1` (a truncated keyed BLAKE2s).
+pub const MAC_LEN: usize = 16;
 /// Length of an initiation datagram.
-pub const INITIATION_LEN: usize = 8 + INITIATION_NOISE_LEN;
+pub const INITIATION_LEN: usize = 8 + INITIATION_NOISE_LEN + MAC_LEN;
 /// Length of a response datagram.
-pub const RESPONSE_LEN: usize = 12 + RESPONSE_NOISE_LEN;
+pub const RESPONSE_LEN: usize = 12 + RESPONSE_NOISE_LEN + MAC_LEN;
 
 /// Bytes of a discovery nonce.
 pub const NONCE_LEN: usize = 16;
@@ -149,10 +160,21 @@ impl<T: AsRef<[u8]>> Sealed<T> {
     /// The Noise handshake message of an initiation or response.
     pub fn noise(&self) -> &[u8] {
         let b = self.buffer.as_ref();
+        let end = b.len() - MAC_LEN;
         match b[field::TYPE] {
-            kind::RESPONSE => &b[12..],
-            _ => &b[8..],
+            kind::RESPONSE => &b[12..end],
+            _ => &b[8..end],
         }
+    }
+    /// What a handshake message's `mac1` covers: every byte before it.
+    pub fn mac_covered(&self) -> &[u8] {
+        let b = self.buffer.as_ref();
+        &b[..b.len() - MAC_LEN]
+    }
+    /// A handshake message's `mac1`: its last [`MAC_LEN`] bytes.
+    pub fn mac1(&self) -> &[u8] {
+        let b = self.buffer.as_ref();
+        &b[b.len() - MAC_LEN..]
     }
     /// A PROBE's nonce, or the nonce of the probe a FOUND answers.
     pub fn nonce(&self) -> &[u8] {
@@ -199,6 +221,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Sealed<T> {
     /// Write a transport message's counter.
     pub fn set_counter(&mut self, counter: u64) {
         self.buffer.as_mut()[field::COUNTER].copy_from_slice(&counter.to_be_bytes());
+    }
+    /// Write a handshake message's `mac1` (its last [`MAC_LEN`] bytes).
+    pub fn set_mac1(&mut self, mac: &[u8; MAC_LEN]) {
+        let b = self.buffer.as_mut();
+        let at = b.len() - MAC_LEN;
+        b[at..].copy_from_slice(mac);
     }
     /// Write a response's receiver index.
     pub fn set_response_receiver(&mut self, index: u32) {

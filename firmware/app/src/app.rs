@@ -263,20 +263,21 @@ impl<B: Board> Chat<B> {
             .driver
             .try_init_with(|| Driver::new(socket))
             .ok_or(BootError::StaticTaken)?;
-        let static_keys = StaticKeys::from_secret(secret);
-        let public_key = static_keys.public();
+        // The key pair is made inside the closure: it wipes its secret when dropped, and
+        // made outside, every early return would carry a copy of that wipe.
         let session = SESSION
             .try_init_with(|| {
                 Secure::new_sized(
                     clock.now(),
                     SecureConfig::default(),
-                    static_keys,
+                    StaticKeys::from_secret(secret),
                     &[],
                     greeted,
                     seed,
                 )
             })
             .ok_or(BootError::StaticTaken)?;
+        let public_key = session.public_key();
         info!(
             "duet up: {}:{} epoch {=u32:#x}, peer {}",
             Ipv4Addr::from(settings.address),
@@ -308,6 +309,8 @@ impl<B: Board> Chat<B> {
         // boot announcement queued in `boot` goes out. Either makes smoltcp resolve the
         // gateway and the other side learn the board's Ethernet address, so the peer's
         // first datagram is not held up by ARP.
+        self.session
+            .set_unix_time(self.clock.now(), outbox_record.handshake_clock());
         self.poll_network();
         console.show_id(self.public_key);
         if let Some(lost) = outbox_record.lost() {

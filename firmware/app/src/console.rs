@@ -32,7 +32,7 @@ use heapless::{Deque, String, Vec};
 use crate::NicStats;
 use crate::app::Secure;
 use crate::base64;
-use crate::print::Print;
+use crate::print::{self, Print};
 
 /// The longest typed line: the tutorial's 1024 bytes, a part and a bit of duet's.
 pub const LINE_MAX: usize = 1024;
@@ -489,10 +489,11 @@ impl<T: Write> Screen<T> {
             }
             io.hex(u32::from(byte), 2);
         }
+        let (seconds, millis) = print::div_rem(board.uptime_ms, 1000);
         io.text(", up ")
-            .decimal(board.uptime_ms / 1000)
+            .decimal(seconds)
             .text(".")
-            .decimal_padded(board.uptime_ms % 1000, 3)
+            .decimal_padded(u64::from(millis), 3)
             .text(" s\r\n");
         match session.peer() {
             Some(peer) => {
@@ -692,8 +693,9 @@ fn message_id<W: Write>(io: &mut W, id: MessageId) -> &mut W {
 /// A duration as the core's `Display` prints it: whole seconds as `3 s`, else `1500 ms`.
 fn duration<W: Write>(io: &mut W, d: duet_core::Duration) -> &mut W {
     let millis = d.as_millis();
-    if millis.is_multiple_of(1000) {
-        io.decimal(millis / 1000).text(" s")
+    let (seconds, rest) = print::div_rem(millis, 1000);
+    if rest == 0 {
+        io.decimal(seconds).text(" s")
     } else {
         io.decimal(millis).text(" ms")
     }

@@ -7,6 +7,10 @@
 //! and a preview of the oldest — rewriting it only when one of the two changed. At the next
 //! boot [`OutboxRecord::take`] reads what the last run left.
 //!
+//! The record also counts warm boots: the handshake's timestamps must grow across restarts
+//! (docs/SECURITY.md), and the board has no wall clock, so they are the boot count in the
+//! high bits and the time since boot below ([`OutboxRecord::handshake_clock`]).
+//!
 //! Contract: after power-on the RAM holds noise, and a reset can land in the middle of a
 //! rewrite; a magic number, a checksum and range checks tell such bytes from a record, and
 //! they read as "nothing known" ([`OutboxRecord::lost`] is `None`), never as a false report.
@@ -24,7 +28,7 @@ use crate::console::PREVIEW_MAX;
 
 /// Marks a record written by this firmware: "due" in ASCII and a layout version in the low
 /// byte (bump it when [`Record`] changes, so an old layout reads as noise).
-const MAGIC: u32 = 0x6475_6501;
+const MAGIC: u32 = 0x6475_6502;
 /// FNV-1a's 32-bit offset basis and prime: a checksum that catches noise and torn writes
 /// (not an attacker: nothing outside the board writes this RAM).
 const FNV_OFFSET: u32 = 0x811c_9dc5;
@@ -36,6 +40,8 @@ const FNV_PRIME: u32 = 0x0100_0193;
 #[derive(Clone, Copy)]
 struct Record {
     magic: u32,
+    /// Boots since the last cold start that found a record (this one included).
+    boots: u32,
     /// The user's messages not yet delivered (nor reported failed).
     pending: u32,
     /// Bytes of `preview` in use.
@@ -47,13 +53,14 @@ struct Record {
 }
 
 impl Record {
-    fn new(pending: u32, preview: &str) -> Record {
+    fn new(boots: u32, pending: u32, preview: &str) -> Record {
         let mut bytes = [0u8; PREVIEW_MAX];
         // Previews are cut to PREVIEW_MAX bytes by the console; `min` only guards the copy.
         let len = preview.len().min(PREVIEW_MAX);
         bytes[..len].copy_from_slice(&preview.as_bytes()[..len]);
         let mut record = Record {
             magic: MAGIC,
+            boots,
             pending,
             preview_len: len as u32,
             preview: bytes,
@@ -64,7 +71,7 @@ impl Record {
     }
 
     fn sum(&self) -> u32 {
-        let fields = [self.magic, self.pending, self.preview_len];
+        let fields = [self.magic, self.boots, self.pending, self.preview_len];
         fields
             .iter()
             .flat_map(|f| f.to_le_bytes())
@@ -74,10 +81,15 @@ impl Record {
             })
     }
 
+    /// Whether these bytes are a record at all (rather than noise or a torn write).
+    fn valid(&self) -> bool {
+        self.magic == MAGIC && self.checksum == self.sum()
+    }
+
     /// What the record says was pending, if it is one: `None` for noise, a torn write, or a
     /// well-formed record with impossible contents.
     fn parse(&self) -> Option<Lost> {
-        if self.magic != MAGIC || self.checksum != self.sum() {
+        if !self.valid() {
             return None;
         }
         let messages = usize::try_from(self.pending).ok()?;
@@ -104,6 +116,8 @@ pub struct Lost {
 /// The record's RAM, and what the last run left in it until [`OutboxRecord::lost`] takes it.
 pub struct OutboxRecord {
     ram: &'static mut MaybeUninit<Record>,
+    /// This boot's number since the last cold start (1 after one).
+    boots: u32,
     left: Option<Lost>,
     /// What was last written, so an unchanged outbox costs a comparison, not a rewrite.
     written: Option<(usize, Option<MessageId>)>,
@@ -114,11 +128,28 @@ impl OutboxRecord {
     /// what the previous run left, and the first [`Self::update`] overwrites that.
     pub fn take() -> Option<OutboxRecord> {
         let (left, ram) = claim_ram()?;
+        // Written with the first update, in the loop's first turn: a reset before it gives
+        // the next boot this one's number (rewriting it here costs flash the board lacks).
+        let boots = if left.valid() {
+            left.boots.saturating_add(1)
+        } else {
+            1
+        };
         Some(OutboxRecord {
             ram,
+            boots,
             left: left.parse(),
             written: None,
         })
+    }
+
+    /// The reading of the handshake's clock at boot ([`duet_core::Secure::set_unix_time`]):
+    /// the boot count times 2^44 µs (203 days), to which the core adds the time since boot.
+    /// It grows across warm resets while each run stays under 203 days; a cold start
+    /// forgets it, and a peer that accepted a later timestamp refuses the board's own
+    /// initiations until it starts a handshake itself (docs/SECURITY.md).
+    pub fn handshake_clock(&self) -> u64 {
+        u64::from(self.boots.min(0xf_ffff)) << 44
     }
 
     /// What the run before the last reset had not delivered, once; `None` after a cold
@@ -138,7 +169,7 @@ impl OutboxRecord {
         // `pending` is at most OUTBOX_PARTS; saturating keeps a bad count out of range, so
         // `parse` refuses it rather than reporting a wrong number.
         let count = u32::try_from(pending).unwrap_or(u32::MAX);
-        self.ram.write(Record::new(count, preview));
+        self.ram.write(Record::new(self.boots, count, preview));
         self.written = Some(now);
     }
 }

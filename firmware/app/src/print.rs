@@ -40,8 +40,9 @@ pub trait Print: Write + Sized {
         let mut start = digits.len();
         while n > 0 || start > digits.len().saturating_sub(width.max(1)) {
             start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
+            let (quotient, digit) = div_rem(n, 10);
+            digits[start] = b'0' + digit as u8;
+            n = quotient;
         }
         self.bytes(&digits[start..])
     }
@@ -93,3 +94,46 @@ pub trait Print: Write + Sized {
 }
 
 impl<W: Write> Print for W {}
+
+/// `n / d` and `n % d` with 32-bit divisions only, for a divisor below 2^16.
+///
+/// Why not `/` and `%`: a 64-bit division on a Cortex-M is a call to compiler-builtins'
+/// `u64_div_rem`, about 900 bytes of flash that only the console's few numbers needed.
+/// Long division by 16-bit digits keeps every step's dividend below `d * 2^16` (fits u32).
+pub fn div_rem(n: u64, d: u32) -> (u64, u32) {
+    debug_assert!(d > 0 && d < 1 << 16);
+    let d = d.max(1);
+    let mut quotient = 0u64;
+    let mut rest = 0u32;
+    for shift in [48u32, 32, 16, 0] {
+        let part = (rest << 16) | ((n >> shift) as u32 & 0xffff);
+        quotient |= u64::from(part / d) << shift;
+        rest = part % d;
+    }
+    (quotient, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn div_rem_matches_the_64_bit_division() {
+        let numbers = [
+            0,
+            1,
+            9,
+            10,
+            999,
+            1000,
+            65_535,
+            1 << 32,
+            u64::from(u32::MAX) * 7 + 3,
+            u64::MAX,
+        ];
+        for n in numbers {
+            for d in [1, 3, 10, 1000, 65_535] {
+                let expected = (n / u64::from(d), (n % u64::from(d)) as u32);
+                assert_eq!(super::div_rem(n, d), expected, "{n} / {d}");
+            }
+        }
+    }
+}

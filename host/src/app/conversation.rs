@@ -53,6 +53,14 @@ fn new_seed() -> Result<[u8; 32], Error> {
     Ok(seed)
 }
 
+/// The wall clock in microseconds since the Unix epoch, unless it reads before 1970.
+fn unix_micros() -> Option<u64> {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// The duet session or the legacy datagrams, behind one [`Protocol`].
 pub enum Conversation {
     /// duet's reliable session, sealed between paired keys.
@@ -157,15 +165,28 @@ impl Conversation {
             ..SecureConfig::default()
         };
         let mut secure = Secure::new(Instant::now(), config, keys, &allowed, peer, new_seed()?);
-        // Discovery probes carry the minute, so recorded ones go stale (docs/SECURITY.md).
-        if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            let minutes = u32::try_from(since.as_secs() / 60).unwrap_or(u32::MAX);
-            secure.set_unix_minutes(Instant::now(), minutes);
+        // Discovery probes carry the minute, so recorded ones go stale; initiations carry the
+        // microsecond, so recorded ones are refused (docs/SECURITY.md).
+        if let Some(micros) = unix_micros() {
+            secure.set_unix_time(Instant::now(), micros);
         }
         Ok(Conversation::Duet {
             secure: Box::new(secure),
             names: contacts.names_by_key(),
         })
+    }
+
+    /// Mix fresh entropy from the system into the session's generator, and read the wall
+    /// clock again (initiation timestamps follow it; the core keeps them growing even if it
+    /// was set back). Legacy mode has neither.
+    pub fn refresh(&mut self, now: Instant) -> Result<(), Error> {
+        if let Conversation::Duet { secure, .. } = self {
+            secure.reseed(new_seed()?);
+            if let Some(micros) = unix_micros() {
+                secure.set_unix_time(now, micros);
+            }
+        }
+        Ok(())
     }
 
     /// The next event to show, owned; `read_encoding` decodes legacy datagrams.

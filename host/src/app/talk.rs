@@ -44,6 +44,8 @@ const HOLD_FOR_PEER: usize = 64;
 const REACH_TICK: Duration = Duration::from_millis(200);
 /// How soon a turn that could not write the history tries again.
 const STORE_RETRY: Duration = Duration::from_millis(500);
+/// How often the session's generator gets fresh entropy and its clock a new reading.
+const REFRESH_EVERY: Duration = Duration::from_secs(600);
 
 /// Something for the front-end to show.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,6 +189,8 @@ pub struct Talk {
     next_origin: u64,
     /// Internet reach for the named peer, when on.
     reaching: Option<Reaching>,
+    /// When to reseed the session's generator and re-read the wall clock next.
+    refresh_at: Instant,
 }
 
 impl Talk {
@@ -217,6 +221,7 @@ impl Talk {
             handed_in: Vec::new(),
             next_origin: 1,
             reaching: None,
+            refresh_at: Instant::now() + REFRESH_EVERY,
         }
     }
 
@@ -374,6 +379,13 @@ impl Talk {
     /// One turn of the loop (see the module docs); returns when the conversation next
     /// needs a turn.
     pub fn turn(&mut self) -> Result<Option<Instant>, Error> {
+        let now = Instant::now();
+        if now >= self.refresh_at {
+            self.refresh_at = now + REFRESH_EVERY;
+            if let Err(e) = self.link.protocol.refresh(now) {
+                self.events.push_back(Happened::Problem(e.to_string()));
+            }
+        }
         let deadline = match self.link.poll() {
             Ok(deadline) => deadline,
             Err(e @ transport::Error::Unreachable { .. }) => {

@@ -181,7 +181,8 @@ pub(crate) fn counters(s: &Secure) -> String {
     format!(
         "received {} messages; rejected {} unauthenticated, {} replayed, {} from unpaired keys, \
          {} while busy, {} malformed inside; {} duplicates, {} retransmits; {} handshakes; \
-         discovery probes: {} answered, {} refused",
+         discovery probes: {} answered, {} refused; handshakes dropped: {} with a wrong mac1, \
+         {} stale initiations, {} rate-limited",
         st.messages_in,
         sec.unauthenticated,
         sec.replayed,
@@ -192,6 +193,9 @@ pub(crate) fn counters(s: &Secure) -> String {
         st.retransmits,
         sec.handshakes,
         sec.probes_answered,
-        sec.probes_refused
+        sec.probes_refused,
+        sec.rejected_mac,
+        sec.rejected_replay,
+        sec.rate_limited
     )
 }
