@@ -49,6 +49,13 @@ pub const REPUBLISH: StdDuration = StdDuration::from_secs(15 * 60);
 /// [`LOOKUP_MAX`].
 const LOOKUP_FIRST: StdDuration = StdDuration::from_millis(500);
 const LOOKUP_MAX: StdDuration = StdDuration::from_secs(30);
+/// For this long after the chat starts, and after the peer falls silent, look-ups stay
+/// [`LOOKUP_FIRST`] apart before the wait grows: a peer that starts (or notices the
+/// silence) at the same time publishes one to three seconds later (a DHT put is a look-up
+/// for write tokens, then the put), and a growing wait would find its record only up to
+/// 1.7 s after that (the first message across two NATs: p50 2.8 s before, 2.4 s with this,
+/// docs/PERFORMANCE.md). The price: about ten look-ups in those seconds.
+const LOOKUP_FAST: StdDuration = StdDuration::from_secs(5);
 /// How long the first publication waits for the public mapping (STUN answers in one
 /// round trip), so the peer's first look-up finds it.
 const FIRST_PUBLISH_WAIT: StdDuration = StdDuration::from_millis(1500);
@@ -99,6 +106,8 @@ pub struct Reaching {
     lookup: Option<Pending<Result<Option<Record>, ReachError>>>,
     next_lookup: StdInstant,
     lookup_wait: StdDuration,
+    /// Until when look-ups stay [`LOOKUP_FIRST`] apart (see [`LOOKUP_FAST`]).
+    lookup_fast_until: StdInstant,
     /// The peer's candidates from its last record.
     peer_candidates: Vec<Candidate>,
     /// The path last reported.
@@ -164,6 +173,7 @@ impl Reaching {
             lookup: None,
             next_lookup: StdInstant::now(),
             lookup_wait: LOOKUP_FIRST,
+            lookup_fast_until: StdInstant::now() + LOOKUP_FAST,
             peer_candidates: Vec::new(),
             path: None,
             problems: Vec::new(),
@@ -210,11 +220,11 @@ impl Reaching {
             self.heard = (heard, now);
         }
         let answering = link.protocol.is_peer_up() && now < self.heard.1 + SILENCE;
-        if self.was_answering
-            && !answering
-            && let Stack::Reach(stack) = link.stack_mut()
-        {
-            stack.refresh_mapping();
+        if self.was_answering && !answering {
+            self.lookup_fast_until = now + LOOKUP_FAST;
+            if let Stack::Reach(stack) = link.stack_mut() {
+                stack.refresh_mapping();
+            }
         }
         self.was_answering = answering;
         answering
@@ -247,6 +257,7 @@ impl Reaching {
         self.lookup = None;
         self.next_lookup = StdInstant::now();
         self.lookup_wait = LOOKUP_FIRST;
+        self.lookup_fast_until = StdInstant::now() + LOOKUP_FAST;
     }
 
     /// The path in use, if the peer answers.
@@ -410,7 +421,9 @@ impl Reaching {
         }
         self.lookup = Some(dht.lookup_candidates(&self.pair, unix_secs()));
         self.next_lookup = now + self.lookup_wait;
-        self.lookup_wait = (self.lookup_wait * 3 / 2).min(LOOKUP_MAX);
+        if now >= self.lookup_fast_until {
+            self.lookup_wait = (self.lookup_wait * 3 / 2).min(LOOKUP_MAX);
+        }
     }
 
     /// Probe the peer's candidates, and let them through our relay.
