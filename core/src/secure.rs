@@ -833,9 +833,10 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
 
     /// Look for `key`'s duet on the LAN: send PROBEs to `targets` (broadcast addresses on
     /// duet's port; at most [`MAX_BROADCASTS`] are kept), again with backoff until a FOUND
-    /// from that key arrives, whose source becomes the peer's address. Afterwards, when the
-    /// peer has been silent for the session's idle timeout, it is looked for again (it may
-    /// have moved). `key` becomes the peer and is allowed.
+    /// from that key arrives, whose source becomes the peer's address. This starts at once
+    /// also while an address is known: the caller has new places to look. Afterwards, when
+    /// the peer has been silent for the session's idle timeout, it is looked for again (it
+    /// may have moved). `key` becomes the peer and is allowed.
     pub fn discover(&mut self, now: Instant, key: PublicKey, targets: &[SocketAddr]) {
         self.allow(key);
         if self.peer_key != Some(key) {
@@ -864,16 +865,18 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
         });
     }
 
-    /// Whether the peer is being looked for: no address known, or the one a FOUND gave has
-    /// been silent for the idle timeout.
+    /// Whether the peer is being looked for: no address known, no FOUND since
+    /// [`Secure::discover`] was called (the caller has new places to look: the peer may have
+    /// moved while its old address still is the endpoint), or the address has been silent
+    /// for the idle timeout.
     fn looking(&self, now: Instant) -> bool {
         let Some(d) = &self.discovery else {
             return false;
         };
         self.peer_key.is_some()
             && (self.endpoint.is_none()
-                || (d.found
-                    && !self.session.is_peer_up()
+                || !d.found
+                || (!self.session.is_peer_up()
                     && now >= self.last_heard + self.config.session.idle_timeout))
     }
 
@@ -1482,9 +1485,9 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
         {
             if d.pending > 0 {
                 at(Instant::ZERO);
-            } else if self.endpoint.is_none() {
+            } else if self.endpoint.is_none() || !d.found {
                 at(d.next_round);
-            } else if d.found && !self.session.is_peer_up() {
+            } else if !self.session.is_peer_up() {
                 // Silent since the FOUND or the last message: look again then.
                 at((self.last_heard + self.config.session.idle_timeout).max(d.next_round));
             }
@@ -2161,6 +2164,30 @@ mod discovery {
         lan.run_until(120, |l| l.shown(1, "message still there?"));
         assert_eq!(lan.duets[0].1.peer_addr(), Some(addr(BOB_MOVED)));
         assert_eq!(lan.duets[2].1.peer_addr(), None);
+    }
+
+    #[test]
+    fn discover_looks_at_once_even_while_an_old_address_is_known() {
+        // Alice knows bob at his old address; a rendezvous tells her of a new one (his
+        // router got a new public address, and the old one no longer answers).
+        let mut alice = duet(1, &[2], 1);
+        alice.set_peer(Instant::ZERO, keys(2).public(), addr(BOB));
+        let now = Instant::ZERO + Duration::from_secs(1);
+        alice.discover(now, keys(2).public(), &[addr(BOB_MOVED)]);
+        let probes: Vec<(SocketAddr, Vec<u8>)> = (0..8)
+            .map_while(|_| transmit(&mut alice, now))
+            .filter(|(_, bytes)| bytes[3] == sealed::kind::PROBE)
+            .collect();
+        assert_eq!(
+            probes.iter().map(|p| p.0).collect::<Vec<_>>(),
+            [addr(BOB_MOVED)],
+            "one probe, at once, to the new address"
+        );
+        let mut bob = duet(2, &[1], 2);
+        bob.handle_datagram(now, addr(ALICE), &probes[0].1);
+        let (_, found) = transmit(&mut bob, now).expect("a FOUND");
+        alice.handle_datagram(now, addr(BOB_MOVED), &found);
+        assert_eq!(alice.peer_addr(), Some(addr(BOB_MOVED)));
     }
 }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by duet's end-to-end tests.
 
 pub mod nat;
+pub mod nat_chat;
 pub mod netns;
 pub mod netns_router;
 pub mod peers;

@@ -252,6 +252,15 @@ impl Conversation {
         }
     }
 
+    /// Authenticated datagrams heard from the peer so far (legacy: none are counted): when
+    /// the number stops growing, the peer stopped answering.
+    pub fn datagrams_heard(&self) -> u32 {
+        match self {
+            Conversation::Duet { secure: s, .. } => s.session_stats().datagrams_in,
+            Conversation::Legacy(_) => 0,
+        }
+    }
+
     /// Where the peer is, if known.
     pub fn peer(&self) -> Option<SocketAddr> {
         match self {

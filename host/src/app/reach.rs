@@ -14,6 +14,15 @@
 //!   addresses through the relay;
 //! - reports the path in use (LAN, direct through NAT, relay) when it changes.
 //!
+//! Roaming (a router gets a new public address mid-chat): the peer stops answering at
+//! once, but the session calls it down only after its idle timeout (15 s). Reach does not
+//! wait for that: after [`SILENCE`] without a datagram from the peer it asks STUN again and
+//! starts looking the peer up. When STUN reports a new public address, the DHT client is
+//! replaced by a fresh one ([`Rendezvous::restart`]: the old one puts with write tokens
+//! bound to the old address, and every such put fails), and the new candidates are
+//! published at once. The peer, looking us up meanwhile, finds them and probes them; our answer moves
+//! its session to the new address, and the messages waiting on both sides go out then.
+//!
 //! Nothing in a record or a probe is readable by anyone but the two (docs/SECURITY.md).
 
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +49,13 @@ pub const REPUBLISH: StdDuration = StdDuration::from_secs(15 * 60);
 /// [`LOOKUP_MAX`].
 const LOOKUP_FIRST: StdDuration = StdDuration::from_millis(500);
 const LOOKUP_MAX: StdDuration = StdDuration::from_secs(30);
+/// For this long after the chat starts, and after the peer falls silent, look-ups stay
+/// [`LOOKUP_FIRST`] apart before the wait grows: a peer that starts (or notices the
+/// silence) at the same time publishes one to three seconds later (a DHT put is a look-up
+/// for write tokens, then the put), and a growing wait would find its record only up to
+/// 1.7 s after that (the first message across two NATs: p50 2.8 s before, 2.4 s with this,
+/// docs/PERFORMANCE.md). The price: about ten look-ups in those seconds.
+const LOOKUP_FAST: StdDuration = StdDuration::from_secs(5);
 /// How long the first publication waits for the public mapping (STUN answers in one
 /// round trip), so the peer's first look-up finds it.
 const FIRST_PUBLISH_WAIT: StdDuration = StdDuration::from_millis(1500);
@@ -47,6 +63,12 @@ const FIRST_PUBLISH_WAIT: StdDuration = StdDuration::from_millis(1500);
 const MAX_CANDIDATES: usize = 8;
 /// How long leaving waits for the router to remove a port mapping.
 const UNMAP_WAIT: StdDuration = StdDuration::from_secs(2);
+/// Without a datagram from the peer for this long, the path may be broken (our public
+/// address changed, the peer's did): ask STUN again and look the peer up. A peer that
+/// answers is heard at least every keepalive (5 s, duet-core's default): the session pings
+/// when it heard nothing for that long, and then every 500 ms; this is two more seconds,
+/// four pings unanswered. Cheap when wrong: one STUN request and one DHT look-up.
+pub const SILENCE: StdDuration = StdDuration::from_secs(7);
 
 /// How datagrams reach the peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +106,8 @@ pub struct Reaching {
     lookup: Option<Pending<Result<Option<Record>, ReachError>>>,
     next_lookup: StdInstant,
     lookup_wait: StdDuration,
+    /// Until when look-ups stay [`LOOKUP_FIRST`] apart (see [`LOOKUP_FAST`]).
+    lookup_fast_until: StdInstant,
     /// The peer's candidates from its last record.
     peer_candidates: Vec<Candidate>,
     /// The path last reported.
@@ -92,7 +116,13 @@ pub struct Reaching {
     problems: Vec<String>,
     shown_problems: Vec<String>,
     started: StdInstant,
-    was_up: bool,
+    /// Whether the peer answered at the last turn (see [`SILENCE`]).
+    was_answering: bool,
+    /// The session's count of datagrams heard from the peer, and when it last grew.
+    heard: (u32, StdInstant),
+    /// Our public address as STUN last reported it: when it changes, the DHT client starts
+    /// over.
+    public_ip: Option<IpAddr>,
 }
 
 impl Reaching {
@@ -143,12 +173,15 @@ impl Reaching {
             lookup: None,
             next_lookup: StdInstant::now(),
             lookup_wait: LOOKUP_FIRST,
+            lookup_fast_until: StdInstant::now() + LOOKUP_FAST,
             peer_candidates: Vec::new(),
             path: None,
             problems: Vec::new(),
             shown_problems: Vec::new(),
             started: StdInstant::now(),
-            was_up: false,
+            was_answering: false,
+            heard: (0, StdInstant::now()),
+            public_ip: None,
         })
     }
 
@@ -158,12 +191,13 @@ impl Reaching {
         let now = StdInstant::now();
         self.take_names(link);
         self.take_port_mappings();
+        self.notice_new_public_address(link);
         let local_port = link.local_addr().port();
         let candidates = self.candidates(link, local_port);
         let mapping_pending = matches!(link.stack(), Stack::Reach(s) if s.mapping_pending());
         self.publish(now, candidates, mapping_pending);
-        self.notice_silence(link);
-        self.look_up(now, link);
+        let answering = self.notice_silence(now, link);
+        self.look_up(now, answering, link);
         self.path_change(link)
     }
 
@@ -177,18 +211,53 @@ impl Reaching {
         Some(p)
     }
 
-    /// When the peer goes silent our own public address may be what changed (a new address
-    /// from the provider, a router restart): ask STUN again, so a changed mapping is
-    /// published at once.
-    fn notice_silence(&mut self, link: &mut Link<Stack, Conversation>) {
-        let up = link.protocol.is_peer_up();
-        if self.was_up
-            && !up
-            && let Stack::Reach(stack) = link.stack_mut()
-        {
-            stack.refresh_mapping();
+    /// Whether the peer answers: up, and heard within [`SILENCE`]. When it stops, our own
+    /// public address may be what changed (a new address from the provider, a router
+    /// restart): ask STUN again, so a changed mapping is published at once.
+    fn notice_silence(&mut self, now: StdInstant, link: &mut Link<Stack, Conversation>) -> bool {
+        let heard = link.protocol.datagrams_heard();
+        if heard != self.heard.0 {
+            self.heard = (heard, now);
         }
-        self.was_up = up;
+        let answering = link.protocol.is_peer_up() && now < self.heard.1 + SILENCE;
+        if self.was_answering && !answering {
+            self.lookup_fast_until = now + LOOKUP_FAST;
+            if let Stack::Reach(stack) = link.stack_mut() {
+                stack.refresh_mapping();
+            }
+        }
+        self.was_answering = answering;
+        answering
+    }
+
+    /// When STUN reports a new public address, start the DHT client over (see
+    /// [`Rendezvous::restart`]) and publish again at once: what is in flight on the old
+    /// client is dropped (a put with stale tokens fails; a look-up is simply asked again).
+    fn notice_new_public_address(&mut self, link: &Link<Stack, Conversation>) {
+        let Stack::Reach(stack) = link.stack() else {
+            return;
+        };
+        let Some(ip) = stack.state().mapped.map(|m| m.ip()) else {
+            return;
+        };
+        let previous = self.public_ip.replace(ip);
+        if previous.is_none_or(|p| p == ip) {
+            return;
+        }
+        if let Some(dht) = &self.rendezvous {
+            match dht.restart() {
+                Ok(fresh) => self.rendezvous = Some(fresh),
+                Err(e) => self
+                    .problems
+                    .push(format!("cannot restart the DHT client: {e}")),
+            }
+        }
+        self.publishing = None;
+        self.published = None;
+        self.lookup = None;
+        self.next_lookup = StdInstant::now();
+        self.lookup_wait = LOOKUP_FIRST;
+        self.lookup_fast_until = StdInstant::now() + LOOKUP_FAST;
     }
 
     /// The path in use, if the peer answers.
@@ -326,7 +395,7 @@ impl Reaching {
         }
     }
 
-    fn look_up(&mut self, now: StdInstant, link: &mut Link<Stack, Conversation>) {
+    fn look_up(&mut self, now: StdInstant, answering: bool, link: &mut Link<Stack, Conversation>) {
         if self.rendezvous.is_none() {
             return;
         }
@@ -343,7 +412,7 @@ impl Reaching {
             self.lookup = None;
         }
         let Some(dht) = &self.rendezvous else { return };
-        if link.protocol.is_peer_up() {
+        if answering {
             self.lookup_wait = LOOKUP_FIRST;
             return;
         }
@@ -352,7 +421,9 @@ impl Reaching {
         }
         self.lookup = Some(dht.lookup_candidates(&self.pair, unix_secs()));
         self.next_lookup = now + self.lookup_wait;
-        self.lookup_wait = (self.lookup_wait * 3 / 2).min(LOOKUP_MAX);
+        if now >= self.lookup_fast_until {
+            self.lookup_wait = (self.lookup_wait * 3 / 2).min(LOOKUP_MAX);
+        }
     }
 
     /// Probe the peer's candidates, and let them through our relay.

@@ -103,20 +103,42 @@ type Job = Box<dyn FnOnce(Result<AsyncDht, ReachError>) + Send>;
 pub struct Rendezvous {
     jobs: mpsc::Sender<Job>,
     last_seq: AtomicI64,
+    config: DhtConfig,
 }
 
 impl Rendezvous {
     /// Start a DHT client. Returns at once: the node is built (bootstrap names resolved,
     /// socket bound) on a background thread; operations asked for meanwhile wait for it.
     pub fn spawn(config: DhtConfig) -> Result<Rendezvous, ReachError> {
+        Rendezvous::spawn_after(config, 0)
+    }
+
+    fn spawn_after(config: DhtConfig, last_seq: i64) -> Result<Rendezvous, ReachError> {
         let (jobs, queue) = mpsc::channel::<Job>();
+        let node_config = config.clone();
         std::thread::Builder::new()
             .name("duet-dht".into())
-            .spawn(move || dispatch(&config, &queue))?;
+            .spawn(move || dispatch(&node_config, &queue))?;
         Ok(Rendezvous {
             jobs,
-            last_seq: AtomicI64::new(0),
+            last_seq: AtomicI64::new(last_seq),
+            config,
         })
+    }
+
+    /// A new client with the same configuration, for when our public address changed.
+    ///
+    /// A DHT node hands out write tokens bound to the IP address that asked (BEP 5), and
+    /// mainline keeps the closest nodes of a look-up with their tokens for up to five
+    /// minutes and puts with them without asking again. After the address changed, those
+    /// puts fail, every retry too (in the NAT testbed none was accepted: "PutQuery timed
+    /// out with no responses"), and the peer never learns where we went. A fresh client has
+    /// no tokens, routing table or socket of the old address: its first put looks up anew
+    /// and gets tokens for the new one. The sequence numbers go on from this one's, so its
+    /// records supersede ours. Operations in flight on this client finish or fail on their
+    /// own.
+    pub fn restart(&self) -> Result<Rendezvous, ReachError> {
+        Rendezvous::spawn_after(self.config.clone(), self.last_seq.load(Ordering::Relaxed))
     }
 
     fn submit<T: Send + 'static>(
@@ -400,6 +422,22 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_client_keeps_its_configuration_and_raises_its_sequence_numbers() {
+        let config = DhtConfig {
+            bootstrap: Vec::new(),
+            bind: Ipv4Addr::LOCALHOST,
+            port: None,
+            request_timeout: Some(Duration::from_millis(500)),
+        };
+        let old = Rendezvous::spawn(config.clone()).unwrap();
+        let last = old.next_seq(1_000);
+        let fresh = old.restart().unwrap();
+        assert_eq!(fresh.config, config);
+        // Published in the same second: the fresh client's record still supersedes.
+        assert_eq!(fresh.next_seq(1_000), last + 1);
+    }
+
+    #[test]
     fn candidates_published_by_one_client_are_found_by_the_other() {
         let nodes = loopback_network(3);
         let (alice_client, bob_client) = (client(&nodes), client(&nodes));
@@ -521,6 +559,12 @@ mod tests {
         let rendezvous = Rendezvous {
             jobs: mpsc::channel().0,
             last_seq: AtomicI64::new(0),
+            config: DhtConfig {
+                bootstrap: Vec::new(),
+                bind: Ipv4Addr::LOCALHOST,
+                port: None,
+                request_timeout: None,
+            },
         };
         assert_eq!(rendezvous.next_seq(100), 100);
         assert_eq!(rendezvous.next_seq(100), 101);
