@@ -21,12 +21,11 @@
 //! `duet status` asks the same socket how the running duet reaches its peer.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
 use super::keys::PeerKey;
-use crate::platform::ipc;
+use crate::platform::ipc::{self, LocalStream};
 
 /// The socket's file name in the config directory.
 pub const SOCKET_FILE: &str = "duet.sock";
@@ -200,7 +199,7 @@ pub fn write_request(stream: &mut impl Write, request: &Request) -> io::Result<(
 
 /// A running duet that took a `send`'s text: read its replies with [`Handed::next`].
 pub struct Handed {
-    reader: BufReader<UnixStream>,
+    reader: BufReader<LocalStream>,
     /// How many messages the text became there.
     pub messages: usize,
 }

@@ -15,7 +15,6 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -149,10 +148,9 @@ fn create(dir: &Path, path: &Path) -> Result<(), Error> {
         ".{STORE_FILE}.{}.{tag:08x}.tmp",
         std::process::id()
     ));
-    fs::OpenOptions::new()
+    files::private(&mut fs::OpenOptions::new())
         .write(true)
         .create_new(true)
-        .mode(0o600)
         .open(&temp)
         .map_err(|e| io_error(path, e))?;
     let built = Connection::open(&temp)
