@@ -364,3 +364,29 @@ fn the_terminal_chat_runs_on_a_wine_console() {
     assert!(console.wait(T).success(), "{:?}", console.seen);
     assert!(listen.wait(T).success(), "{:?}", listen.seen);
 }
+
+#[test]
+fn a_send_next_to_a_windows_chat_goes_through_the_chat() {
+    let wine = Wine::new("handoff");
+    let (linux_port, windows_port) = (free_port(), free_port());
+    let linux = paired_by_key(&wine, linux_port, windows_port);
+    let mut listen = linux.duet(&["listen", "--bind", &local(linux_port), "--count", "2"]);
+    listen.expect("* listening on", T);
+    // Line mode: input from a pipe, woken through the loopback wake-up.
+    let mut chat = wine.spawn(&["chat", "--peer", "lin", "--bind", &local(windows_port)]);
+    chat.expect("* listening on", T);
+    chat.type_line("typed 一");
+    listen.expect(&format!("win@{}: typed 一", local(windows_port)), T);
+    chat.expect("delivered", T);
+    // A second duet.exe of the same identity hands its text to the chat (the local socket:
+    // loopback TCP with the token in %APPDATA%\duet\duet.sock).
+    let out = wine.ok(&["send", "--to", "lin", "handed 二"]);
+    assert!(
+        out.contains("sent by the duet already running here"),
+        "{out}"
+    );
+    listen.expect(&format!("win@{}: handed 二", local(windows_port)), T);
+    assert!(listen.wait(T).success(), "{:?}", listen.seen);
+    chat.close_stdin();
+    assert!(chat.wait(T).success(), "{:?}", chat.seen);
+}
