@@ -1,7 +1,8 @@
 //! duet.exe, cross-built for `x86_64-pc-windows-gnu`, under Wine 8: its help, its identity
 //! in `%APPDATA%`, pairing by code with a Linux duet, Chinese text both ways with a Linux
-//! duet and the Windows history of it, legacy mode's GBK default, and the terminal chat on a
-//! console (Wine's, on a pty from `script`).
+//! duet and the Windows history of it, legacy mode's GBK default, a `send` handed to a
+//! running chat, and the terminal chat on a console (Wine's, on a pty from `script`) until
+//! ctrl-c.
 //!
 //! Needs `x86_64-w64-mingw32-gcc` (gcc-mingw-w64-x86-64) and Wine (wine64), which the test
 //! command `.ci/test-all` installs. Wine 8 lacks `ProcessPrng`, which Rust's std imports on
@@ -359,8 +360,9 @@ fn the_terminal_chat_runs_on_a_wine_console() {
         console.seen.join("\n")
     );
     console.expect("delivered", T);
-    write!(keys, "/quit\r").expect("type /quit");
-    keys.flush().expect("flush /quit");
+    // Ctrl-C: the console in raw mode gives it to the editor, which ends the chat.
+    write!(keys, "\u{3}").expect("type ctrl-c");
+    keys.flush().expect("flush ctrl-c");
     assert!(console.wait(T).success(), "{:?}", console.seen);
     assert!(listen.wait(T).success(), "{:?}", listen.seen);
 }
