@@ -652,7 +652,8 @@ impl From<PeerError> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    #[cfg(unix)]
+    use std::os::unix::fs::PermissionsExt;
 
     /// RFC 7748 §6.1: Alice's private and public key.
     const ALICE_SECRET: [u8; 32] = [
@@ -880,6 +881,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn files_are_created_private_and_a_readable_identity_is_refused() {
         let tmp = temp_dir("modes");
         let dir = tmp.0.clone();
@@ -938,10 +940,9 @@ mod tests {
         assert_eq!(not_base64.len(), KEY_TEXT_LEN + 1);
         for bad in ["c2VjcmV0LXNlY3JldC1z\n", "", not_base64] {
             let _ = fs::remove_file(&path);
-            fs::OpenOptions::new()
+            files::private(&mut fs::OpenOptions::new())
                 .write(true)
                 .create_new(true)
-                .mode(0o600)
                 .open(&path)
                 .and_then(|mut f| f.write_all(bad.as_bytes()))
                 .unwrap();

@@ -600,12 +600,14 @@ mod test {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[cfg(unix)]
     fn mode(path: &Path) -> u32 {
         use std::os::unix::fs::PermissionsExt;
         fs::metadata(path).unwrap().permissions().mode() & 0o7777
     }
 
     #[test]
+    #[cfg(unix)]
     fn the_database_and_its_wal_and_shm_are_private_whatever_the_umask() {
         // The test process keeps its inherited umask (usually 022, which left SQLite's
         // -wal and -shm readable by everyone).
@@ -621,6 +623,7 @@ mod test {
     }
 
     #[test]
+    #[cfg(unix)]
     fn files_left_readable_by_others_are_made_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = temp_dir("loose");
