@@ -8,7 +8,8 @@
 //! the running duet talks to the same peer, and reports what that duet reports. When no
 //! duet runs, or it talks to someone else, `send` opens its own session as before.
 //!
-//! The exchange, over a private Unix stream socket (the config directory is 0700):
+//! The exchange, over a private local socket ([`crate::platform::ipc`]: a Unix stream socket
+//! in the 0700 config directory; on Windows loopback TCP that first takes a token):
 //!
 //! ```text
 //! send → running duet   duet-handoff 1\n  PEER-KEY (base64)\n  LENGTH\n  TEXT (LENGTH bytes)
