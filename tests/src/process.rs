@@ -77,11 +77,24 @@ pub fn cargo_bin_release(package: &str, bin: &str) -> PathBuf {
     build_bin(package, bin, true)
 }
 
+/// Build `bin` of `package` (debug) for another target, such as `x86_64-pc-windows-gnu`,
+/// and return the executable's path (under the same target directory as every build here).
+pub fn cargo_bin_for(package: &str, bin: &str, target: &str) -> PathBuf {
+    build(package, bin, false, Some(target))
+}
+
 fn build_bin(package: &str, bin: &str, release: bool) -> PathBuf {
+    build(package, bin, release, None)
+}
+
+fn build(package: &str, bin: &str, release: bool, target: Option<&str>) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut args = vec!["build", "-p", package, "--bin", bin];
     if release {
         args.push("--release");
+    }
+    if let Some(target) = target {
+        args.extend(["--target", target]);
     }
     args.push("--message-format=json-render-diagnostics");
     let output = Command::new(cargo)

@@ -21,6 +21,15 @@ use crate::platform;
 /// duet's port: where a paired peer with no known address is looked for.
 pub const DUET_PORT: u16 = 7789;
 
+/// How legacy mode writes text unless told: UTF-8, but GBK on Windows, where the plain UDP
+/// chat programs duet talks to in legacy mode (and a Chinese Windows console) use the
+/// system's ANSI code page, GBK.
+pub const LEGACY_SEND_DEFAULT: Encoding = if cfg!(windows) {
+    Encoding::Gbk
+} else {
+    Encoding::Utf8
+};
+
 /// Legacy mode's options (`--legacy`, `--encoding`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LegacyOptions {
@@ -31,10 +40,10 @@ pub struct LegacyOptions {
 }
 
 impl LegacyOptions {
-    /// How text is written: auto means UTF-8.
+    /// How text is written: auto means [`LEGACY_SEND_DEFAULT`].
     pub fn send_encoding(&self) -> Encoding {
         match self.encoding {
-            Some(Encoding::Auto) | None => Encoding::Utf8,
+            Some(Encoding::Auto) | None => LEGACY_SEND_DEFAULT,
             Some(e) => e,
         }
     }

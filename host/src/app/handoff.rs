@@ -8,7 +8,8 @@
 //! the running duet talks to the same peer, and reports what that duet reports. When no
 //! duet runs, or it talks to someone else, `send` opens its own session as before.
 //!
-//! The exchange, over a private Unix stream socket (the config directory is 0700):
+//! The exchange, over a private local socket ([`crate::platform::ipc`]: a Unix stream socket
+//! in the 0700 config directory; on Windows loopback TCP that first takes a token):
 //!
 //! ```text
 //! send → running duet   duet-handoff 1\n  PEER-KEY (base64)\n  LENGTH\n  TEXT (LENGTH bytes)
@@ -21,12 +22,11 @@
 //! `duet status` asks the same socket how the running duet reaches its peer.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
 use super::keys::PeerKey;
-use crate::platform::ipc;
+use crate::platform::ipc::{self, LocalStream};
 
 /// The socket's file name in the config directory.
 pub const SOCKET_FILE: &str = "duet.sock";
@@ -200,7 +200,7 @@ pub fn write_request(stream: &mut impl Write, request: &Request) -> io::Result<(
 
 /// A running duet that took a `send`'s text: read its replies with [`Handed::next`].
 pub struct Handed {
-    reader: BufReader<UnixStream>,
+    reader: BufReader<LocalStream>,
     /// How many messages the text became there.
     pub messages: usize,
 }

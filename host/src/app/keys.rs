@@ -12,7 +12,6 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -62,34 +61,23 @@ const PEERS_HEADER: &str = "\
 ";
 
 /// The config directory: `cli_value` (`--config-dir` or `$DUET_CONFIG_DIR`) if given, else
-/// `$XDG_CONFIG_HOME/duet`, else `$HOME/.config/duet`. Created with mode 0700 when missing.
+/// `$XDG_CONFIG_HOME/duet`, else `$HOME/.config/duet` (on Windows `%APPDATA%\duet`).
+/// Created private (mode 0700) when missing.
 pub fn config_dir(cli_value: Option<PathBuf>) -> Result<PathBuf, Error> {
     let dir = match cli_value {
         Some(dir) => dir,
         None => default_config_dir()?,
     };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
+    files::create_dir_private(&dir)
         .map_err(|e| config_error(&dir, format!("cannot create the config directory: {e}")))?;
     Ok(dir)
 }
 
 fn default_config_dir() -> Result<PathBuf, Error> {
-    // The XDG spec says a relative $XDG_CONFIG_HOME is invalid and must be ignored.
-    let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
-    if let Some(xdg) = xdg.filter(|p| p.is_absolute()) {
-        return Ok(xdg.join("duet"));
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    match home.filter(|p| !p.as_os_str().is_empty()) {
-        Some(home) => Ok(home.join(".config").join("duet")),
-        None => Err(Error::Config {
-            path: PathBuf::from("$HOME/.config/duet"),
-            problem: "neither $XDG_CONFIG_HOME nor $HOME is set; pass --config-dir DIR".into(),
-        }),
-    }
+    files::default_config_dir().map_err(|(path, problem)| Error::Config {
+        path,
+        problem: problem.into(),
+    })
 }
 
 /// Make sure the group and others have no permission on the file at `path` (if it
@@ -215,11 +203,11 @@ fn read_identity(path: &Path) -> Result<Option<Identity>, Error> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(config_error(path, format!("cannot read: {e}"))),
     };
-    let mode = file
-        .metadata()
-        .map_err(|e| config_error(path, format!("cannot read: {e}")))?
-        .permissions()
-        .mode();
+    let mode = files::mode(
+        &file
+            .metadata()
+            .map_err(|e| config_error(path, format!("cannot read: {e}")))?,
+    );
     if mode & 0o077 != 0 {
         return Err(Error::InsecureKeyFile {
             path: path.to_owned(),
@@ -298,10 +286,9 @@ fn create_temp(dir: &Path, name: &str) -> io::Result<(PathBuf, fs::File)> {
     for _ in 0..TEMP_TRIES {
         let tag = getrandom::u32().map_err(|e| io::Error::other(e.to_string()))?;
         let temp = dir.join(format!(".{name}.{}.{tag:08x}.tmp", std::process::id()));
-        match fs::OpenOptions::new()
+        match files::private(&mut fs::OpenOptions::new())
             .write(true)
             .create_new(true)
-            .mode(0o600)
             .open(&temp)
         {
             Ok(file) => return Ok((temp, file)),
@@ -493,11 +480,11 @@ impl Peers {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Peers::default()),
             Err(e) => return Err(config_error(&path, format!("cannot read: {e}"))),
         };
-        let mode = file
-            .metadata()
-            .map_err(|e| config_error(&path, format!("cannot read: {e}")))?
-            .permissions()
-            .mode();
+        let mode = files::mode(
+            &file
+                .metadata()
+                .map_err(|e| config_error(&path, format!("cannot read: {e}")))?,
+        );
         if mode & 0o022 != 0 {
             return Err(Error::InsecureKeyFile {
                 path,
@@ -618,12 +605,11 @@ impl Peers {
     ) -> Result<T, Error> {
         let path = dir.join(PEERS_LOCK_FILE);
         let fail = |e: io::Error| config_error(&path, format!("cannot lock the peers file: {e}"));
-        let lock = fs::OpenOptions::new()
+        let lock = files::private(&mut fs::OpenOptions::new())
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
             .open(&path)
             .map_err(fail)?;
         // flock(2): advisory, released when `lock` is closed, also if duet is killed.
@@ -666,6 +652,8 @@ impl From<PeerError> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(unix)]
+    use std::os::unix::fs::PermissionsExt;
 
     /// RFC 7748 §6.1: Alice's private and public key.
     const ALICE_SECRET: [u8; 32] = [
@@ -893,6 +881,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn files_are_created_private_and_a_readable_identity_is_refused() {
         let tmp = temp_dir("modes");
         let dir = tmp.0.clone();
@@ -951,10 +940,9 @@ mod tests {
         assert_eq!(not_base64.len(), KEY_TEXT_LEN + 1);
         for bad in ["c2VjcmV0LXNlY3JldC1z\n", "", not_base64] {
             let _ = fs::remove_file(&path);
-            fs::OpenOptions::new()
+            files::private(&mut fs::OpenOptions::new())
                 .write(true)
                 .create_new(true)
-                .mode(0o600)
                 .open(&path)
                 .and_then(|mut f| f.write_all(bad.as_bytes()))
                 .unwrap();

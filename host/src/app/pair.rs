@@ -57,6 +57,7 @@ use zeroize::Zeroizing;
 use super::Error;
 use super::keys::{Identity, Peer, PeerError, PeerKey, Peers};
 use super::pair_reach::{Incoming, PairReach, Side};
+use crate::platform::terminal;
 use crate::transport;
 use crate::transport::reach::ReachConfig;
 
@@ -140,7 +141,7 @@ pub fn id(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
 /// and ends the command quietly, as a closed stdout ends every mode.
 fn printed(result: io::Result<()>) -> Result<(), Error> {
     match result {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if terminal::reader_gone(&e) => Ok(()),
         other => Ok(other?),
     }
 }

@@ -15,7 +15,6 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -152,10 +151,9 @@ fn create(dir: &Path, path: &Path) -> Result<(), Error> {
         ".{STORE_FILE}.{}.{tag:08x}.tmp",
         std::process::id()
     ));
-    fs::OpenOptions::new()
+    files::private(&mut fs::OpenOptions::new())
         .write(true)
         .create_new(true)
-        .mode(0o600)
         .open(&temp)
         .map_err(|e| io_error(path, e))?;
     let built = Connection::open(&temp)
@@ -605,12 +603,14 @@ mod test {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[cfg(unix)]
     fn mode(path: &Path) -> u32 {
         use std::os::unix::fs::PermissionsExt;
         fs::metadata(path).unwrap().permissions().mode() & 0o7777
     }
 
     #[test]
+    #[cfg(unix)]
     fn the_database_and_its_wal_and_shm_are_private_whatever_the_umask() {
         // The test process keeps its inherited umask (usually 022, which left SQLite's
         // -wal and -shm readable by everyone).
@@ -626,6 +626,7 @@ mod test {
     }
 
     #[test]
+    #[cfg(unix)]
     fn files_left_readable_by_others_are_made_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = temp_dir("loose");

@@ -16,8 +16,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::fd::BorrowedFd;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use duet_core::legacy::PlainSendError;
@@ -32,7 +30,8 @@ use super::handoff::{self, Asked, Reply, Status};
 use super::keys::PeerKey;
 use super::reach::{self, PathKind, Reaching};
 use super::store::{Direction, Store, Writes};
-use crate::platform::ipc::LocalListener;
+use crate::platform::ipc::{LocalListener, LocalStream};
+use crate::platform::wait::WaitHandle;
 use crate::transport::{self, Link, Stack, Woke};
 
 /// Typed messages one turn takes at most: half a window, so the next half is typed, stored
@@ -134,7 +133,7 @@ struct InFlight {
 /// A `duet send` that handed its text to this duet, waiting for its messages' outcomes.
 struct HandedIn {
     origin: u64,
-    stream: UnixStream,
+    stream: LocalStream,
     /// Outcomes still to report.
     waiting: usize,
 }
@@ -418,7 +417,7 @@ impl Talk {
     pub fn wait(
         &mut self,
         deadline: Option<Instant>,
-        input: Option<BorrowedFd<'_>>,
+        input: Option<WaitHandle<'_>>,
         limit: Option<Instant>,
     ) -> Result<Woke, Error> {
         if !self.shown.is_empty() && self.link.readable_now() {
@@ -427,7 +426,7 @@ impl Talk {
             return Ok(Woke { input: false });
         }
         self.flush_shown();
-        let handoff = self.handoff.as_ref().map(LocalListener::fd);
+        let handoff = self.handoff.as_ref().map(LocalListener::wait_handle);
         // Internet reach's look-ups and publications finish on other threads: look at
         // them a few times a second while it runs.
         let limit = match &self.reaching {

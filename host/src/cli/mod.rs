@@ -104,13 +104,16 @@ pub struct LegacyArgs {
     #[arg(long)]
     pub legacy: bool,
     /// Text encoding in legacy mode: utf-8, gbk or auto (decode: UTF-8 if valid, else GBK).
-    /// Default: auto when receiving, utf-8 when sending.
+    /// Default: auto when receiving; when sending utf-8, or gbk on Windows.
     #[arg(long, value_parser = parse_encoding, requires = "legacy")]
     pub encoding: Option<Encoding>,
 }
 
 /// Where `--help` lists the TAP options.
 const TAP_HEADING: &str = "TAP mode (Linux)";
+
+/// The variable that holds the login name, `--name`'s default.
+const USER_VAR: &str = if cfg!(windows) { "USERNAME" } else { "USER" };
 
 /// Options of TAP mode: duet's own network stack (smoltcp, as on the board) on a TAP device
 /// instead of the operating system's UDP.
@@ -194,7 +197,7 @@ pub struct ChatArgs {
     #[arg(long, value_name = "NAME|HOST:PORT")]
     pub peer: Option<String>,
     /// The name shown for your own messages.
-    #[arg(long, env = "USER", default_value = "me")]
+    #[arg(long, env = USER_VAR, default_value = "me")]
     pub name: String,
     /// Plain-datagram mode.
     #[command(flatten)]
@@ -290,7 +293,7 @@ pub struct PeersArgs {
     #[arg(long, default_value = "0.0.0.0:2425", value_name = "ADDR:PORT")]
     pub bind: String,
     /// The name shown to the others meanwhile.
-    #[arg(long, env = "USER", default_value = "me")]
+    #[arg(long, env = USER_VAR, default_value = "me")]
     pub name: String,
     /// The group shown next to it.
     #[arg(long, value_name = "GROUP")]

@@ -1,16 +1,16 @@
-//! What the user types, delivered to the event loop through a channel and a wake-up pipe.
+//! What the user types, delivered to the event loop through a channel and a wake-up.
 //!
 //! A thread reads input — lines from a pipe or file in line mode, or a line editor
 //! (rustyline) on a terminal — and hands lines over a bounded channel (in line mode, every
-//! complete line already read in one batch: one hand-over, not one per line), then writes
-//! a byte to a pipe the event loop polls next to the socket. The channel's capacity
+//! complete line already read in one batch: one hand-over, not one per line), then
+//! wakes the event loop, which waits on the wake-up next to the socket (a pipe on Unix,
+//! loopback sockets on Windows: [`crate::platform::wait::wake_pair`]). The channel's capacity
 //! is the backpressure: while the loop takes no lines (the outbox is full), the thread
 //! blocks and stops reading, so piped input is paced by the peer's acknowledgements and
 //! nothing is dropped.
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io::{self, BufRead, BufReader};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,8 @@ use std::thread;
 
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
+
+use crate::platform::wait::{self, AsWaitHandle, WaitHandle, Wake, WakeReceiver};
 
 /// One thing the user did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +42,7 @@ pub struct InputPipe {
     lines: Receiver<Batch>,
     /// Inputs of a batch taken from the channel and not yet handed out.
     ready: VecDeque<Input>,
-    wake: io::PipeReader,
+    wake: WakeReceiver,
     /// Batches handed over and not yet taken (may dip below zero for a moment).
     queued: Arc<AtomicIsize>,
     ended: bool,
@@ -58,30 +60,19 @@ const READ_BUFFER: usize = 64 * 1024;
 /// A batch of inputs, as one hand-over carries it.
 type Batch = Vec<Input>;
 
-fn channel() -> io::Result<(
-    SyncSender<Batch>,
-    Receiver<Batch>,
-    io::PipeReader,
-    io::PipeWriter,
-)> {
+fn channel() -> io::Result<(SyncSender<Batch>, Receiver<Batch>, WakeReceiver, Wake)> {
     let (tx, rx) = mpsc::sync_channel(INPUT_LINES / BATCH_LINES);
-    let (wake_rx, wake_tx) = io::pipe()?;
-    rustix::io::ioctl_fionbio(wake_rx.as_fd(), true)?;
+    let (wake_tx, wake_rx) = wait::wake_pair()?;
     Ok((tx, rx, wake_rx, wake_tx))
 }
 
-fn hand_over(
-    tx: &SyncSender<Batch>,
-    queued: &AtomicIsize,
-    wake: &mut io::PipeWriter,
-    input: Batch,
-) -> bool {
+fn hand_over(tx: &SyncSender<Batch>, queued: &AtomicIsize, wake: &mut Wake, input: Batch) -> bool {
     let ok = tx.send(input).is_ok();
-    // The loop may be asleep in poll(2): one byte wakes it, written only when the channel
+    // The loop may be asleep in poll(2): one wake-up wakes it, sent only when the channel
     // was empty (the loop drains the channel before it sleeps, so a non-empty one means it
-    // is awake or already has a byte to wake it). A full pipe already wakes it.
+    // is awake or already has a wake-up waiting).
     if queued.fetch_add(1, Ordering::AcqRel) <= 0 {
-        let _ = wake.write(&[1]);
+        wake.wake();
     }
     ok
 }
@@ -170,9 +161,9 @@ impl InputPipe {
         })
     }
 
-    /// The descriptor that becomes readable when input is waiting.
-    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        (!self.ended).then(|| self.wake.as_fd())
+    /// What becomes readable when input is waiting.
+    pub fn fd(&self) -> Option<WaitHandle<'_>> {
+        (!self.ended).then(|| self.wake.wait_handle())
     }
 
     /// The next input, if one is waiting.
@@ -182,10 +173,9 @@ impl InputPipe {
         }
         let mut received = self.lines.try_recv();
         if matches!(received, Err(TryRecvError::Empty)) {
-            // About to sleep: empty the wake-up pipe, then look once more (a line handed
-            // over meanwhile wrote its byte after the drain, or is taken now).
-            let mut sink = [0u8; 64];
-            while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
+            // About to sleep: empty the wake-up, then look once more (a line handed over
+            // meanwhile woke it after the drain, or is taken now).
+            self.wake.drain();
             received = self.lines.try_recv();
         }
         if received.is_ok() {

@@ -11,7 +11,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IsTerminal};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +26,7 @@ use super::{ChatOptions, ListenOptions, PeersOptions, SendOptions};
 use crate::app::Error;
 use crate::platform::ifaces::{broadcast_addresses, host_name, local_addresses, login_name};
 use crate::platform::terminal::TerminalRestore;
+use crate::platform::wait::WaitHandle;
 use crate::transport::broadcast::LanStack;
 use crate::transport::{self, Link};
 
@@ -274,7 +274,7 @@ impl Lan {
     fn wait(
         &self,
         deadline: Option<Instant>,
-        input: Option<BorrowedFd<'_>>,
+        input: Option<WaitHandle<'_>>,
         limit: Option<Instant>,
     ) -> Result<bool, Error> {
         Ok(self.link.wait(deadline, input, limit)?.input)

@@ -4,6 +4,7 @@
 use std::io::{self, Write as _};
 
 pub use crate::app::display::{escaped, legacy_text, push_escaped};
+use crate::platform::terminal;
 
 /// The local time as `HH:MM:SS`.
 pub fn clock() -> String {
@@ -72,7 +73,7 @@ impl Drop for Output {
 pub fn print(line: &str) {
     let mut out = io::stdout().lock();
     let written = writeln!(out, "{line}").and_then(|()| out.flush());
-    if written.is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe) {
+    if written.is_err_and(|e| terminal::reader_gone(&e)) {
         std::process::exit(0);
     }
     // Other errors (a full disk under `> file`) are not the reader leaving: the chat goes

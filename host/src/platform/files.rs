@@ -1,56 +1,201 @@
 //! Files only their owner can read (the process's file creation mask, the repair of a file
-//! that others can read), and why a file cannot be written (a read-only file system, no
-//! permission, no space left).
+//! that others can read), why a file cannot be written (a read-only file system, no
+//! permission, no space left), and where the config directory is by default.
+//!
+//! On Unix privacy is the mode bits: everything is created 0600/0700 and a file others can
+//! read is repaired. Windows has no mode bits: duet's files live in the user's profile
+//! (`%APPDATA%`), whose ACL admits only the user, SYSTEM and administrators, and every file
+//! duet creates there inherits that ACL; [`mode`] reports such files as 0600.
 
-use std::fs;
-use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-
-use rustix::fs::Mode;
+#[cfg(unix)]
+pub use unix::*;
+#[cfg(windows)]
+pub use windows::*;
 
 /// Permission bits for the group and for others.
-const OTHERS: u32 = 0o077;
+pub const OTHERS: u32 = 0o077;
 
-/// From now on, create every file and directory for the owner alone: a umask of 0o077
-/// takes the group's and others' bits off whatever mode a creator asks for (SQLite asks
-/// 0644 for its database, journal and shared-memory files). Call before any thread starts:
-/// the mask is the whole process's.
-pub fn create_private() {
-    rustix::process::umask(Mode::from_raw_mode(OTHERS));
-}
+#[cfg(unix)]
+mod unix {
+    use std::fs;
+    use std::io;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
 
-/// If the file at `path` gives the group or others any permission, take it away (leaving
-/// the owner's bits) and return the mode it had; `Ok(None)` if it was private or does not
-/// exist.
-pub fn make_private(path: &Path) -> io::Result<Option<u32>> {
-    let mode = match fs::metadata(path) {
-        Ok(meta) => meta.permissions().mode() & 0o7777,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if mode & OTHERS == 0 {
-        return Ok(None);
+    use rustix::fs::Mode;
+
+    use super::OTHERS;
+
+    /// From now on, create every file and directory for the owner alone: a umask of 0o077
+    /// takes the group's and others' bits off whatever mode a creator asks for (SQLite asks
+    /// 0644 for its database, journal and shared-memory files). Call before any thread
+    /// starts: the mask is the whole process's.
+    pub fn create_private() {
+        rustix::process::umask(Mode::from_raw_mode(OTHERS));
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700))?;
-    Ok(Some(mode))
+
+    /// If the file at `path` gives the group or others any permission, take it away
+    /// (leaving the owner's bits) and return the mode it had; `Ok(None)` if it was private
+    /// or does not exist.
+    pub fn make_private(path: &Path) -> io::Result<Option<u32>> {
+        let mode = match fs::metadata(path) {
+            Ok(meta) => mode(&meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if mode & OTHERS == 0 {
+            return Ok(None);
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700))?;
+        Ok(Some(mode))
+    }
+
+    /// The file's permission bits.
+    pub fn mode(meta: &fs::Metadata) -> u32 {
+        meta.permissions().mode() & 0o7777
+    }
+
+    /// Options that create a file for its owner alone (mode 0600).
+    pub fn private(options: &mut fs::OpenOptions) -> &mut fs::OpenOptions {
+        options.mode(0o600)
+    }
+
+    /// Create `dir` and its parents, for the owner alone (mode 0700).
+    pub fn create_dir_private(dir: &Path) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+
+    /// `Ok` if this process may write to `path` (a file, or a directory to create files
+    /// in): `access(2)`, which also reports a read-only file system
+    /// (`ReadOnlyFilesystem`) to root.
+    pub fn check_writable(path: &Path) -> io::Result<()> {
+        rustix::fs::access(path, rustix::fs::Access::WRITE_OK).map_err(io::Error::from)
+    }
+
+    /// Bytes an unprivileged user can still write on the file system that holds `path`.
+    pub fn available_bytes(path: &Path) -> io::Result<u64> {
+        let stats = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+
+    /// The config directory when none is given: `$XDG_CONFIG_HOME/duet`, else
+    /// `$HOME/.config/duet`; else how to name it and why it cannot be found.
+    pub fn default_config_dir() -> Result<PathBuf, (PathBuf, &'static str)> {
+        // The XDG spec says a relative $XDG_CONFIG_HOME is invalid and must be ignored.
+        let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
+        if let Some(xdg) = xdg.filter(|p| p.is_absolute()) {
+            return Ok(xdg.join("duet"));
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        match home.filter(|p| !p.as_os_str().is_empty()) {
+            Some(home) => Ok(home.join(".config").join("duet")),
+            None => Err((
+                PathBuf::from("$HOME/.config/duet"),
+                "neither $XDG_CONFIG_HOME nor $HOME is set; pass --config-dir DIR",
+            )),
+        }
+    }
 }
 
-/// `Ok` if this process may write to `path` (a file, or a directory to create files in):
-/// `access(2)`, which also reports a read-only file system (`ReadOnlyFilesystem`) to root.
-pub fn check_writable(path: &Path) -> io::Result<()> {
-    rustix::fs::access(path, rustix::fs::Access::WRITE_OK).map_err(io::Error::from)
+#[cfg(windows)]
+mod windows {
+    use std::fs;
+    use std::io;
+    use std::os::windows::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+
+    /// Nothing to do: files created in the user's profile inherit its private ACL.
+    pub fn create_private() {}
+
+    /// Nothing to repair: Windows has no mode bits (see the module's docs).
+    pub fn make_private(_path: &Path) -> io::Result<Option<u32>> {
+        Ok(None)
+    }
+
+    /// 0600 for a writable file, 0400 for a read-only one: the only bits Windows has.
+    pub fn mode(meta: &fs::Metadata) -> u32 {
+        if meta.permissions().readonly() {
+            0o400
+        } else {
+            0o600
+        }
+    }
+
+    /// The options as given: the file inherits the directory's ACL.
+    pub fn private(options: &mut fs::OpenOptions) -> &mut fs::OpenOptions {
+        options
+    }
+
+    /// Create `dir` and its parents; they inherit the profile's ACL.
+    pub fn create_dir_private(dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    /// `Ok` if this process may write to `path`: a directory by creating (and removing) a
+    /// file in it, a file by opening it for writing.
+    pub fn check_writable(path: &Path) -> io::Result<()> {
+        if fs::metadata(path)?.is_dir() {
+            let probe = path.join(format!(".duet-write-check.{}", std::process::id()));
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)?;
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        } else {
+            fs::OpenOptions::new().write(true).open(path).map(drop)
+        }
+    }
+
+    /// Bytes this user can still write on the volume that holds `path`.
+    #[allow(unsafe_code)]
+    pub fn available_bytes(path: &Path) -> io::Result<u64> {
+        use windows_sys::Win32::Storage::FileSystem::GetDiskFreeSpaceExW;
+        let dir = if path.is_dir() {
+            path
+        } else {
+            path.parent().unwrap_or(path)
+        };
+        let wide: Vec<u16> = dir.as_os_str().encode_wide().chain([0]).collect();
+        let mut available = 0u64;
+        // SAFETY: `wide` is a NUL-terminated UTF-16 path; the out pointer is a live u64,
+        // the others may be null.
+        let ok = unsafe {
+            GetDiskFreeSpaceExW(
+                wide.as_ptr(),
+                &mut available,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(available)
+    }
+
+    /// The config directory when none is given: `%APPDATA%\duet`; else how to name it and
+    /// why it cannot be found.
+    pub fn default_config_dir() -> Result<PathBuf, (PathBuf, &'static str)> {
+        let appdata = std::env::var_os("APPDATA").map(PathBuf::from);
+        match appdata.filter(|p| p.is_absolute()) {
+            Some(dir) => Ok(dir.join("duet")),
+            None => Err((
+                PathBuf::from(r"%APPDATA%\duet"),
+                "%APPDATA% is not set; pass --config-dir DIR",
+            )),
+        }
+    }
 }
 
-/// Bytes an unprivileged user can still write on the file system that holds `path`.
-pub fn available_bytes(path: &Path) -> io::Result<u64> {
-    let stats = rustix::fs::statvfs(path).map_err(io::Error::from)?;
-    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
-}
-
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod test {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_file_others_can_read_is_made_private_and_a_private_one_is_left_alone() {

@@ -1,8 +1,11 @@
-//! What differs between operating systems, behind small modules: the terminal, the
-//! network interfaces and names, file permissions. Everything above uses these and never the system's own
-//! calls, so a port (Windows) adds twins of these modules and nothing else.
+//! What differs between operating systems, behind small modules: the terminal, waiting on
+//! sockets and input, the local socket between duet processes, the network interfaces and
+//! names, files (permissions, the config directory). Everything above uses these and never
+//! the system's own calls. Each module has a Unix and a Windows side, chosen by `#[cfg]`,
+//! with one interface.
 
 pub mod files;
 pub mod ifaces;
 pub mod ipc;
 pub mod terminal;
+pub mod wait;

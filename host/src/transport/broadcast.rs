@@ -2,12 +2,12 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::BorrowedFd;
 
 use embedded_nal::{UdpClientStack, UdpFullStack, nb};
 
 use super::Transport;
 use super::udp::{self, HostSocket, HostStack};
+use crate::platform::wait::WaitHandle;
 
 /// The operating system's UDP, with broadcasting allowed on the socket.
 pub struct LanStack(HostStack);
@@ -62,7 +62,7 @@ impl UdpFullStack for LanStack {
 }
 
 impl Transport for LanStack {
-    fn wait_fd<'a>(&'a self, socket: &'a HostSocket) -> io::Result<BorrowedFd<'a>> {
+    fn wait_fd<'a>(&'a self, socket: &'a HostSocket) -> io::Result<WaitHandle<'a>> {
         udp::socket_fd(socket)
     }
     fn local_addr(&self, socket: &HostSocket) -> io::Result<SocketAddr> {

@@ -7,16 +7,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::BorrowedFd;
 use std::time::Duration as StdDuration;
-
-use duet_core::driver::{Clock, DriveError, Driver, Protocol};
-use duet_core::time::Instant;
-use embedded_nal::UdpFullStack;
-use rustix::event::{PollFd, PollFlags, Timespec};
 
 use super::Error;
 use super::udp::{self, HostStack};
+use crate::platform::wait::{self, WaitHandle};
+use duet_core::driver::{Clock, DriveError, Driver, Protocol};
+use duet_core::time::Instant;
+use embedded_nal::UdpFullStack;
 
 /// The host clock: milliseconds since the process started.
 #[derive(Clone, Copy, Debug, Default)]
@@ -31,7 +29,7 @@ impl Clock for HostClock {
 /// A host transport: a `UdpFullStack` with a descriptor to wait on.
 pub trait Transport: UdpFullStack<Error = io::Error> {
     /// Readable when the socket may have a datagram.
-    fn wait_fd<'a>(&'a self, socket: &'a Self::UdpSocket) -> io::Result<BorrowedFd<'a>>;
+    fn wait_fd<'a>(&'a self, socket: &'a Self::UdpSocket) -> io::Result<WaitHandle<'a>>;
     /// The local address of a bound socket.
     fn local_addr(&self, socket: &Self::UdpSocket) -> io::Result<SocketAddr>;
     /// Do the stack's own timed work (a user-space stack's ARP retries, say) and return when
@@ -42,7 +40,7 @@ pub trait Transport: UdpFullStack<Error = io::Error> {
 }
 
 impl Transport for HostStack {
-    fn wait_fd<'a>(&'a self, socket: &'a Self::UdpSocket) -> io::Result<BorrowedFd<'a>> {
+    fn wait_fd<'a>(&'a self, socket: &'a Self::UdpSocket) -> io::Result<WaitHandle<'a>> {
         udp::socket_fd(socket)
     }
     fn local_addr(&self, socket: &Self::UdpSocket) -> io::Result<SocketAddr> {
@@ -170,7 +168,7 @@ impl<S: Transport, P: Protocol> Link<S, P> {
     pub fn wait(
         &self,
         deadline: Option<Instant>,
-        input: Option<BorrowedFd<'_>>,
+        input: Option<WaitHandle<'_>>,
         limit: Option<Instant>,
     ) -> Result<Woke, Error> {
         self.wait_also(deadline, input, None, limit)
@@ -181,20 +179,18 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         let Ok(socket) = self.stack.wait_fd(self.driver.socket()) else {
             return false;
         };
-        let mut fds = [PollFd::from_borrowed_fd(socket, PollFlags::IN)];
-        let zero = Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        matches!(
+            wait::readable([Some(socket)], Some(StdDuration::ZERO)),
+            Ok([true])
+        )
     }
 
     /// [`Link::wait`], also waking when `other` (say, a listening local socket) is readable.
     pub fn wait_also(
         &self,
         deadline: Option<Instant>,
-        input: Option<BorrowedFd<'_>>,
-        other: Option<BorrowedFd<'_>>,
+        input: Option<WaitHandle<'_>>,
+        other: Option<WaitHandle<'_>>,
         limit: Option<Instant>,
     ) -> Result<Woke, Error> {
         // The caller showed events since `deadline` was computed, and taking a message is
@@ -202,14 +198,9 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         // would wait out the sleep (and the sender retransmit meanwhile).
         let deadline = earliest(earliest(deadline, self.protocol.poll_timeout()), limit);
         let now = Instant::now();
-        let timeout = deadline.map(|d| {
-            let ms = d.saturating_duration_since(now).as_millis();
-            Timespec::try_from(StdDuration::from_millis(ms)).unwrap_or(Timespec {
-                tv_sec: 1,
-                tv_nsec: 0,
-            })
-        });
-        if timeout.is_some_and(|t| t.tv_sec == 0 && t.tv_nsec == 0) {
+        let timeout = deadline
+            .map(|d| StdDuration::from_millis(d.saturating_duration_since(now).as_millis()));
+        if timeout.is_some_and(|t| t.is_zero()) {
             return Ok(Woke { input: false });
         }
         let socket = self
@@ -219,29 +210,11 @@ impl<S: Transport, P: Protocol> Link<S, P> {
                 doing: "finding the socket",
                 source,
             })?;
-        // A fixed array, not a Vec: the wait runs once per datagram on the hot path.
-        let mut fds = [
-            PollFd::from_borrowed_fd(socket, PollFlags::IN),
-            PollFd::from_borrowed_fd(input.unwrap_or(socket), PollFlags::IN),
-            PollFd::from_borrowed_fd(other.unwrap_or(socket), PollFlags::IN),
-        ];
-        let used = if other.is_some() {
-            3
-        } else if input.is_some() {
-            2
-        } else {
-            1
-        };
-        match rustix::event::poll(&mut fds[..used], timeout.as_ref()) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => {
-                return Err(Error::Io {
-                    doing: "waiting (poll)",
-                    source: e.into(),
-                });
-            }
-        }
-        let input = input.is_some() && !fds[1].revents().is_empty();
+        let [_, input, _] =
+            wait::readable([Some(socket), input, other], timeout).map_err(|source| Error::Io {
+                doing: "waiting (poll)",
+                source,
+            })?;
         Ok(Woke { input })
     }
 }
@@ -299,7 +272,7 @@ mod test {
     }
 
     impl Transport for Timed {
-        fn wait_fd<'a>(&'a self, _: &'a ()) -> io::Result<BorrowedFd<'a>> {
+        fn wait_fd<'a>(&'a self, _: &'a ()) -> io::Result<WaitHandle<'a>> {
             Err(io::Error::other("not waited on in this test"))
         }
         fn local_addr(&self, _: &()) -> io::Result<SocketAddr> {

@@ -11,7 +11,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::BorrowedFd;
 
 use duet_core::smoltcp_stack;
 use duet_core::time::Instant;
@@ -29,6 +28,8 @@ pub use link::{HostClock, Link, Transport, Woke};
 use reach::stack::ReachStack;
 use tap::{IfaceAddr, MacAddr, TapConfig, TapStack};
 use udp::{HostSocket, HostStack};
+
+use crate::platform::wait::WaitHandle;
 
 /// TAP mode's options (`--tap`, `--ip`, `--gateway`, `--mac`); all `None`: the operating
 /// system's UDP.
@@ -117,7 +118,7 @@ fn mismatch() -> io::Error {
 }
 
 impl Transport for Stack {
-    fn wait_fd<'a>(&'a self, socket: &'a Socket) -> io::Result<BorrowedFd<'a>> {
+    fn wait_fd<'a>(&'a self, socket: &'a Socket) -> io::Result<WaitHandle<'a>> {
         match (self, socket) {
             (Stack::Udp(s), Socket::Udp(socket)) => s.wait_fd(socket),
             (Stack::Reach(s), Socket::Udp(socket)) => s.wait_fd(socket),

@@ -17,7 +17,6 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
 
 use duet_core::MAX_DATAGRAM;
@@ -30,6 +29,7 @@ use smoltcp::socket::{AnySocket, udp};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
 use super::{Error, HostClock, Transport};
+use crate::platform::wait::WaitHandle;
 
 /// Datagrams each way that smoltcp's UDP socket buffers: a window of retransmissions, or
 /// datagrams queued while ARP resolves the peer, must fit.
@@ -212,7 +212,10 @@ impl TapStack {
     /// Whether the device has failed; once it has, always the same error.
     fn check_device(&mut self) -> io::Result<()> {
         if let Some(e) = self.stack.device_mut().take_failure() {
+            #[cfg(unix)]
             let gone = e.raw_os_error() == Some(rustix::io::Errno::BADFD.raw_os_error());
+            #[cfg(not(unix))]
+            let gone = false;
             let text = if gone {
                 format!("TAP device {} is gone (deleted?): {e}", self.device)
             } else {
@@ -249,8 +252,19 @@ impl TapStack {
 }
 
 impl Transport for TapStack {
-    fn wait_fd<'a>(&'a self, _socket: &'a UdpSocket) -> io::Result<BorrowedFd<'a>> {
+    #[cfg(unix)]
+    fn wait_fd<'a>(&'a self, _socket: &'a UdpSocket) -> io::Result<WaitHandle<'a>> {
+        use std::os::fd::AsFd;
         Ok(self.stack.device().file.as_fd())
+    }
+
+    /// Never reached: there is no TAP mode off Linux ([`attach`] refuses).
+    #[cfg(not(unix))]
+    fn wait_fd<'a>(&'a self, _socket: &'a UdpSocket) -> io::Result<WaitHandle<'a>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "TAP mode needs Linux",
+        ))
     }
 
     fn local_addr(&self, socket: &UdpSocket) -> io::Result<SocketAddr> {
@@ -491,7 +505,7 @@ fn create_hint(device: &str) -> String {
 fn attach(device: &str) -> Result<TapDevice, String> {
     use rustix::io::Errno;
     use smoltcp::phy::TunTapInterface;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, BorrowedFd};
 
     check_device(device)?;
     // Opened here first only to tell "cannot open /dev/net/tun" apart from "may not attach".

@@ -8,12 +8,17 @@
 //! silently listening everywhere. Either way the socket gets a large receive buffer, and
 //! addresses are normalised: a dual-stack socket reports IPv4 peers as `::ffff:a.b.c.d`,
 //! which the rest of duet sees as plain `a.b.c.d`.
+//!
+//! On Windows std-embedded-nal cannot lend its socket to wait on, so every bind goes
+//! through `socket2` there: a wildcard IPv4 or IPv6 address binds a dual-stack `[::]`
+//! socket itself (IPv4 only where the machine has no IPv6).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, ToSocketAddrs, UdpSocket};
-use std::os::fd::{AsFd, BorrowedFd};
 
 use embedded_nal::{UdpClientStack, UdpFullStack, nb};
+
+use crate::platform::wait::{AsWaitHandle, WaitHandle};
 
 /// Bytes asked for the socket's receive buffer: a burst of retransmissions must not be lost
 /// to a small default buffer (the kernel caps the request at `net.core.rmem_max`).
@@ -26,6 +31,9 @@ type NalSocket = <std_embedded_nal::Stack as UdpClientStack>::UdpSocket;
 pub struct HostStack {
     nal: std_embedded_nal::Stack,
     bind_ip: IpAddr,
+    /// A wildcard bind made a dual-stack `[::]` socket itself (Windows): IPv4 peers are
+    /// addressed as IPv4-mapped.
+    dual_stack: bool,
 }
 
 /// A socket of [`HostStack`].
@@ -42,6 +50,7 @@ impl HostStack {
         HostStack {
             nal: std_embedded_nal::Stack,
             bind_ip,
+            dual_stack: false,
         }
     }
 
@@ -56,39 +65,65 @@ impl HostStack {
                     .ok_or_else(|| io::Error::other("not an IP socket"))?;
                 Ok(SocketAddr::new(self.bind_ip, addr.port()))
             }
+            HostSocket::Specific(Some(s)) if self.dual_stack => {
+                Ok(SocketAddr::new(self.bind_ip, s.local_addr()?.port()))
+            }
             HostSocket::Specific(Some(s)) => s.local_addr(),
             HostSocket::Specific(None) => Err(not_bound()),
         }
     }
 }
 
-/// The file descriptor to wait on, once bound.
-pub fn socket_fd(socket: &HostSocket) -> io::Result<BorrowedFd<'_>> {
+/// The socket to wait on, once bound.
+pub fn socket_fd(socket: &HostSocket) -> io::Result<WaitHandle<'_>> {
     match socket {
         HostSocket::Wildcard(s) => wildcard_fd(s),
-        HostSocket::Specific(Some(s)) => Ok(s.as_fd()),
+        HostSocket::Specific(Some(s)) => Ok(s.wait_handle()),
         HostSocket::Specific(None) => Err(not_bound()),
     }
 }
 
+#[cfg(unix)]
 #[allow(unsafe_code)]
-fn wildcard_fd(socket: &NalSocket) -> io::Result<BorrowedFd<'_>> {
+fn wildcard_fd(socket: &NalSocket) -> io::Result<WaitHandle<'_>> {
     let raw = socket.as_raw_fd().ok_or_else(not_bound)?;
     // SAFETY: std-embedded-nal returns the descriptor of the std socket it owns inside
     // `socket`; the BorrowedFd borrows `socket`, so the descriptor outlives it.
-    Ok(unsafe { BorrowedFd::borrow_raw(raw) })
+    Ok(unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) })
+}
+
+/// Never reached: Windows makes no std-embedded-nal sockets (see the module's docs).
+#[cfg(windows)]
+fn wildcard_fd(_socket: &NalSocket) -> io::Result<WaitHandle<'_>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no handle for a std-embedded-nal socket on Windows",
+    ))
 }
 
 fn no_ipv6(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::AddrNotAvailable
-        || e.raw_os_error() == Some(rustix::io::Errno::AFNOSUPPORT.raw_os_error())
+    #[cfg(unix)]
+    let no_family = rustix::io::Errno::AFNOSUPPORT.raw_os_error();
+    #[cfg(windows)]
+    let no_family = windows_sys::Win32::Networking::WinSock::WSAEAFNOSUPPORT;
+    e.kind() == io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(no_family)
+}
+
+/// A socket bound to `[::]:port` that also takes IPv4 (mapped).
+#[cfg(windows)]
+fn bind_dual_stack(port: u16) -> io::Result<socket2::Socket> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
+    sock.set_only_v6(false)?;
+    let addr = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    sock.bind(&addr.into())?;
+    Ok(sock)
 }
 
 fn not_bound() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "socket not bound")
 }
 
-fn enlarge_receive_buffer(fd: BorrowedFd<'_>) {
+fn enlarge_receive_buffer(fd: WaitHandle<'_>) {
     // Best effort: a smaller buffer only means more retransmissions under load.
     let _ = socket2::SockRef::from(&fd).set_recv_buffer_size(RECV_BUFFER);
 }
@@ -117,7 +152,7 @@ impl UdpClientStack for HostStack {
     type Error = io::Error;
 
     fn socket(&mut self) -> io::Result<HostSocket> {
-        Ok(if self.bind_ip.is_unspecified() {
+        Ok(if self.bind_ip.is_unspecified() && cfg!(unix) {
             HostSocket::Wildcard(self.nal.socket()?)
         } else {
             HostSocket::Specific(None)
@@ -148,7 +183,14 @@ impl UdpClientStack for HostStack {
     ) -> nb::Result<(usize, SocketAddr), io::Error> {
         let (len, from) = match socket {
             HostSocket::Wildcard(s) => self.nal.receive(s, buffer)?,
-            HostSocket::Specific(Some(s)) => s.recv_from(buffer).map_err(to_nb)?,
+            HostSocket::Specific(Some(s)) => loop {
+                match s.recv_from(buffer) {
+                    // Windows reports an earlier datagram's ICMP port unreachable on the
+                    // next receive; it says nothing about what waits: read on.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
+                    received => break received.map_err(to_nb)?,
+                }
+            },
             HostSocket::Specific(None) => return Err(nb::Error::Other(not_bound())),
         };
         Ok((len, canonical(from)))
@@ -175,12 +217,27 @@ impl UdpFullStack for HostStack {
                 Err(e) => return Err(e),
             },
             HostSocket::Specific(slot) => {
-                let addr = SocketAddr::new(self.bind_ip, port);
-                let domain = socket2::Domain::for_address(addr);
-                let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, None)?;
-                sock.bind(&addr.into())?;
+                #[cfg(windows)]
+                let dual = if self.bind_ip.is_unspecified() {
+                    bind_dual_stack(port).ok()
+                } else {
+                    None
+                };
+                #[cfg(unix)]
+                let dual: Option<socket2::Socket> = None;
+                self.dual_stack = dual.is_some();
+                let sock = match dual {
+                    Some(sock) => sock,
+                    None => {
+                        let addr = SocketAddr::new(self.bind_ip, port);
+                        let domain = socket2::Domain::for_address(addr);
+                        let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, None)?;
+                        sock.bind(&addr.into())?;
+                        sock
+                    }
+                };
                 sock.set_nonblocking(true)?;
-                enlarge_receive_buffer(sock.as_fd());
+                enlarge_receive_buffer(sock.wait_handle());
                 *slot = Some(sock.into());
             }
         }
@@ -194,19 +251,24 @@ impl UdpFullStack for HostStack {
         buffer: &[u8],
     ) -> nb::Result<(), io::Error> {
         match socket {
-            HostSocket::Wildcard(s) => {
-                // The wildcard socket is IPv6 (dual-stack): address IPv4 peers as mapped.
-                let remote = match remote {
-                    SocketAddr::V4(v4) => {
-                        SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
-                    }
-                    v6 => v6,
-                };
-                self.nal.send_to(s, remote, buffer)
+            // The wildcard socket is IPv6 (dual-stack): address IPv4 peers as mapped.
+            HostSocket::Wildcard(s) => self.nal.send_to(s, mapped(remote), buffer),
+            HostSocket::Specific(Some(s)) if self.dual_stack => {
+                s.send_to(buffer, mapped(remote)).map(drop).map_err(to_nb)
             }
             HostSocket::Specific(Some(s)) => s.send_to(buffer, remote).map(drop).map_err(to_nb),
             HostSocket::Specific(None) => Err(nb::Error::Other(not_bound())),
         }
+    }
+}
+
+/// `a.b.c.d` → `::ffff:a.b.c.d`, for a dual-stack socket.
+fn mapped(remote: SocketAddr) -> SocketAddr {
+    match remote {
+        SocketAddr::V4(v4) => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        v6 => v6,
     }
 }
 

@@ -14,7 +14,6 @@
 use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::BorrowedFd;
 use std::time::Instant as StdInstant;
 
 use duet_core::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use embedded_nal::{UdpClientStack, UdpFullStack, nb};
 use super::stun::{self, BindingProbe, ProbeOutcome};
 use super::turn::{Received, Relay, RelayEvent};
 use super::{Demux, TurnConfig};
+use crate::platform::wait::WaitHandle;
 use crate::transport::Transport;
 use crate::transport::udp::{self, HostSocket, HostStack};
 
@@ -322,7 +322,7 @@ impl UdpFullStack for ReachStack {
 }
 
 impl Transport for ReachStack {
-    fn wait_fd<'a>(&'a self, socket: &'a HostSocket) -> io::Result<BorrowedFd<'a>> {
+    fn wait_fd<'a>(&'a self, socket: &'a HostSocket) -> io::Result<WaitHandle<'a>> {
         udp::socket_fd(socket)
     }
     fn local_addr(&self, socket: &HostSocket) -> io::Result<SocketAddr> {
