@@ -240,9 +240,6 @@ pub struct WebArgs {
     /// Do not open a browser: only print the address.
     #[arg(long)]
     pub no_open: bool,
-    /// The name shown for your own messages.
-    #[arg(long, env = "USER", default_value = "me")]
-    pub name: String,
     /// Internet reach.
     #[command(flatten)]
     pub reach: ReachArgs,
@@ -581,7 +578,6 @@ impl From<WebArgs> for WebOptions {
             bind: a.bind,
             http: a.http,
             open: !a.no_open,
-            name: a.name,
             reach: a.reach.into(),
         }
     }

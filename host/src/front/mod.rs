@@ -92,8 +92,6 @@ pub struct WebOptions {
     pub http: String,
     /// Open the default browser on the page.
     pub open: bool,
-    /// The name shown for own messages.
-    pub name: String,
     /// Internet reach.
     pub reach: ReachOptions,
 }

@@ -123,7 +123,6 @@ pub fn web(args: WebOptions, dir: &Path) -> Result<(), Error> {
         inbox,
         contacts,
         peer_key,
-        me: args.name,
         waiting: VecDeque::new(),
         next_tag: 1,
         out,
@@ -137,7 +136,6 @@ struct Web {
     contacts: Contacts,
     /// The peer typed messages go to, once known.
     peer_key: Option<PeerKey>,
-    me: String,
     /// Typed messages (one piece each) waiting for room in the session, with their tags.
     waiting: VecDeque<(u64, String)>,
     next_tag: u64,
@@ -232,7 +230,6 @@ impl Web {
             .map(|p| p.name.clone());
         let json = json!({
             "kind": "hello",
-            "me": self.me,
             "peer": peer_name,
             "up": talk.conversation().is_peer_up(),
             "history": items,
