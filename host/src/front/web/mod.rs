@@ -110,6 +110,12 @@ pub fn web(args: WebOptions, dir: &Path) -> Result<(), Error> {
         "* chat page on http://{served}; open it with this address (it holds the secret that \
          lets anyone read and write as you):"
     ));
+    if !served.ip().is_loopback() {
+        out.line(
+            "* the page is plain HTTP, not encrypted: beyond this computer, whoever sees the \
+             network between it and the browser can read the chat and the secret",
+        );
+    }
     // On a line of its own, whole, for copying and for scripts.
     ui::print(&url);
     if args.open

@@ -6,7 +6,7 @@
 //! and every answer carries a strict Content-Security-Policy: scripts only from this
 //! server's own files, none inline, nothing from elsewhere.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -85,9 +85,19 @@ pub fn start(
     Ok(())
 }
 
-/// The address the server listens on, for the printed address.
+/// The page's address, with the token, for a server listening on `addr`. A server on
+/// every address (0.0.0.0, ::) is opened on this computer's loopback.
 pub fn url(addr: SocketAddr, access: &Access) -> String {
-    format!("http://{addr}/?token={}", access.token())
+    let host = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    };
+    format!("http://{host}/?token={}", access.token())
 }
 
 /// Refuse what does not come from the user's own page, then add the security headers to
