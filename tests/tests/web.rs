@@ -212,9 +212,33 @@ const WS_HEADERS: [&str; 4] = [
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
 ];
 
-/// `duet web` paired with a terminal `duet chat`, both started: their homes, processes,
-/// the printed address and the HTTP port.
-fn web_and_terminal() -> (Home, Home, Proc, Proc, String, u16) {
+/// `duet web` paired with a terminal `duet chat`.
+struct Setup {
+    _web_home: Home,
+    terminal_home: Home,
+    _web: Proc,
+    terminal: Proc,
+    /// The address `duet web` printed.
+    url: String,
+    /// Its HTTP port.
+    port: u16,
+    /// The terminal chat's UDP port.
+    terminal_port: u16,
+}
+
+impl Setup {
+    /// The terminal chat, started (again).
+    fn terminal(&self) -> Proc {
+        let mut terminal =
+            self.terminal_home
+                .duet(&["chat", "a", "--bind", &local(self.terminal_port)]);
+        terminal.expect("* listening on", T);
+        terminal
+    }
+}
+
+/// `duet web` and a terminal `duet chat`, paired and started.
+fn web_and_terminal() -> Setup {
     let (pa, pb, port) = (free_port(), free_port(), free_tcp_port());
     let (ha, hb) = paired(Some(&local(pa)), Some(&local(pb)));
     let mut web = ha.duet(&[
@@ -231,14 +255,24 @@ fn web_and_terminal() -> (Home, Home, Proc, Proc, String, u16) {
         url.starts_with(&format!("http://127.0.0.1:{port}/")),
         "{url}"
     );
-    let mut terminal = hb.duet(&["chat", "a", "--bind", &local(pb)]);
-    terminal.expect("* listening on", T);
-    (ha, hb, web, terminal, url, port)
+    let mut setup = Setup {
+        _web_home: ha,
+        terminal_home: hb,
+        _web: web,
+        terminal: Proc::spawn(&mut Command::new("true"), "nothing yet"),
+        url,
+        port,
+        terminal_port: pb,
+    };
+    setup.terminal = setup.terminal();
+    setup
 }
 
 #[test]
 fn the_page_shows_history_and_live_messages_as_text_and_sends_replies_delivered() {
-    let (_ha, _hb, _web, mut terminal, url, _port) = web_and_terminal();
+    // Kept whole: what a pattern leaves out would be dropped (and killed) at once.
+    let mut setup = web_and_terminal();
+    let (terminal, url) = (&mut setup.terminal, setup.url.clone());
     // Before the page opens: it must come from the history.
     terminal.type_line("hello from the terminal");
     terminal.expect("delivered: hello from the terminal", T);
@@ -283,13 +317,55 @@ fn the_page_shows_history_and_live_messages_as_text_and_sends_replies_delivered(
         browser.eval("document.title.startsWith('duet') && document.title.endsWith(' b')"),
         "true"
     );
+
+    // Away from the page: the title counts what arrives, until the page has the focus.
+    browser.eval("document.hasFocus = () => false");
+    terminal.type_line("while you look elsewhere");
+    browser.wait("#log li.in", "while you look elsewhere");
+    assert_eq!(browser.eval("document.title.startsWith('(1) ')"), "true");
+    browser.eval("document.hasFocus = () => true; window.dispatchEvent(new Event('focus'))");
+    assert_eq!(browser.eval("document.title.startsWith('(')"), "false");
+
     // Nothing on the page failed (a script error, a CSP refusal of the WebSocket).
     assert_eq!(browser.ask(cmd(&[("op", "errors")])), "[]");
 }
 
 #[test]
+fn a_message_typed_while_the_peer_is_away_shows_sending_until_it_is_delivered() {
+    let mut setup = web_and_terminal();
+    let mut browser = Browser::start();
+    browser.goto(&setup.url);
+    browser.wait("#status", "connected");
+    setup.terminal.kill();
+
+    browser.type_enter("#composer", "typed while you were away");
+    browser.wait(
+        r#"#log li.out[data-state="sending"]"#,
+        "typed while you were away",
+    );
+    // Still sending a moment later: nobody acknowledged it.
+    std::thread::sleep(Duration::from_secs(1));
+    let state = "document.querySelector('#log li.out').dataset.state";
+    assert_eq!(browser.eval(state), r#""sending""#);
+
+    let mut terminal = setup.terminal();
+    terminal.expect("typed while you were away", Duration::from_secs(30));
+    browser.wait(
+        r#"#log li.out[data-state="delivered"]"#,
+        "typed while you were away",
+    );
+    // Opened again, the page has it from the history, delivered.
+    browser.goto(&setup.url);
+    browser.wait(
+        r#"#log li.out[data-state="delivered"]"#,
+        "typed while you were away",
+    );
+}
+
+#[test]
 fn without_the_token_or_from_a_foreign_host_or_origin_nothing_is_served() {
-    let (_ha, _hb, _web, mut terminal, url, port) = web_and_terminal();
+    let mut setup = web_and_terminal();
+    let (terminal, url, port) = (&mut setup.terminal, setup.url.clone(), setup.port);
     terminal.type_line("a secret in the history");
     terminal.expect("delivered: a secret in the history", T);
     let token = token_of(&url).to_owned();
