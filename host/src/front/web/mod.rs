@@ -21,8 +21,8 @@ use duet_core::text::Encoding;
 use duet_core::time::Duration;
 
 use super::WebOptions;
+use super::banner;
 use super::ui::{self, Output};
-use super::{banner, sender};
 use crate::app::Error;
 use crate::app::contacts::Contacts;
 use crate::app::conversation::{Conversation, LegacyOptions, messages_of};
@@ -251,14 +251,8 @@ impl Web {
     /// An event, for every page.
     fn show(&mut self, talk: &Talk, happened: Happened) {
         let json = match happened {
-            Happened::Message {
-                from,
-                who,
-                text,
-                exact,
-            } => json!({
+            Happened::Message { text, exact, .. } => json!({
                 "kind": "msg", "dir": "in",
-                "from": sender(who, from),
                 "text": exact.as_deref().map_or(text, shown),
                 "at": now_ms(),
             }),
