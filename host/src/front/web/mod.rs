@@ -10,7 +10,6 @@ mod bridge;
 mod guard;
 mod server;
 
-use std::collections::VecDeque;
 use std::net::TcpListener;
 use std::path::Path;
 
@@ -40,7 +39,9 @@ use guard::Access;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How many of the latest stored messages a page shows when it opens.
 const HISTORY_ON_LOAD: u64 = 200;
-/// Typed messages waiting for room in the session, at most; more are refused.
+/// Typed messages waiting for the peer, at most; more are refused. Each is taken at once
+/// (stored in the next turn's transaction), not held until the session has room: a page
+/// shows it as sending, so it must survive duet being stopped.
 const WAITING_MAX: usize = 1024;
 
 /// `duet web`: `dir` is the config directory (identity and paired peers).
@@ -129,7 +130,6 @@ pub fn web(args: WebOptions, dir: &Path) -> Result<(), Error> {
         inbox,
         contacts,
         peer_key,
-        waiting: VecDeque::new(),
         next_tag: 1,
         out,
     };
@@ -142,8 +142,6 @@ struct Web {
     contacts: Contacts,
     /// The peer typed messages go to, once known.
     peer_key: Option<PeerKey>,
-    /// Typed messages (one piece each) waiting for room in the session, with their tags.
-    waiting: VecDeque<(u64, String)>,
     next_tag: u64,
     /// The terminal, for what the pages cannot show (problems).
     out: Output,
@@ -156,19 +154,12 @@ impl Web {
             while let Some(happened) = talk.next_event() {
                 self.show(talk, happened);
             }
+            let mut took = false;
             for command in self.inbox.take() {
                 match command {
                     Command::Hello { client } => self.hello(talk, client),
-                    Command::Send { text } => self.typed(&text),
+                    Command::Send { text } => took |= self.typed(talk, &text),
                 }
-            }
-            let mut took = false;
-            while talk.has_room() {
-                let Some((tag, text)) = self.waiting.pop_front() else {
-                    break;
-                };
-                talk.submit_tagged(&text, tag);
-                took = true;
             }
             if took {
                 // Stored and sent in the next turn, at once.
@@ -178,15 +169,17 @@ impl Web {
         }
     }
 
-    /// Text typed in a page: one message per piece, shown on every page as sending.
-    fn typed(&mut self, text: &str) {
+    /// Text typed in a page: one message per piece, shown on every page as sending;
+    /// whether any was taken.
+    fn typed(&mut self, talk: &mut Talk, text: &str) -> bool {
         if text.trim().is_empty() {
-            return;
+            return false;
         }
+        let mut took = false;
         for piece in messages_of(text, false) {
             let tag = self.next_tag;
             self.next_tag += 1;
-            if self.waiting.len() >= WAITING_MAX {
+            if talk.waiting() >= WAITING_MAX {
                 self.inbox.show(
                     None,
                     own(
@@ -201,8 +194,10 @@ impl Web {
             }
             self.inbox
                 .show(None, own(&piece, tag, None, "sending", None));
-            self.waiting.push_back((tag, piece));
+            talk.submit_tagged(&piece, tag);
+            took = true;
         }
+        took
     }
 
     /// A page opened: its header and the latest history, to it alone.
@@ -241,11 +236,6 @@ impl Web {
             "history": items,
         });
         self.inbox.show(Some(client), json.to_string());
-        // What is still waiting for room was typed before this page opened.
-        for (tag, text) in &self.waiting {
-            self.inbox
-                .show(Some(client), own(text, *tag, None, "sending", None));
-        }
     }
 
     /// An event, for every page.
