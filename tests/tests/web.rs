@@ -214,64 +214,73 @@ const WS_HEADERS: [&str; 4] = [
 
 /// `duet web` paired with a terminal `duet chat`.
 struct Setup {
-    _web_home: Home,
+    web_home: Home,
     terminal_home: Home,
-    _web: Proc,
+    web: Proc,
     terminal: Proc,
     /// The address `duet web` printed.
     url: String,
     /// Its HTTP port.
     port: u16,
-    /// The terminal chat's UDP port.
-    terminal_port: u16,
+    /// The UDP ports of `duet web` and of the terminal chat.
+    web_udp: u16,
+    terminal_udp: u16,
 }
 
 impl Setup {
+    /// `duet web` and a terminal `duet chat`, paired and started.
+    fn start() -> Setup {
+        let (web_udp, terminal_udp, port) = (free_port(), free_port(), free_tcp_port());
+        let (web_home, terminal_home) = paired(Some(&local(web_udp)), Some(&local(terminal_udp)));
+        let mut setup = Setup {
+            web_home,
+            terminal_home,
+            web: Proc::spawn(&mut Command::new("true"), "nothing yet"),
+            terminal: Proc::spawn(&mut Command::new("true"), "nothing yet"),
+            url: String::new(),
+            port,
+            web_udp,
+            terminal_udp,
+        };
+        setup.start_web();
+        setup.terminal = setup.terminal();
+        setup
+    }
+
+    /// Start `duet web` (again): its address, with a new token, is `self.url`.
+    fn start_web(&mut self) {
+        self.web = self.web_home.duet(&[
+            "web",
+            "b",
+            "--bind",
+            &local(self.web_udp),
+            "--http",
+            &local(self.port),
+            "--no-open",
+        ]);
+        self.url = self.web.expect("?token=", T).trim().to_owned();
+        assert!(
+            self.url
+                .starts_with(&format!("http://127.0.0.1:{}/", self.port)),
+            "{}",
+            self.url
+        );
+    }
+
     /// The terminal chat, started (again).
     fn terminal(&self) -> Proc {
         let mut terminal =
             self.terminal_home
-                .duet(&["chat", "a", "--bind", &local(self.terminal_port)]);
+                .duet(&["chat", "a", "--bind", &local(self.terminal_udp)]);
         terminal.expect("* listening on", T);
         terminal
     }
 }
 
-/// `duet web` and a terminal `duet chat`, paired and started.
-fn web_and_terminal() -> Setup {
-    let (pa, pb, port) = (free_port(), free_port(), free_tcp_port());
-    let (ha, hb) = paired(Some(&local(pa)), Some(&local(pb)));
-    let mut web = ha.duet(&[
-        "web",
-        "b",
-        "--bind",
-        &local(pa),
-        "--http",
-        &local(port),
-        "--no-open",
-    ]);
-    let url = web.expect("?token=", T).trim().to_owned();
-    assert!(
-        url.starts_with(&format!("http://127.0.0.1:{port}/")),
-        "{url}"
-    );
-    let mut setup = Setup {
-        _web_home: ha,
-        terminal_home: hb,
-        _web: web,
-        terminal: Proc::spawn(&mut Command::new("true"), "nothing yet"),
-        url,
-        port,
-        terminal_port: pb,
-    };
-    setup.terminal = setup.terminal();
-    setup
-}
-
 #[test]
 fn the_page_shows_history_and_live_messages_as_text_and_sends_replies_delivered() {
     // Kept whole: what a pattern leaves out would be dropped (and killed) at once.
-    let mut setup = web_and_terminal();
+    let mut setup = Setup::start();
     let (terminal, url) = (&mut setup.terminal, setup.url.clone());
     // Before the page opens: it must come from the history.
     terminal.type_line("hello from the terminal");
@@ -332,7 +341,7 @@ fn the_page_shows_history_and_live_messages_as_text_and_sends_replies_delivered(
 
 #[test]
 fn a_message_typed_while_the_peer_is_away_shows_sending_until_it_is_delivered() {
-    let mut setup = web_and_terminal();
+    let mut setup = Setup::start();
     let mut browser = Browser::start();
     browser.goto(&setup.url);
     browser.wait("#status", "connected");
@@ -364,7 +373,7 @@ fn a_message_typed_while_the_peer_is_away_shows_sending_until_it_is_delivered() 
 
 #[test]
 fn without_the_token_or_from_a_foreign_host_or_origin_nothing_is_served() {
-    let mut setup = web_and_terminal();
+    let mut setup = Setup::start();
     let (terminal, url, port) = (&mut setup.terminal, setup.url.clone(), setup.port);
     terminal.type_line("a secret in the history");
     terminal.expect("delivered: a secret in the history", T);
@@ -410,4 +419,29 @@ fn without_the_token_or_from_a_foreign_host_or_origin_nothing_is_served() {
     headers.extend([cookie.as_str(), own.as_str()]);
     let (status, answer) = http(port, "/ws", &headers);
     assert_eq!(status, 101, "{answer}");
+}
+
+#[test]
+fn a_message_typed_in_the_page_is_kept_when_duet_web_is_killed_and_sent_by_the_next() {
+    let mut setup = Setup::start();
+    setup.terminal.kill();
+    let mut browser = Browser::start();
+    browser.goto(&setup.url);
+    browser.type_enter("#composer", "kept through a kill");
+    browser.wait(
+        r#"#log li.out[data-state="sending"]"#,
+        "kept through a kill",
+    );
+    // Stored by the turn right after the page's text is taken; a margin, then the kill.
+    std::thread::sleep(Duration::from_millis(500));
+    setup.web.kill();
+
+    setup.start_web();
+    let mut terminal = setup.terminal();
+    terminal.expect("kept through a kill", Duration::from_secs(30));
+    browser.goto(&setup.url);
+    browser.wait(
+        r#"#log li.out[data-state="delivered"]"#,
+        "kept through a kill",
+    );
 }
