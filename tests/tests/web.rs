@@ -317,6 +317,13 @@ fn the_page_shows_history_and_live_messages_as_text_and_sends_replies_delivered(
         browser.eval("document.getElementById('composer').value"),
         r#""""#
     );
+    // Shift+Enter is a line break in one message; the terminal shows it escaped.
+    browser.type_enter("#composer", "two lines:\nthe second");
+    terminal.expect("two lines:\\nthe second", T);
+    browser.wait(
+        r#"#log li.out[data-state="delivered"]"#,
+        "two lines:\nthe second",
+    );
     assert_eq!(
         browser.eval("document.querySelectorAll('input, textarea, [contenteditable]').length"),
         "1",

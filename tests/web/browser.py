@@ -5,7 +5,7 @@ Chromium (CHROMIUM, default /usr/bin/chromium); nothing is downloaded.
 
 Commands: {"op": "goto", "url": U}, {"op": "wait", "selector": S, "text": T, "timeout": MS}
 (an element matching S whose text contains T), {"op": "type", "selector": S, "text": T}
-(typed, then Enter), {"op": "eval", "js": J}, {"op": "screenshot", "path": P}.
+(typed, a line break as Shift+Enter, then Enter), {"op": "eval", "js": J}, {"op": "screenshot", "path": P}.
 """
 import json
 import os
@@ -47,7 +47,10 @@ def main():
                     answer(True, None)
                 elif op == "type":
                     page.focus(cmd["selector"])
-                    page.keyboard.type(cmd["text"])
+                    for i, line in enumerate(cmd["text"].split("\n")):
+                        if i > 0:
+                            page.keyboard.press("Shift+Enter")
+                        page.keyboard.type(line)
                     page.keyboard.press("Enter")
                     answer(True, None)
                 elif op == "eval":
