@@ -99,6 +99,11 @@ function handle(m) {
     case 'state':
       update(m);
       break;
+    case 'peer':
+      peer = m.name;
+      heading.textContent = peer;
+      title();
+      break;
     case 'status':
       setStatus(m.text);
       break;

@@ -260,7 +260,13 @@ impl Web {
             Happened::Refused { mine, why, .. } => state(mine, "failed", Some(&why)),
             Happened::PeerUp(addr) => {
                 if self.peer_key.is_none() {
+                    // Whoever wrote first: the pages learn whom they talk to.
                     self.peer_key = talk_peer(talk);
+                    let name = self.peer_key.and_then(|k| self.contacts.peers.by_key(&k));
+                    if let Some(peer) = name {
+                        let json = json!({"kind": "peer", "name": peer.name});
+                        self.inbox.show(None, json.to_string());
+                    }
                 }
                 json!({"kind": "status", "up": true, "text": format!("connected ({addr})")})
             }
