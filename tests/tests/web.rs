@@ -225,11 +225,21 @@ struct Setup {
     /// The UDP ports of `duet web` and of the terminal chat.
     web_udp: u16,
     terminal_udp: u16,
+    /// The peer `duet web` is told to talk to, if any.
+    web_peer: Option<&'static str>,
 }
 
 impl Setup {
-    /// `duet web` and a terminal `duet chat`, paired and started.
+    /// `duet web b` and a terminal `duet chat a`, paired and started.
     fn start() -> Setup {
+        let mut setup = Setup::start_with(Some("b"));
+        setup.terminal = setup.terminal();
+        setup
+    }
+
+    /// `duet web` talking to `web_peer`, or to whoever writes first; the terminal chat is
+    /// not started yet.
+    fn start_with(web_peer: Option<&'static str>) -> Setup {
         let (web_udp, terminal_udp, port) = (free_port(), free_port(), free_tcp_port());
         let (web_home, terminal_home) = paired(Some(&local(web_udp)), Some(&local(terminal_udp)));
         let mut setup = Setup {
@@ -241,23 +251,18 @@ impl Setup {
             port,
             web_udp,
             terminal_udp,
+            web_peer,
         };
         setup.start_web();
-        setup.terminal = setup.terminal();
         setup
     }
 
     /// Start `duet web` (again): its address, with a new token, is `self.url`.
     fn start_web(&mut self) {
-        self.web = self.web_home.duet(&[
-            "web",
-            "b",
-            "--bind",
-            &local(self.web_udp),
-            "--http",
-            &local(self.port),
-            "--no-open",
-        ]);
+        let (bind, http) = (local(self.web_udp), local(self.port));
+        let mut args = vec!["web", "--bind", &bind, "--http", &http, "--no-open"];
+        args.extend(self.web_peer);
+        self.web = self.web_home.duet(&args);
         self.url = self.web.expect("?token=", T).trim().to_owned();
         assert!(
             self.url
@@ -451,4 +456,23 @@ fn a_message_typed_in_the_page_is_kept_when_duet_web_is_killed_and_sent_by_the_n
         r#"#log li.out[data-state="delivered"]"#,
         "kept through a kill",
     );
+}
+
+#[test]
+fn a_page_without_a_named_peer_talks_to_whoever_writes_first() {
+    let mut setup = Setup::start_with(None);
+    let mut browser = Browser::start();
+    browser.goto(&setup.url);
+    browser.wait("#peer", "whoever writes first");
+    setup.terminal = setup.terminal();
+    setup.terminal.type_line("it is me, b");
+    browser.wait("#log li.in", "it is me, b");
+    browser.wait("#peer", "b");
+    assert_eq!(
+        browser.eval("document.getElementById('peer').textContent"),
+        r#""b""#
+    );
+    browser.type_enter("#composer", "hello b");
+    setup.terminal.expect("hello b", T);
+    browser.wait(r#"#log li.out[data-state="delivered"]"#, "hello b");
 }
