@@ -27,6 +27,10 @@ pub enum Command {
         /// As typed.
         text: String,
     },
+    /// The user pressed ctrl-c: say goodbye to the peer and leave.
+    Leave,
+    /// The web server stopped, and with it every page: why.
+    Stopped(String),
 }
 
 /// An event for the pages, as JSON.

@@ -159,6 +159,14 @@ impl Web {
                 match command {
                     Command::Hello { client } => self.hello(talk, client),
                     Command::Send { text } => took |= self.typed(talk, &text),
+                    Command::Leave => {
+                        self.leave(talk);
+                        return Ok(());
+                    }
+                    Command::Stopped(why) => {
+                        self.leave(talk);
+                        return Err(Error::Other(why));
+                    }
                 }
             }
             if took {
@@ -166,6 +174,18 @@ impl Web {
                 continue;
             }
             talk.wait(deadline, Some(self.inbox.fd()), None)?;
+        }
+    }
+
+    /// Say goodbye to the peer; what it has not acknowledged stays in the outbox.
+    fn leave(&mut self, talk: &mut Talk) {
+        talk.close();
+        let waiting = talk.waiting();
+        if waiting > 0 {
+            self.out.line(&format!(
+                "* leaving; {waiting} message(s) not delivered yet stay in the outbox, sent the \
+                 next time duet runs"
+            ));
         }
     }
 

@@ -55,6 +55,7 @@ pub fn start(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
+    let to_loop = bridge.clone();
     let shared = Shared {
         access: Arc::new(access),
         bridge,
@@ -72,14 +73,22 @@ pub fn start(
         .name("duet-web".into())
         .spawn(move || {
             runtime.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => {
-                        if let Err(e) = axum::serve(listener, app).await {
-                            eprintln!("duet: the web server stopped: {e}");
-                        }
+                // Ctrl-c is caught from now on: the chat loop leaves on it, as it does when
+                // the server stops (a duet without its page would run on unseen).
+                let leave = to_loop.clone();
+                tokio::spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        leave.tell(Command::Leave);
                     }
-                    Err(e) => eprintln!("duet: the web server cannot start: {e}"),
-                }
+                });
+                let why = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => match axum::serve(listener, app).await {
+                        Ok(()) => "the web server stopped".to_owned(),
+                        Err(e) => format!("the web server stopped: {e}"),
+                    },
+                    Err(e) => format!("the web server cannot start: {e}"),
+                };
+                to_loop.tell(Command::Stopped(why));
             })
         })?;
     Ok(())
