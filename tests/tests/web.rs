@@ -476,3 +476,17 @@ fn a_page_without_a_named_peer_talks_to_whoever_writes_first() {
     setup.terminal.expect("hello b", T);
     browser.wait(r#"#log li.out[data-state="delivered"]"#, "hello b");
 }
+
+#[test]
+fn ctrl_c_says_goodbye_to_the_peer_and_leaves() {
+    let mut setup = Setup::start();
+    setup.terminal.type_line("are you there?");
+    setup.terminal.expect("delivered: are you there?", T);
+    let pid = rustix::process::Pid::from_raw(setup.web.id() as i32).expect("a process id");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("send SIGINT");
+    assert!(setup.web.wait(T).success(), "{:?}", setup.web.seen);
+    // Told, not left to find out after the keepalives time out.
+    setup
+        .terminal
+        .expect("peer is down", Duration::from_secs(3));
+}
