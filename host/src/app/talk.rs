@@ -57,6 +57,9 @@ pub enum Happened {
         who: Option<String>,
         /// The text, escaped for one line.
         text: String,
+        /// The text exactly as it arrived (duet mode), for a front-end that shows several
+        /// lines and does its own escaping.
+        exact: Option<String>,
     },
     /// The peer's application has one of ours.
     Delivered {
@@ -64,6 +67,8 @@ pub enum Happened {
         id: MessageId,
         /// A short quote.
         quote: String,
+        /// Which of the typed messages it is.
+        mine: Mine,
     },
     /// One of ours was not delivered this time.
     NotDelivered {
@@ -75,6 +80,8 @@ pub enum Happened {
         quote: String,
         /// Whether it stays in the durable outbox (sent again later).
         kept: bool,
+        /// Which of the typed messages it is.
+        mine: Mine,
     },
     /// A typed message was refused before it was sent.
     Refused {
@@ -82,6 +89,8 @@ pub enum Happened {
         why: String,
         /// A short quote.
         quote: String,
+        /// Which of the typed messages it is.
+        mine: Mine,
     },
     /// Some characters could not be written in legacy mode's encoding.
     Unmappable {
@@ -110,6 +119,16 @@ pub enum Happened {
     Problem(String),
 }
 
+/// Which typed message an outcome is about, in the terms a front-end knows it by: the tag
+/// it gave ([`Talk::submit_tagged`]) and the id in the store (the history's `uid`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mine {
+    /// The front-end's tag, when it gave one.
+    pub tag: Option<u64>,
+    /// Its id in the store, once stored.
+    pub uid: Option<u64>,
+}
+
 /// A typed message not yet in the session.
 #[derive(Clone, Debug)]
 struct Pending {
@@ -120,6 +139,8 @@ struct Pending {
     durable: bool,
     /// The hand-off it came from, if a `duet send` handed it over.
     origin: Option<u64>,
+    /// The front-end's tag for it.
+    tag: Option<u64>,
 }
 
 /// Own messages in the session.
@@ -128,6 +149,7 @@ struct InFlight {
     quote: String,
     uid: Option<u64>,
     origin: Option<u64>,
+    tag: Option<u64>,
 }
 
 /// A `duet send` that handed its text to this duet, waiting for its messages' outcomes.
@@ -292,6 +314,7 @@ impl Talk {
                 from: None,
                 who: names(&key),
                 text: display::escaped(&text),
+                exact: Some(text),
             });
         }
         Ok(())
@@ -320,6 +343,7 @@ impl Talk {
                 uid: Some(uid),
                 durable: true,
                 origin: None,
+                tag: None,
             })
             .collect();
         let resumed = earlier.len();
@@ -332,11 +356,18 @@ impl Talk {
     /// Queue typed text (split into messages if long). It is stored, in the next turn's
     /// transaction, before the session sends it.
     pub fn submit(&mut self, text: &str) {
-        self.submit_from(text, None);
+        self.submit_from(text, None, None);
     }
 
-    /// [`Talk::submit`] for a hand-off; returns how many messages the text became.
-    fn submit_from(&mut self, text: &str, origin: Option<u64>) -> usize {
+    /// [`Talk::submit`], with `tag` in the outcomes' [`Mine`] (every piece of a long text
+    /// has the same tag); returns how many messages the text became.
+    pub fn submit_tagged(&mut self, text: &str, tag: u64) -> usize {
+        self.submit_from(text, None, Some(tag))
+    }
+
+    /// [`Talk::submit`] for a hand-off or with a tag; returns how many messages the text
+    /// became.
+    fn submit_from(&mut self, text: &str, origin: Option<u64>, tag: Option<u64>) -> usize {
         let legacy = matches!(self.link.protocol, Conversation::Legacy(_));
         // In duet mode every typed message is kept: stored once the peer it goes to is
         // known (a chat waiting for whoever writes first holds it until then).
@@ -349,6 +380,7 @@ impl Talk {
                 uid: None,
                 durable,
                 origin,
+                tag,
             });
         }
         count
@@ -493,7 +525,7 @@ impl Talk {
             }
             let origin = self.next_origin;
             self.next_origin += 1;
-            let count = self.submit_from(&request.text, Some(origin));
+            let count = self.submit_from(&request.text, Some(origin), None);
             if stream
                 .write_all(Reply::Queued(count).line().as_bytes())
                 .is_ok()
@@ -581,6 +613,7 @@ impl Talk {
                     self.report(sent.as_ref().and_then(|s| s.origin), Reply::Delivered);
                     self.events.push_back(Happened::Delivered {
                         id,
+                        mine: mine_of(sent.as_ref()),
                         quote: sent.map(|s| s.quote).unwrap_or_default(),
                     });
                 }
@@ -595,6 +628,7 @@ impl Talk {
                     self.events.push_back(Happened::NotDelivered {
                         id,
                         why,
+                        mine: mine_of(sent.as_ref()),
                         quote: sent.map(|s| s.quote).unwrap_or_default(),
                         kept,
                     });
@@ -630,6 +664,7 @@ impl Talk {
                     from: r.from,
                     who: r.who,
                     text: r.text,
+                    exact: None,
                 });
             }
             return;
@@ -695,6 +730,7 @@ impl Talk {
                             from: r.from,
                             who: r.who,
                             text: r.text,
+                            exact: r.stored.map(|(_, _, exact)| exact),
                         });
                     }
                 }
@@ -750,6 +786,7 @@ impl Talk {
                                     quote: quote.clone(),
                                     uid: p.uid,
                                     origin: p.origin,
+                                    tag: p.tag,
                                 },
                             );
                             self.counts.total += 1;
@@ -779,12 +816,27 @@ impl Talk {
                 },
             };
             if let Err(why) = result {
-                let origin = p.origin;
+                let (origin, mine) = (
+                    p.origin,
+                    Mine {
+                        tag: p.tag,
+                        uid: p.uid,
+                    },
+                );
                 self.report(origin, Reply::Failed(why.clone()));
-                self.events.push_back(Happened::Refused { why, quote });
+                self.events
+                    .push_back(Happened::Refused { why, quote, mine });
             }
             self.pending.pop_front();
         }
+    }
+}
+
+/// Who an outcome is about, from what was in flight.
+fn mine_of(sent: Option<&InFlight>) -> Mine {
+    Mine {
+        tag: sent.and_then(|s| s.tag),
+        uid: sent.and_then(|s| s.uid),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::app::keys::{self, PeerKey};
 use crate::app::pair::{self, AddOptions, Code, InviteOptions, JoinOptions};
 use crate::front::{
     self, ChatOptions, HistoryOptions, IpmsgOptions, ListenOptions, PeersOptions, ReachOptions,
-    SendOptions,
+    SendOptions, WebOptions,
 };
 use crate::platform;
 use crate::transport::TapOptions;
@@ -56,6 +56,8 @@ pub enum Command {
     /// peers.
     #[command(subcommand)]
     Pair(PairCommand),
+    /// Chat in a web browser: serve the chat page on this computer and open it.
+    Web(WebArgs),
     /// Show stored messages, oldest first: what you sent (with its state) and received.
     History(HistoryArgs),
     /// List who is on the LAN: IP Messenger, FeiQ and iptux users (`--ipmsg`).
@@ -222,6 +224,28 @@ pub struct ChatCommand {
     /// The same as --peer: `duet chat alice`.
     #[arg(value_name = "PEER", conflicts_with = "peer")]
     pub with: Option<String>,
+}
+
+/// `duet web [PEER]`.
+#[derive(Debug, Args, Clone)]
+pub struct WebArgs {
+    /// Who to talk to: a paired peer's NAME, NAME@HOST:PORT, or the HOST:PORT recorded for
+    /// one. Without it, whichever paired peer writes first.
+    #[arg(value_name = "PEER")]
+    pub peer: Option<String>,
+    /// Local address to listen on for the peer (UDP), ADDR:PORT.
+    #[arg(long, default_value = "0.0.0.0:7789", value_name = "ADDR:PORT")]
+    pub bind: String,
+    /// Where the chat page is served (HTTP), ADDR:PORT. Anyone who can reach it still
+    /// needs the secret address duet prints.
+    #[arg(long, default_value = "127.0.0.1:7790", value_name = "ADDR:PORT")]
+    pub http: String,
+    /// Do not open a browser: only print the address.
+    #[arg(long)]
+    pub no_open: bool,
+    /// Internet reach.
+    #[command(flatten)]
+    pub reach: ReachArgs,
 }
 
 /// `duet send`.
@@ -414,6 +438,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Some(Command::Listen(args)) => front::listen::listen(args.into(), &dir),
         Some(Command::Peers(args)) => front::lan::peers(args.into()),
         Some(Command::History(args)) => front::history::history(args.into(), &dir),
+        Some(Command::Web(args)) => front::web::web(args.into(), &dir),
         Some(Command::Id) => pair::id(&dir, out),
         Some(Command::Status) => front::status::status(&dir),
         Some(Command::DhtNode(args)) => front::node::dht_node(&args.bind, &args.bootstrap),
@@ -545,6 +570,18 @@ impl From<ListenArgs> for ListenOptions {
             legacy: a.legacy.into(),
             tap: a.tap.into(),
             ipmsg: a.ipmsg.into(),
+        }
+    }
+}
+
+impl From<WebArgs> for WebOptions {
+    fn from(a: WebArgs) -> Self {
+        WebOptions {
+            peer: a.peer,
+            bind: a.bind,
+            http: a.http,
+            open: !a.no_open,
+            reach: a.reach.into(),
         }
     }
 }

@@ -304,15 +304,15 @@ impl ChatState {
     fn show_events(&mut self, talk: &mut Talk, out: &mut Output) {
         while let Some(happened) = talk.next_event() {
             match happened {
-                Happened::Message { from, who, text } => {
+                Happened::Message { from, who, text, .. } => {
                     self.heard = true;
                     out.line(&format!("{}: {text}", sender(who, from)));
                 }
-                Happened::Delivered { id, quote } => {
+                Happened::Delivered { id, quote, .. } => {
                     self.heard = true;
                     out.line(&format!("* {id} delivered: {quote}"));
                 }
-                Happened::NotDelivered { id, why, quote, kept } => {
+                Happened::NotDelivered { id, why, quote, kept, .. } => {
                     if kept {
                         out.line(&format!(
                             "* {id} not delivered yet ({why}); kept in the outbox, sent the next time you chat: {quote}"
@@ -321,7 +321,7 @@ impl ChatState {
                         out.line(&format!("* {id} FAILED ({why}): {quote}"));
                     }
                 }
-                Happened::Refused { why, quote } => out.line(&format!("* not sent ({why}): {quote}")),
+                Happened::Refused { why, quote, .. } => out.line(&format!("* not sent ({why}): {quote}")),
                 Happened::Unmappable { count, encoding } => out.line(&format!(
                     "* {count} character(s) cannot be written in {} and were sent as '?'",
                     encoding.name()

@@ -62,7 +62,7 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
             match happened {
                 // Stored before it is shown and acknowledged; one stored by an earlier run
                 // is a retransmission and does not come out again.
-                Happened::Message { from, who, text } => {
+                Happened::Message { from, who, text, .. } => {
                     received += 1;
                     out.line(&format!("{}: {text}", sender(who, from)));
                 }

@@ -1,6 +1,6 @@
 //! Front-ends: what is typed in and how events look. The terminal chat and line mode
-//! ([`chat`]), one-shot [`send`] and [`listen`], [`history`], and IP Messenger mode
-//! ([`lan`]). Each takes plain options (the command line fills them) and runs the
+//! ([`chat`]), the chat in a browser ([`web`]), one-shot [`send`] and [`listen`],
+//! [`history`], and IP Messenger mode ([`lan`]). Each takes plain options (the command line fills them) and runs the
 //! application's conversation; none knows about clap or exit codes.
 
 pub mod chat;
@@ -12,6 +12,7 @@ pub mod node;
 pub mod send;
 pub mod status;
 pub mod ui;
+pub mod web;
 
 use std::net::SocketAddr;
 
@@ -76,6 +77,21 @@ pub struct ChatOptions {
     pub tap: TapOptions,
     /// IP Messenger mode.
     pub ipmsg: IpmsgOptions,
+    /// Internet reach.
+    pub reach: ReachOptions,
+}
+
+/// `duet web`.
+#[derive(Clone, Debug)]
+pub struct WebOptions {
+    /// Who to talk to: a paired peer's name, or `HOST:PORT`.
+    pub peer: Option<String>,
+    /// Local address for the peer (UDP), `ADDR:PORT`.
+    pub bind: String,
+    /// Where the page is served (HTTP), `ADDR:PORT`.
+    pub http: String,
+    /// Open the default browser on the page.
+    pub open: bool,
     /// Internet reach.
     pub reach: ReachOptions,
 }

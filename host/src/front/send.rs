@@ -155,7 +155,9 @@ pub fn send(args: SendOptions, dir: &Path) -> Result<(), Error> {
                 Happened::NotDelivered { .. } => failed += 1,
                 Happened::PeerUp(_) => heard = true,
                 // The peer wrote meanwhile: stored in the history, and shown.
-                Happened::Message { from, who, text } => {
+                Happened::Message {
+                    from, who, text, ..
+                } => {
                     heard = true;
                     out.line(&format!("{}: {text}", sender(who, from)));
                 }

@@ -4,6 +4,7 @@
 //! the system's own calls. Each module has a Unix and a Windows side, chosen by `#[cfg]`,
 //! with one interface.
 
+pub mod browser;
 pub mod files;
 pub mod ifaces;
 pub mod ipc;

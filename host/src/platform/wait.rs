@@ -82,10 +82,12 @@ mod unix {
     /// The end [`readable`] waits on.
     pub struct WakeReceiver(io::PipeReader);
 
-    /// A connected wake-up: a pipe whose reading end never blocks.
+    /// A connected wake-up: a pipe neither end of which ever blocks (a full pipe already
+    /// wakes the receiver; an empty one is drained).
     pub fn wake_pair() -> io::Result<(Wake, WakeReceiver)> {
         let (rx, tx) = io::pipe()?;
         rustix::io::ioctl_fionbio(rx.as_fd(), true)?;
+        rustix::io::ioctl_fionbio(tx.as_fd(), true)?;
         Ok((Wake(tx), WakeReceiver(rx)))
     }
 
