@@ -330,9 +330,12 @@ fn the_page_shows_history_and_live_messages_as_text_and_sends_replies_delivered(
         "two lines:\nthe second",
     );
     assert_eq!(
-        browser.eval("document.querySelectorAll('input, textarea, [contenteditable]').length"),
+        browser.eval(
+            "[...document.querySelectorAll('input, textarea, [contenteditable]')]\
+             .filter(e => !e.closest('#pairing')).length"
+        ),
         "1",
-        "the composer is the page's only text input"
+        "besides the pairing fields, the composer is the page's only text input"
     );
     assert_eq!(
         browser.eval("document.title.startsWith('duet') && document.title.endsWith(' b')"),
@@ -489,4 +492,119 @@ fn ctrl_c_says_goodbye_to_the_peer_and_leaves() {
     setup
         .terminal
         .expect("peer is down", Duration::from_secs(3));
+}
+
+/// A `duet web` with nobody paired yet, and its page open.
+fn unpaired_web(home: &Home) -> (Proc, Browser, u16) {
+    let (udp, port) = (free_port(), free_tcp_port());
+    let mut web = home.duet(&[
+        "web",
+        "--bind",
+        &local(udp),
+        "--http",
+        &local(port),
+        "--no-open",
+    ]);
+    let url = web.expect("?token=", T).trim().to_owned();
+    let mut browser = Browser::start();
+    browser.goto(&url);
+    browser.wait("#peer", "whoever writes first");
+    (web, browser, udp)
+}
+
+/// Fill the page's pairing fields (a JSON string each) and press `button`.
+fn pair_in_page(browser: &mut Browser, name: &str, code: &str, addr: &str, button: &str) {
+    let js = format!(
+        "document.getElementById('pair-name').value = {name:?}; \
+         document.getElementById('pair-code').value = {code:?}; \
+         document.getElementById('pair-addr').value = {addr:?}; \
+         document.getElementById('{button}').click()"
+    );
+    browser.eval(&js);
+}
+
+/// Both sides list each other.
+fn assert_listed(web_home: &Home, web_calls: &str, terminal_home: &Home, terminal_calls: &str) {
+    let (code, list) = web_home.run(&["pair", "list"]);
+    assert!(code == 0 && list.contains(web_calls), "{list}");
+    let (code, list) = terminal_home.run(&["pair", "list"]);
+    assert!(code == 0 && list.contains(terminal_calls), "{list}");
+}
+
+#[test]
+fn a_page_invites_a_terminal_joins_and_they_chat_at_once() {
+    let (web_home, terminal_home) = (Home::new("web-inviter"), Home::new("term-joiner"));
+    let (_web, mut browser, web_udp) = unpaired_web(&web_home);
+    pair_in_page(&mut browser, "t", "", "", "invite");
+    browser.wait("#pair-log", "code: ");
+    let shown = browser.eval("document.getElementById('pair-log').textContent");
+    let code = shown
+        .split("code: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .expect("a code in the page")
+        .to_owned();
+    let port = shown
+        .split("waiting on ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|a| a.rsplit(':').next())
+        .expect("the pairing port in the page")
+        .to_owned();
+    let (status, out) = terminal_home.run(&[
+        "pair",
+        "join",
+        "w",
+        &code,
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--timeout",
+        "20",
+    ]);
+    assert_eq!(status, 0, "{out}");
+    browser.wait("#pair-log", "paired with t");
+    assert_listed(&web_home, "t", &terminal_home, "w");
+    // No restart: the running duet web takes the new peer.
+    let to = format!("w@127.0.0.1:{web_udp}");
+    let (status, out) = terminal_home.run(&["send", "--to", &to, "hello from t"]);
+    assert_eq!(status, 0, "{out}");
+    browser.wait("#log li.in", "hello from t");
+    browser.wait("#peer", "t");
+}
+
+#[test]
+fn a_terminal_invites_a_page_joins_and_a_wrong_code_shows_an_error() {
+    let (web_home, terminal_home) = (Home::new("web-joiner"), Home::new("term-inviter"));
+    let (_web, mut browser, _) = unpaired_web(&web_home);
+    let pairing = local(free_port());
+    let mut invite =
+        terminal_home.duet(&["pair", "invite", "w", "--bind", &pairing, "--timeout", "20"]);
+    let line = invite.expect("code: ", T);
+    let code = line
+        .split("code: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .expect("a code")
+        .to_owned();
+    let wrong = if code.starts_with('0') {
+        "1111-1111"
+    } else {
+        "0000-0000"
+    };
+    pair_in_page(&mut browser, "t", wrong, &pairing, "join");
+    browser.wait("#pair-log .error", "pairing failed");
+    invite.wait(T);
+    let mut invite =
+        terminal_home.duet(&["pair", "invite", "w", "--bind", &pairing, "--timeout", "20"]);
+    let line = invite.expect("code: ", T);
+    let code = line
+        .split("code: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .expect("a code")
+        .to_owned();
+    pair_in_page(&mut browser, "t", &code, &pairing, "join");
+    browser.wait("#pair-log", "paired with t");
+    assert!(invite.wait(T).success(), "{:?}", invite.seen);
+    assert_listed(&web_home, "t", &terminal_home, "w");
 }

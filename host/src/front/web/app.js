@@ -9,6 +9,13 @@ const sendButton = document.getElementById('send');
 const statusLine = document.getElementById('status');
 const heading = document.getElementById('peer');
 
+const pairing = document.getElementById('pairing');
+const pairName = document.getElementById('pair-name');
+const pairCode = document.getElementById('pair-code');
+const pairAddr = document.getElementById('pair-addr');
+const pairLog = document.getElementById('pair-log');
+const pairButtons = [document.getElementById('invite'), document.getElementById('join')];
+
 let socket = null;
 let retry = 500;
 let peer = 'peer';
@@ -71,6 +78,35 @@ function problem(text) {
   log.append(li);
 }
 
+function pairLine(text, cls) {
+  const li = document.createElement('li');
+  if (cls) li.className = cls;
+  li.textContent = text;
+  pairLog.append(li);
+}
+
+function paired(m) {
+  if (m.text !== undefined) pairLine(m.text);
+  if (m.done) pairButtons.forEach((b) => { b.disabled = false; });
+  if (m.error !== undefined) pairLine('pairing failed: ' + m.error, 'error');
+  if (m.paired !== undefined) pairLine('paired with ' + m.paired, 'done');
+}
+
+function startPairing(code) {
+  if (!socket || socket.readyState !== WebSocket.OPEN) return;
+  pairLog.replaceChildren();
+  pairButtons.forEach((b) => { b.disabled = true; });
+  const m = { pair: pairName.value };
+  if (code !== null) {
+    m.code = code;
+    m.addr = pairAddr.value;
+  }
+  socket.send(JSON.stringify(m));
+}
+
+document.getElementById('invite').addEventListener('click', () => startPairing(null));
+document.getElementById('join').addEventListener('click', () => startPairing(pairCode.value));
+
 function arrived(m) {
   add(m);
   if (document.hidden || !document.hasFocus()) {
@@ -91,6 +127,7 @@ function handle(m) {
       m.history.forEach(add);
       main.scrollTop = main.scrollHeight;
       setStatus(m.up ? 'connected' : 'waiting for ' + peer);
+      if (!m.peer && !m.up) pairing.open = true;
       title();
       break;
     case 'msg':
@@ -106,6 +143,9 @@ function handle(m) {
       break;
     case 'status':
       setStatus(m.text);
+      break;
+    case 'pairing':
+      paired(m);
       break;
     case 'problem':
       problem(m.text);

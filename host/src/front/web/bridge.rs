@@ -28,6 +28,17 @@ pub enum Command {
         /// As typed.
         text: String,
     },
+    /// Pair with someone by code: invite (no code) or join (a code, maybe an address).
+    Pair {
+        /// What to call them.
+        name: String,
+        /// The code they read out (join), or `None` (invite).
+        code: Option<String>,
+        /// The inviter's address, `HOST:PORT` (join).
+        addr: Option<String>,
+    },
+    /// A pairing started from a page ended: the name now paired, or why not.
+    Paired(Result<String, String>),
     /// The user pressed ctrl-c: say goodbye to the peer and leave.
     Leave,
     /// The web server stopped, and with it every page: why.
@@ -85,6 +96,11 @@ impl Bridge {
         {
             wake.wake();
         }
+    }
+
+    /// Send `json` to every page, from outside the chat loop.
+    pub fn show(&self, json: String) {
+        let _ = self.events.send(Arc::new(ToPage { to: None, json }));
     }
 
     /// Events for the pages, from now on.

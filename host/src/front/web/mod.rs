@@ -1,7 +1,9 @@
 //! `duet web`: the chat in a browser. The same application loop as the terminal chat
 //! ([`Talk`]: identity, pairing, history, outbox) runs on this thread; a web server
 //! ([`server`]) on another serves the page, which shows the latest history on load, then
-//! every event live over a WebSocket, and sends what is typed in it.
+//! every event live over a WebSocket, and sends what is typed in it. A page may also pair
+//! by code ([`pair::invite`] / [`pair::join`] on a thread of their own); the running
+//! conversation then accepts the new peer.
 //!
 //! Text for the page is escaped as for a terminal line by line (control and invisible
 //! characters; line breaks are kept), and the page inserts it as text, never as HTML.
@@ -11,7 +13,7 @@ mod guard;
 mod server;
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
@@ -26,12 +28,14 @@ use crate::app::Error;
 use crate::app::contacts::Contacts;
 use crate::app::conversation::{Conversation, LegacyOptions, messages_of};
 use crate::app::keys::PeerKey;
+use crate::app::pair;
 use crate::app::reach::Reaching;
 use crate::app::store::{Direction, Store};
 use crate::app::talk::{Happened, Mine, Talk};
 use crate::platform::browser;
+use crate::transport::reach::ReachConfig;
 use crate::transport::{self, Link, TapOptions, parse_addr};
-use bridge::{Command, Inbox};
+use bridge::{Bridge, Command, Inbox};
 use guard::Access;
 
 /// As in the terminal chat: a message is never given up on while duet runs (one failing
@@ -43,15 +47,14 @@ const HISTORY_ON_LOAD: u64 = 200;
 /// (stored in the next turn's transaction), not held until the session has room: a page
 /// shows it as sending, so it must survive duet being stopped.
 const WAITING_MAX: usize = 1024;
+/// Seconds a pairing started from a page waits for the other side.
+const PAIRING_TIMEOUT: u64 = 300;
 
 /// `duet web`: `dir` is the config directory (identity and paired peers).
 pub fn web(args: WebOptions, dir: &Path) -> Result<(), Error> {
     let bind = parse_addr(&args.bind)?;
     let http = parse_addr(&args.http)?;
     let contacts = Contacts::load(dir)?;
-    if contacts.peers.iter().next().is_none() {
-        return Err(Error::NotPaired);
-    }
     let target = args.peer.as_deref().map(|t| contacts.find(t)).transpose()?;
     let mut conversation = Conversation::duet(
         &contacts,
@@ -66,7 +69,8 @@ pub fn web(args: WebOptions, dir: &Path) -> Result<(), Error> {
         conversation.discover(t, bind);
     }
     let peer_key = target.as_ref().map(|t| t.key);
-    let reach_config = args.reach.config()?.filter(|_| peer_key.is_some());
+    let pairing_reach = args.reach.config()?;
+    let reach_config = pairing_reach.clone().filter(|_| peer_key.is_some());
     let stack = transport::open_reaching(bind, &TapOptions::default(), reach_config.is_some())?;
     let link = Link::bind(stack, bind, conversation)?;
     if looking {
@@ -105,7 +109,7 @@ pub fn web(args: WebOptions, dir: &Path) -> Result<(), Error> {
 
     let (bridge, inbox) =
         bridge::bridge().map_err(|e| Error::Other(format!("cannot start the web server: {e}")))?;
-    server::start(listener, access, bridge)
+    server::start(listener, access, bridge.clone())
         .map_err(|e| Error::Other(format!("cannot start the web server: {e}")))?;
     out.line(&format!(
         "* chat page on http://{served}; open it with this address (it holds the secret that \
@@ -128,6 +132,10 @@ pub fn web(args: WebOptions, dir: &Path) -> Result<(), Error> {
     }
     let mut web = Web {
         inbox,
+        bridge,
+        dir: dir.to_path_buf(),
+        pairing_reach,
+        pairing: false,
         contacts,
         peer_key,
         next_tag: 1,
@@ -139,6 +147,14 @@ pub fn web(args: WebOptions, dir: &Path) -> Result<(), Error> {
 /// The chat loop's side of the pages.
 struct Web {
     inbox: Inbox,
+    /// For pairings, which run on threads of their own.
+    bridge: Bridge,
+    /// The config directory.
+    dir: PathBuf,
+    /// Internet reach for pairing (`None`: by address only).
+    pairing_reach: Option<ReachConfig>,
+    /// A pairing is running.
+    pairing: bool,
     contacts: Contacts,
     /// The peer typed messages go to, once known.
     peer_key: Option<PeerKey>,
@@ -159,6 +175,8 @@ impl Web {
                 match command {
                     Command::Hello { client } => self.hello(talk, client),
                     Command::Send { text } => took |= self.typed(talk, &text),
+                    Command::Pair { name, code, addr } => self.pair(name, code, addr),
+                    Command::Paired(result) => self.paired(talk, result),
                     Command::Leave => {
                         self.leave(talk);
                         return Ok(());
@@ -175,6 +193,107 @@ impl Web {
             }
             talk.wait(deadline, Some(self.inbox.fd()), None)?;
         }
+    }
+
+    /// A page asked to pair: invite (no code) or join, on a thread of its own; what it
+    /// prints goes to the pages, line by line.
+    fn pair(&mut self, name: String, code: Option<String>, addr: Option<String>) {
+        let fail = |why: String| json!({"kind": "pairing", "done": true, "error": why}).to_string();
+        if self.pairing {
+            self.inbox
+                .show(None, fail("a pairing is running already".into()));
+            return;
+        }
+        let name = name.trim().to_string();
+        if name.is_empty() {
+            self.inbox.show(None, fail("give a name".into()));
+            return;
+        }
+        let code = match code.map(|c| c.trim().parse::<pair::Code>()).transpose() {
+            Ok(code) => code,
+            Err(e) => {
+                self.inbox.show(None, fail(e.to_string()));
+                return;
+            }
+        };
+        let addr = addr.map(|a| a.trim().to_string()).filter(|a| !a.is_empty());
+        let dir = self.dir.clone();
+        let reach = self.pairing_reach.clone();
+        let bridge = self.bridge.clone();
+        self.pairing = true;
+        let spawned = std::thread::Builder::new()
+            .name("pairing".into())
+            .spawn(move || {
+                let mut out = PageLines {
+                    bridge: bridge.clone(),
+                    line: Vec::new(),
+                };
+                let result = match code {
+                    None => pair::invite(
+                        &dir,
+                        pair::InviteOptions {
+                            name: name.clone(),
+                            bind: "0.0.0.0:0".into(),
+                            timeout: PAIRING_TIMEOUT,
+                            reach,
+                        },
+                        &mut out,
+                    ),
+                    Some(code) => pair::join(
+                        &dir,
+                        pair::JoinOptions {
+                            name: name.clone(),
+                            code,
+                            addr,
+                            bind: "0.0.0.0:0".into(),
+                            timeout: PAIRING_TIMEOUT,
+                            reach,
+                        },
+                        &mut out,
+                    ),
+                };
+                bridge.tell(Command::Paired(
+                    result.map(|()| name).map_err(|e| e.to_string()),
+                ));
+            });
+        if let Err(e) = spawned {
+            self.pairing = false;
+            self.inbox
+                .show(None, fail(format!("cannot start pairing: {e}")));
+        }
+    }
+
+    /// A pairing ended: accept the new peer in the running conversation.
+    fn paired(&mut self, talk: &mut Talk, result: Result<String, String>) {
+        self.pairing = false;
+        let name = match result {
+            Ok(name) => name,
+            Err(why) => {
+                let json = json!({"kind": "pairing", "done": true, "error": why});
+                self.inbox.show(None, json.to_string());
+                return;
+            }
+        };
+        match Contacts::load(&self.dir) {
+            Ok(contacts) => self.contacts = contacts,
+            Err(e) => self
+                .out
+                .line(&format!("* cannot read the paired peers: {e}")),
+        }
+        let key = self
+            .contacts
+            .peers
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.key);
+        if let Conversation::Duet { secure, names } = talk.conversation_mut()
+            && let Some(key) = key
+        {
+            secure.allow(key.0);
+            *names = self.contacts.names_by_key();
+        }
+        let json = json!({"kind": "pairing", "done": true, "paired": name});
+        self.inbox.show(None, json.to_string());
     }
 
     /// Say goodbye to the peer; what it has not acknowledged stays in the outbox.
@@ -303,6 +422,32 @@ impl Web {
             Happened::Unmappable { .. } | Happened::Oversized { .. } => return,
         };
         self.inbox.show(None, json.to_string());
+    }
+}
+
+/// What a pairing prints, for the pages: each whole line as a `pairing` event.
+struct PageLines {
+    bridge: Bridge,
+    line: Vec<u8>,
+}
+
+impl std::io::Write for PageLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for &b in buf {
+            if b == b'\n' {
+                let text = String::from_utf8_lossy(&self.line).into_owned();
+                self.line.clear();
+                let json = json!({"kind": "pairing", "text": shown(&text)});
+                self.bridge.show(json.to_string());
+            } else {
+                self.line.push(b);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -194,10 +194,18 @@ async fn socket(State(s): State<Shared>, upgrade: WebSocketUpgrade) -> Response 
         .on_upgrade(move |ws| talk_to_page(ws, s))
 }
 
-/// What a page sends: text to send to the peer.
+/// What a page sends: text to send to the peer, or a pairing to start.
 #[derive(serde::Deserialize)]
-struct FromPage {
-    send: String,
+#[serde(untagged)]
+enum FromPage {
+    Send {
+        send: String,
+    },
+    Pair {
+        pair: String,
+        code: Option<String>,
+        addr: Option<String>,
+    },
 }
 
 /// One open page: its typed text to the chat loop, the loop's events to it.
@@ -210,7 +218,10 @@ async fn talk_to_page(mut ws: WebSocket, s: Shared) {
         tokio::select! {
             got = ws.recv() => match got {
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<FromPage>(&text) {
-                    Ok(m) => s.bridge.tell(Command::Send { text: m.send }),
+                    Ok(FromPage::Send { send }) => s.bridge.tell(Command::Send { text: send }),
+                    Ok(FromPage::Pair { pair, code, addr }) => {
+                        s.bridge.tell(Command::Pair { name: pair, code, addr });
+                    }
                     Err(_) => break,
                 },
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
