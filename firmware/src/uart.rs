@@ -9,7 +9,7 @@ use core::convert::Infallible;
 
 use embedded_io::{ErrorType, Read, ReadReady, Write, WriteReady};
 
-use duet_firmware_app::ConsoleIo;
+use duet_firmware_app::{ConsoleIo, polled};
 
 use crate::board::Mmio;
 
@@ -78,21 +78,7 @@ impl ReadReady for CmsdkUart {
 impl Read for CmsdkUart {
     /// Waits for the first byte (as `Read` requires), then takes what else is ready.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
-        let Some((first, rest)) = buf.split_first_mut() else {
-            return Ok(0);
-        };
-        *first = loop {
-            if let Some(byte) = self.take_byte() {
-                break byte;
-            }
-        };
-        let mut n = 1;
-        for slot in rest {
-            let Some(byte) = self.take_byte() else { break };
-            *slot = byte;
-            n += 1;
-        }
-        Ok(n)
+        Ok(polled::read(buf, || self.take_byte()))
     }
 }
 
@@ -105,20 +91,13 @@ impl WriteReady for CmsdkUart {
 impl Write for CmsdkUart {
     /// Waits until the first byte fits, then writes while the holding register has room.
     fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
-        let Some((&first, rest)) = buf.split_first() else {
-            return Ok(0);
-        };
-        while self.regs.read(reg::STATE) & reg::STATE_TX_FULL != 0 {}
-        self.regs.write(reg::DATA, u32::from(first));
-        let mut n = 1;
-        for &byte in rest {
-            if self.regs.read(reg::STATE) & reg::STATE_TX_FULL != 0 {
-                break;
+        Ok(polled::write(buf, |byte| {
+            let room = self.regs.read(reg::STATE) & reg::STATE_TX_FULL == 0;
+            if room {
+                self.regs.write(reg::DATA, u32::from(byte));
             }
-            self.regs.write(reg::DATA, u32::from(byte));
-            n += 1;
-        }
-        Ok(n)
+            room
+        }))
     }
 
     fn flush(&mut self) -> Result<(), Infallible> {

@@ -25,6 +25,7 @@ pub mod keys;
 #[cfg(feature = "cortex-m")]
 pub mod memory;
 mod outbox_record;
+pub mod polled;
 pub mod print;
 #[cfg(feature = "cortex-m")]
 pub mod systick;

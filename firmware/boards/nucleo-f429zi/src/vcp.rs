@@ -7,7 +7,7 @@
 
 use core::convert::Infallible;
 
-use duet_firmware_app::ConsoleIo;
+use duet_firmware_app::{ConsoleIo, polled};
 use embedded_io::{ErrorType, Read, ReadReady, Write};
 use stm32f4xx_hal::hal_02::serial::{Read as _, Write as _};
 use stm32f4xx_hal::nb;
@@ -63,39 +63,16 @@ impl ReadReady for Vcp {
 impl Read for Vcp {
     /// Waits for the first byte (as `Read` requires), then takes what else is ready.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
-        let Some((first, rest)) = buf.split_first_mut() else {
-            return Ok(0);
-        };
-        *first = loop {
-            if let Some(byte) = self.take_byte() {
-                break byte;
-            }
-        };
-        let mut n = 1;
-        for slot in rest {
-            let Some(byte) = self.take_byte() else { break };
-            *slot = byte;
-            n += 1;
-        }
-        Ok(n)
+        Ok(polled::read(buf, || self.take_byte()))
     }
 }
 
 impl Write for Vcp {
     /// Waits until the first byte fits, then writes while the transmit register has room.
     fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
-        let Some((&first, rest)) = buf.split_first() else {
-            return Ok(0);
-        };
-        while !self.put_byte(first) {}
-        let mut n = 1;
-        for &byte in rest {
-            if !self.serial.is_tx_empty() || !self.put_byte(byte) {
-                break;
-            }
-            n += 1;
-        }
-        Ok(n)
+        Ok(polled::write(buf, |byte| {
+            self.serial.is_tx_empty() && self.put_byte(byte)
+        }))
     }
 
     fn flush(&mut self) -> Result<(), Infallible> {
