@@ -25,7 +25,7 @@ use duet_core::session::{Config, Event, PART_TEXT, SendError, Session};
 use duet_core::text;
 use duet_core::time::Instant;
 use duet_core::wire::sealed;
-use duet_core::wire::{AckInfo, Body, Frame, Repr};
+use duet_core::wire::{AckInfo, Body, Frame, Payload, Repr};
 use duet_core::{MAX_DATAGRAM, MessageId, Secure, SecureConfig, StaticKeys, Transmit};
 
 /// Message sizes in bytes of UTF-8.
@@ -77,7 +77,7 @@ fn data_repr(seq: u32, first: bool, last: bool, text: &str) -> Repr<'_> {
             first,
             last,
             id: if first { 0x0123_4567_89ab_cdef } else { 0 },
-            text,
+            payload: Payload::Text(text),
         },
     }
 }

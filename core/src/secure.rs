@@ -722,6 +722,16 @@ impl<const OUT: usize, const IN: usize> Secure<OUT, IN> {
         self.session.send_message(now, id, text)
     }
 
+    /// Queue a binary message with a chosen id (see [`Session::send_bytes`]).
+    pub fn send_bytes(
+        &mut self,
+        now: Instant,
+        id: u64,
+        bytes: &[u8],
+    ) -> Result<MessageId, SendError> {
+        self.session.send_bytes(now, id, bytes)
+    }
+
     /// The next thing to show (see [`Session::poll_event`]).
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
         self.session.poll_event()

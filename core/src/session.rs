@@ -14,7 +14,8 @@
 //! [`Session::send_text`] and [`Session::close`] may be called at any point.
 //!
 //! What it guarantees: every message is split into parts of at most
-//! [`wire::frame::MAX_PAYLOAD`] bytes on character boundaries; every part is acknowledged
+//! [`wire::frame::MAX_PAYLOAD`] bytes, text on character boundaries (a binary message of
+//! [`Session::send_bytes`] anywhere); every part is acknowledged
 //! (cumulative plus selective acks, piggybacked on data); parts are retransmitted on an
 //! RFC 6298 timeout with exponential backoff, or early when a later part was acknowledged
 //! (a simplified RACK); a message fails when any of its parts goes unacknowledged for
@@ -40,8 +41,8 @@ use crate::MAX_DATAGRAM;
 use crate::driver::{Protocol, Transmit};
 use crate::text;
 use crate::time::{Duration, Instant};
-use crate::wire::frame::{ID_LEN, MAX_PAYLOAD};
-use crate::wire::{AckInfo, Body, Frame, Repr};
+use crate::wire::frame::{ID_LEN, MAX_PAYLOAD, flags as frame_flags};
+use crate::wire::{AckInfo, Body, Frame, Payload, Repr};
 
 mod bytes;
 
@@ -54,7 +55,8 @@ pub const OUTBOX_PARTS: usize = 32;
 pub const WINDOW: usize = 32;
 /// Parts one message may have.
 pub const MAX_PARTS: usize = 4;
-/// The longest message in bytes of UTF-8 that a receiver can reassemble.
+/// The longest message in bytes (of UTF-8, or of a binary message) that a receiver can
+/// reassemble.
 pub const MAX_MESSAGE: usize = MAX_PARTS * PART_TEXT;
 /// Text bytes one part carries at most (the first part also carries the message id; every
 /// part is cut to the same size so a message's split does not depend on where it starts).
@@ -123,7 +125,7 @@ impl core::fmt::Display for MessageId {
 pub enum SendError {
     /// The message is empty.
     Empty,
-    /// The message needs more than [`MAX_PARTS`] parts.
+    /// The message needs more than [`MAX_PARTS`] parts (or more bytes than the outbox holds).
     TooLong,
     /// The outbox has no room: wait for `Delivered`/`Failed` events and try again.
     OutboxFull,
@@ -183,6 +185,10 @@ impl core::fmt::Display for FailReason {
 pub enum Event<'a> {
     /// A whole message from the peer, exactly once and in order.
     Message(&'a str),
+    /// A whole binary message from the peer ([`Session::send_bytes`]), exactly once and in
+    /// order with the text messages. An application that has no use for them takes them and
+    /// ignores them: they are acknowledged like any message.
+    Data(&'a [u8]),
     /// The peer acknowledged every part of this message.
     Delivered(MessageId),
     /// This message will not be delivered.
@@ -228,6 +234,8 @@ struct OutPart {
     id: u64,
     first: bool,
     last: bool,
+    /// A part of a binary message, not text.
+    binary: bool,
     /// Bytes of text.
     len: u16,
     /// When it was first sent; `None` until then.
@@ -263,10 +271,26 @@ enum Outcome {
 struct InPart {
     seq: u32,
     id: u64,
-    first: bool,
-    last: bool,
+    /// FIRST and LAST as on the wire ([`crate::wire::frame::flags`]), and [`BINARY_PART`]:
+    /// one byte, so a part record stays 16 bytes (a board holds 36 of them).
+    bits: u8,
     /// Bytes of text.
     len: u16,
+}
+
+/// [`InPart::bits`]: a part of a binary message, not text.
+const BINARY_PART: u8 = 0x80;
+
+impl InPart {
+    fn first(&self) -> bool {
+        self.bits & frame_flags::FIRST != 0
+    }
+    fn last(&self) -> bool {
+        self.bits & frame_flags::LAST != 0
+    }
+    fn binary(&self) -> bool {
+        self.bits & BINARY_PART != 0
+    }
 }
 
 enum Received {
@@ -296,6 +320,8 @@ struct Inbound<const IN: usize> {
     message_len: usize,
     /// The id of the current message.
     message_id: u64,
+    /// The current message is binary, not text (from its first part).
+    message_binary: bool,
     /// The seq of the current message's first part while it is being reassembled or waits
     /// for the application: the cumulative acknowledgement stops there, so a sender hears
     /// "delivered" only once the application took the message.
@@ -324,6 +350,7 @@ impl<const IN: usize> Inbound<IN> {
             message_parts: 0,
             message_len: 0,
             message_id: 0,
+            message_binary: false,
             message_start: None,
             unconfirmed_from: None,
             ready: false,
@@ -358,7 +385,9 @@ impl<const IN: usize> Inbound<IN> {
         self.next_deliver.saturating_add(WINDOW as u32)
     }
 
-    fn insert(&mut self, seq: u32, id: u64, first: bool, last: bool, text: &str) -> Received {
+    fn insert(&mut self, seq: u32, id: u64, first: bool, last: bool, payload: Payload) -> Received {
+        let binary = matches!(payload, Payload::Binary(_));
+        let text = payload.as_bytes();
         if seq < self.next_deliver {
             return Received::Duplicate;
         }
@@ -388,11 +417,20 @@ impl<const IN: usize> Inbound<IN> {
                 .iter()
                 .map(|p| usize::from(p.len))
                 .sum::<usize>();
+        let mut bits = 0;
+        if first {
+            bits |= frame_flags::FIRST;
+        }
+        if last {
+            bits |= frame_flags::LAST;
+        }
+        if binary {
+            bits |= BINARY_PART;
+        }
         let part = InPart {
             seq,
             id,
-            first,
-            last,
+            bits,
             // Repr::parse capped the text at MAX_PAYLOAD.
             len: text.len() as u16,
         };
@@ -401,7 +439,7 @@ impl<const IN: usize> Inbound<IN> {
         if self.parts.insert(index, part).is_err() {
             return Received::OutOfWindow;
         }
-        if !self.text.insert(at, text.as_bytes()) {
+        if !self.text.insert(at, text) {
             self.parts.remove(index);
             return Received::OutOfWindow;
         }
@@ -449,10 +487,15 @@ impl<const IN: usize> Inbound<IN> {
         })
     }
 
-    /// The current message's text.
-    fn message(&self) -> &str {
-        // Every part was a `&str` and the message is their concatenation: always UTF-8.
-        core::str::from_utf8(self.text.get(0, self.message_len)).unwrap_or_default()
+    /// The current message: its text, or its bytes when binary.
+    fn message(&self) -> Event<'_> {
+        let bytes = self.text.get(0, self.message_len);
+        if self.message_binary {
+            Event::Data(bytes)
+        } else {
+            // Every part was a `&str` and the message is their concatenation: always UTF-8.
+            Event::Message(core::str::from_utf8(bytes).unwrap_or_default())
+        }
     }
 
     /// Forget the current message and its parts.
@@ -521,10 +564,11 @@ impl<const IN: usize> Inbound<IN> {
                 continue;
             };
             self.next_deliver = seq.saturating_add(1);
-            if part.first {
+            if part.first() {
                 // A new message starts; anything half-assembled was abandoned by the sender.
                 self.drop_message();
                 self.message_id = part.id;
+                self.message_binary = part.binary();
                 self.message_start = Some(seq);
                 self.discarding = false;
             } else if self.message_parts == 0 {
@@ -533,20 +577,23 @@ impl<const IN: usize> Inbound<IN> {
             }
             let len = usize::from(part.len);
             if !self.discarding
-                && (self.message_parts == MAX_PARTS || self.message_len + len > MAX_MESSAGE)
+                && (self.message_parts == MAX_PARTS
+                    || self.message_len + len > MAX_MESSAGE
+                    || part.binary() != self.message_binary)
             {
-                // Longer than any message a duet sends: drop it whole.
+                // Longer than any message a duet sends, or text and bytes mixed in one
+                // message, which no duet sends: drop it whole.
                 self.drop_message();
                 self.discarding = true;
             }
             if self.discarding {
-                self.discarding = !part.last;
+                self.discarding = !part.last();
                 self.drop_next_part();
                 continue;
             }
             self.message_parts += 1;
             self.message_len += len;
-            if part.last {
+            if part.last() {
                 self.ready = true;
                 return true;
             }
@@ -738,6 +785,11 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
         self.has_room_for(text::split(text, PART_TEXT).count(), text.len())
     }
 
+    /// Whether [`Self::send_bytes`] would find room for a binary message of `len` bytes now.
+    pub fn has_room_for_bytes(&self, len: usize) -> bool {
+        self.has_room_for(len.div_ceil(PART_TEXT), len)
+    }
+
     /// Whether [`Self::send_text`] would find room for any message it can send: the longest
     /// one, or every byte of text the session holds.
     pub fn has_room_for_any(&self) -> bool {
@@ -766,31 +818,60 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
         id: u64,
         text: &str,
     ) -> Result<MessageId, SendError> {
+        let parts = text::split(text, PART_TEXT);
+        let count = parts.clone().count();
+        self.queue(now, id, count, text.len(), false, parts.map(str::as_bytes))
+    }
+
+    /// Queue a binary message of at most [`MAX_MESSAGE`] bytes with the id `id`, as
+    /// [`Self::send_message`] does text: the receiver's application gets it whole, exactly
+    /// once and in order with the text, as [`Event::Data`]. Its parts are cut anywhere (at
+    /// every [`PART_TEXT`] bytes).
+    pub fn send_bytes(
+        &mut self,
+        now: Instant,
+        id: u64,
+        bytes: &[u8],
+    ) -> Result<MessageId, SendError> {
+        let count = bytes.len().div_ceil(PART_TEXT);
+        self.queue(now, id, count, bytes.len(), true, bytes.chunks(PART_TEXT))
+    }
+
+    /// Queue a message of `len` bytes in `count` parts, `parts`.
+    fn queue<'b>(
+        &mut self,
+        now: Instant,
+        id: u64,
+        count: usize,
+        len: usize,
+        binary: bool,
+        parts: impl Iterator<Item = &'b [u8]>,
+    ) -> Result<MessageId, SendError> {
         if self.closed || self.close_pending {
             return Err(SendError::Closed);
         }
-        if text.is_empty() {
+        if len == 0 {
             return Err(SendError::Empty);
         }
-        let parts = text::split(text, PART_TEXT).count();
-        if parts > MAX_PARTS || text.len() > OUT {
+        if count > MAX_PARTS || len > OUT {
             return Err(SendError::TooLong);
         }
-        if !self.has_room_for(parts, text.len()) {
+        if !self.has_room_for(count, len) {
             return Err(SendError::OutboxFull);
         }
         let first_seq = self.next_seq;
         let end = first_seq
-            .checked_add(parts as u32)
+            .checked_add(count as u32)
             .ok_or(SendError::Exhausted)?;
         let message = MessageId(first_seq);
-        for (i, part_text) in text::split(text, PART_TEXT).enumerate() {
+        for (i, part_text) in parts.enumerate() {
             let part = OutPart {
                 seq: first_seq + i as u32,
                 message,
                 id,
                 first: i == 0,
-                last: i + 1 == parts,
+                last: i + 1 == count,
+                binary,
                 // A part is at most PART_TEXT bytes.
                 len: part_text.len() as u16,
                 first_sent: None,
@@ -805,14 +886,12 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
                 done: false,
             };
             // has_room_for() checked the space above.
-            if self.outbox.push_back(part).is_err()
-                || !self.outbox_text.push_back(part_text.as_bytes())
-            {
+            if self.outbox.push_back(part).is_err() || !self.outbox_text.push_back(part_text) {
                 return Err(SendError::OutboxFull);
             }
         }
         self.next_seq = end;
-        debug!("queued message {} in {} parts", first_seq, parts);
+        debug!("queued message {} in {} parts", first_seq, count);
         Ok(message)
     }
 
@@ -882,10 +961,10 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
                 first,
                 last,
                 id,
-                text,
+                payload,
             } => {
                 self.ack_pending = true;
-                match self.inbound.insert(seq, id, first, last, text) {
+                match self.inbound.insert(seq, id, first, last, payload) {
                     Received::Accepted => {}
                     Received::Duplicate => bump(&mut self.stats.duplicates),
                     Received::OutOfWindow => bump(&mut self.stats.out_of_window),
@@ -1123,6 +1202,7 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             self.closed = true;
             Body::Close
         } else if let Some((part, at)) = next_part_due(&mut self.outbox, now, base) {
+            let bytes = self.outbox_text.get(at, usize::from(part.len));
             self.transmissions = self.transmissions.wrapping_add(1);
             if part.transmissions > 0 && !part.early {
                 part.backoff = part.backoff.saturating_add(1);
@@ -1144,9 +1224,12 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
                 first: part.first,
                 id: if part.first { part.id } else { 0 },
                 last: part.last,
-                // The text went in as a `&str`, whole parts at a time.
-                text: core::str::from_utf8(self.outbox_text.get(at, usize::from(part.len)))
-                    .unwrap_or_default(),
+                payload: if part.binary {
+                    Payload::Binary(bytes)
+                } else {
+                    // The text went in as a `&str`, whole parts at a time.
+                    Payload::Text(core::str::from_utf8(bytes).unwrap_or_default())
+                },
             }
         } else if self.ack_due() {
             Body::Ack
@@ -1188,7 +1271,8 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
         Some(Transmit { dst: peer, len })
     }
 
-    /// The id its sender gave the message last returned as [`Event::Message`] (see
+    /// The id its sender gave the message last returned as [`Event::Message`] or
+    /// [`Event::Data`] (see
     /// [`Session::send_message`]): the same in every retransmission and across restarts, so
     /// an application that stores messages can recognise one it already has.
     pub fn message_id(&self) -> u64 {
@@ -1227,7 +1311,7 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             if self.config.confirm_receipt {
                 self.unconfirmed = self.unconfirmed.saturating_add(1);
             }
-            return Some(Event::Message(self.inbound.message()));
+            return Some(self.inbound.message());
         }
         None
     }
@@ -1347,7 +1431,7 @@ mod tests {
                 first: true,
                 last: true,
                 id: u64::from(seq),
-                text,
+                payload: Payload::Text(text),
             },
         };
         let mut buf = [0u8; MAX_DATAGRAM];
@@ -1455,6 +1539,123 @@ mod tests {
         assert_eq!(sent(&mut session, now), Some((Body::Ack, ack(2, 0))));
         assert_eq!(take_all(&mut session), ["m2"]);
         assert_eq!(session.unconfirmed(), 1);
+    }
+
+    /// Move every datagram `from` has for `to` at `now`.
+    fn deliver_all(from: &mut Session, to: &mut Session, now: Instant) {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        for _ in 0..64 {
+            let Some(t) = from.poll_transmit(now, &mut buf) else {
+                break;
+            };
+            to.handle_datagram(now, peer(), &buf[..t.len]);
+        }
+    }
+
+    /// What the application is handed: text as `T:...`, bytes as `B:...` (escaped).
+    fn handed(session: &mut Session) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::Message(text) => out.push(format!("T:{text}")),
+                Event::Data(bytes) => out.push(format!("B:{}", bytes.escape_ascii())),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn binary_messages_arrive_whole_exactly_once_and_in_order_with_text() {
+        let now = Instant::from_millis(10);
+        let mut alice = Session::new(now, Config::default(), 7, Some(peer()));
+        let mut bob = receiver(false);
+        // The longest binary message: every byte value, no UTF-8 in sight, four parts.
+        let big: Vec<u8> = (0..MAX_MESSAGE).map(|i| (i * 7 % 256) as u8).collect();
+        alice.send_text(now, "before").unwrap();
+        let id = alice.send_bytes(now, 42, &big).unwrap();
+        alice.send_bytes(now, 43, &[0xff, 0x00]).unwrap();
+        alice.send_text(now, "after").unwrap();
+        deliver_all(&mut alice, &mut bob, now);
+        let mut got = Vec::new();
+        let mut ids = Vec::new();
+        while let Some(event) = bob.poll_event() {
+            let (bytes, binary) = match event {
+                Event::Message(text) => (text.as_bytes().to_vec(), false),
+                Event::Data(bytes) => (bytes.to_vec(), true),
+                _ => continue,
+            };
+            if binary {
+                ids.push(bob.message_id());
+            }
+            got.push(bytes);
+        }
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], b"before");
+        assert_eq!(got[1], big);
+        assert_eq!(got[2], [0xff, 0x00]);
+        assert_eq!(got[3], b"after");
+        assert_eq!(ids, [42, 43]);
+        // Acknowledged like text: the sender reports it delivered.
+        deliver_all(&mut bob, &mut alice, now);
+        let mut delivered = Vec::new();
+        while let Some(event) = alice.poll_event() {
+            if let Event::Delivered(d) = event {
+                delivered.push(d);
+            }
+        }
+        assert!(delivered.contains(&id), "{delivered:?}");
+        assert_eq!(bob.stats().malformed, 0);
+    }
+
+    #[test]
+    fn binary_messages_are_refused_when_empty_or_too_long() {
+        let now = Instant::ZERO;
+        let mut alice = Session::new(now, Config::default(), 7, Some(peer()));
+        assert_eq!(alice.send_bytes(now, 1, &[]), Err(SendError::Empty));
+        let long = [0u8; MAX_MESSAGE + 1];
+        assert!(!alice.has_room_for_bytes(OUTBOX_BYTES + 1));
+        assert_eq!(alice.send_bytes(now, 1, &long), Err(SendError::TooLong));
+        assert!(alice.has_room_for_bytes(MAX_MESSAGE));
+        assert!(alice.send_bytes(now, 1, &long[..MAX_MESSAGE]).is_ok());
+    }
+
+    /// The peer's part `seq` with `payload`, arriving at `now`.
+    fn arrive_part(session: &mut Session, seq: u32, first: bool, last: bool, payload: Payload) {
+        let repr = Repr {
+            epoch: PEER_EPOCH,
+            base: 0,
+            ack: None,
+            body: Body::Data {
+                seq,
+                first,
+                last,
+                id: u64::from(seq),
+                payload,
+            },
+        };
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let len = repr.buffer_len();
+        repr.emit(&mut Frame::new_unchecked(&mut buf[..len]));
+        session.handle_datagram(Instant::from_millis(10), peer(), &buf[..len]);
+    }
+
+    #[test]
+    fn a_message_that_mixes_text_and_bytes_is_dropped_whole() {
+        let mut bob = receiver(false);
+        // Text that goes on as bytes, then bytes that go on as text: neither is a message.
+        arrive_part(&mut bob, 0, true, false, Payload::Text("half"));
+        arrive_part(&mut bob, 1, false, true, Payload::Binary(b"\xff"));
+        arrive_part(&mut bob, 2, true, false, Payload::Binary(&[1, 2]));
+        arrive_part(&mut bob, 3, false, true, Payload::Text("tail"));
+        arrive_part(&mut bob, 4, true, true, Payload::Binary(&[9]));
+        arrive_part(&mut bob, 5, true, true, Payload::Text("fine"));
+        assert_eq!(handed(&mut bob), ["B:\\t", "T:fine"]);
+        // Every part was taken care of: the acknowledgement covers them all.
+        assert_eq!(
+            sent(&mut bob, Instant::from_millis(10)).map(|(_, a)| a.next),
+            Some(6)
+        );
     }
 
     #[test]

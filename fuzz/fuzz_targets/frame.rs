@@ -42,8 +42,8 @@ fuzz_target!(|data: &[u8]| {
     if let Some(ack) = repr.ack {
         assert_ne!(ack.epoch, 0);
     }
-    if let Body::Data { seq, text, .. } = repr.body {
-        assert!(!text.is_empty(), "an empty DATA part was accepted");
+    if let Body::Data { seq, payload, .. } = repr.body {
+        assert!(!payload.is_empty(), "an empty DATA part was accepted");
         assert!(
             repr.base <= seq,
             "a part below the sender's base was accepted"

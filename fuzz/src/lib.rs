@@ -143,6 +143,8 @@ impl Side {
 pub enum Shown {
     /// A whole message.
     Message(String),
+    /// A whole binary message.
+    Data(Vec<u8>),
     /// An own message was acknowledged.
     Delivered(MessageId),
     /// An own message failed.
@@ -154,6 +156,7 @@ pub enum Shown {
 fn owned(event: Event<'_>) -> Shown {
     match event {
         Event::Message(text) => Shown::Message(text.to_owned()),
+        Event::Data(bytes) => Shown::Data(bytes.to_vec()),
         Event::Delivered(id) => Shown::Delivered(id),
         Event::Failed(id, _) => Shown::Failed(id),
         _ => Shown::Peer,
@@ -412,6 +415,10 @@ impl<C: Chat> Pair<C> {
                         e.delivered.push(text.clone());
                     }
                 }
+                Shown::Data(bytes) => assert!(
+                    e.forged_in,
+                    "{side:?} showed binary message {bytes:?}; the peer sends only text"
+                ),
                 Shown::Peer => {}
             }
         }

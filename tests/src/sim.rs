@@ -209,6 +209,8 @@ impl Ord for InFlight {
 pub enum Happened {
     /// [`Event::Message`].
     Message(String),
+    /// [`Event::Data`].
+    Data(Vec<u8>),
     /// [`Event::Delivered`].
     Delivered(MessageId),
     /// [`Event::Failed`].
@@ -223,6 +225,7 @@ impl From<Event<'_>> for Happened {
     fn from(event: Event<'_>) -> Self {
         match event {
             Event::Message(text) => Happened::Message(text.to_owned()),
+            Event::Data(bytes) => Happened::Data(bytes.to_vec()),
             Event::Delivered(id) => Happened::Delivered(id),
             Event::Failed(id, why) => Happened::Failed(id, why),
             Event::PeerUp(addr) => Happened::PeerUp(addr),

@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use duet_core::session::Config;
 use duet_core::wire::frame::{HEADER_LEN, MAX_PAYLOAD};
-use duet_core::wire::{AckInfo, Body, Frame, Repr};
+use duet_core::wire::{AckInfo, Body, Frame, Payload, Repr};
 use duet_core::{Duration, Event, Instant, MAX_DATAGRAM, Session, Stats};
 use duet_tests::sim::{Link, Pair, Rng, SeedOnPanic, Wire, a_addr, addr, b_addr, seeds};
 
@@ -82,7 +82,11 @@ impl Victim {
     /// Feed one datagram and do what a driver does after it. Returns the counters just
     /// before and just after `handle_datagram`.
     fn feed(&mut self, from: SocketAddr, bytes: &[u8]) -> (Stats, Stats) {
-        if let Some(Body::Data { text, .. }) = parse(bytes).map(|r| r.body) {
+        if let Some(Body::Data {
+            payload: Payload::Text(text),
+            ..
+        }) = parse(bytes).map(|r| r.body)
+        {
             self.texts.insert(text.to_owned());
             self.lengths.insert(text.len());
         }
@@ -421,7 +425,7 @@ fn every_valid_repr_survives_emit_then_parse() {
                         last: rng.chance(0.5),
                         // Only a first part carries an id on the wire.
                         id: if first { rng.next_u64() } else { 0 },
-                        text: &text,
+                        payload: Payload::Text(&text),
                     }
                 }
             };

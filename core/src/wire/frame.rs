@@ -15,7 +15,7 @@
 //! |                      ack bits                                 |
 //! +---------------------------------------------------------------+
 //! |        message id (8 bytes, first part of a message only)     |
-//! |                      text (UTF-8) ...                         |
+//! |           text (UTF-8), or opaque bytes (encoding 2) ...      |
 //! +---------------------------------------------------------------+
 //! ```
 //! All integers are big-endian. `docs/PROTOCOL.md` gives every field's meaning and the
@@ -94,6 +94,47 @@ pub enum TextEncoding {
     None = 0,
     /// UTF-8, the only text encoding on duet's wire.
     Utf8 = 1,
+    /// Not text: opaque bytes of the application's own (files, in the host program). Every
+    /// part of one message has the same encoding.
+    Binary = 2,
+}
+
+/// What a DATA part carries: text, or opaque bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Payload<'a> {
+    /// A part of a chat message: valid UTF-8 on its own.
+    Text(&'a str),
+    /// A part of a binary message: any bytes.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Payload<'a> {
+    /// The bytes, whatever they are.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match *self {
+            Payload::Text(text) => text.as_bytes(),
+            Payload::Binary(bytes) => bytes,
+        }
+    }
+
+    /// Bytes of payload (without the message id).
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether there are none (never, in a valid frame).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `encoding` byte that goes with it.
+    pub fn encoding(&self) -> TextEncoding {
+        match self {
+            Payload::Text(_) => TextEncoding::Utf8,
+            Payload::Binary(_) => TextEncoding::Binary,
+        }
+    }
 }
 
 /// Big-endian helpers on slices whose length the caller has checked.
@@ -309,8 +350,8 @@ pub enum Body<'a> {
         /// The message's id, chosen by its sender and the same in every retransmission,
         /// also across restarts; carried by the first part only (zero in the others).
         id: u64,
-        /// The part's text: never empty; with the id at most [`MAX_PAYLOAD`] bytes.
-        text: &'a str,
+        /// The part's text or bytes: never empty; with the id at most [`MAX_PAYLOAD`] bytes.
+        payload: Payload<'a>,
     },
     /// Acknowledgement only.
     Ack,
@@ -336,8 +377,8 @@ pub struct Repr<'a> {
 
 impl<'a> Repr<'a> {
     /// Parse and validate a frame. Rejects anything this version does not define: wrong magic
-    /// or version, unknown kind or flags, a zero epoch, trailing bytes, text that is not UTF-8,
-    /// an empty or oversized DATA payload, a payload on a control frame.
+    /// or version, unknown kind, flags or encoding, a zero epoch, trailing bytes, text that
+    /// is not UTF-8, an empty or oversized DATA payload, a payload on a control frame.
     pub fn parse<T: AsRef<[u8]> + ?Sized>(frame: &Frame<&'a T>) -> Result<Repr<'a>> {
         frame.check_len()?;
         let total = frame.buffer.as_ref().len();
@@ -373,18 +414,19 @@ impl<'a> Repr<'a> {
         let body = match kind {
             kind::DATA => {
                 let f = frame.flags();
-                if f & !flags::ALL != 0
-                    || frame.encoding() != TextEncoding::Utf8 as u8
-                    || frame.payload_len() == 0
-                    || frame.seq() < frame.base()
-                {
+                let binary = match frame.encoding() {
+                    e if e == TextEncoding::Utf8 as u8 => false,
+                    e if e == TextEncoding::Binary as u8 => true,
+                    _ => return Err(Error),
+                };
+                if f & !flags::ALL != 0 || frame.payload_len() == 0 || frame.seq() < frame.base() {
                     return Err(Error);
                 }
                 let buffer: &'a T = frame.buffer;
                 let payload: &'a [u8] = &buffer.as_ref()[HEADER_LEN..total];
                 let first = f & flags::FIRST != 0;
-                let (id, text) = if first {
-                    // The id, then at least one byte of text.
+                let (id, data) = if first {
+                    // The id, then at least one byte of text or bytes.
                     if payload.len() <= ID_LEN {
                         return Err(Error);
                     }
@@ -394,13 +436,17 @@ impl<'a> Repr<'a> {
                 } else {
                     (0, payload)
                 };
-                let text = core::str::from_utf8(text).map_err(|_| Error)?;
+                let payload = if binary {
+                    Payload::Binary(data)
+                } else {
+                    Payload::Text(core::str::from_utf8(data).map_err(|_| Error)?)
+                };
                 Body::Data {
                     seq: frame.seq(),
                     first,
                     last: f & flags::LAST != 0,
                     id,
-                    text,
+                    payload,
                 }
             }
             kind::ACK => control(Body::Ack)?,
@@ -424,9 +470,11 @@ impl<'a> Repr<'a> {
     fn payload_len(&self) -> usize {
         match self.body {
             Body::Data {
-                first: true, text, ..
-            } => ID_LEN + text.len(),
-            Body::Data { text, .. } => text.len(),
+                first: true,
+                payload,
+                ..
+            } => ID_LEN + payload.len(),
+            Body::Data { payload, .. } => payload.len(),
             _ => 0,
         }
     }
@@ -438,7 +486,11 @@ impl<'a> Repr<'a> {
         let payload_len = self.payload_len();
         let (kind, flag_bits, seq, encoding) = match self.body {
             Body::Data {
-                seq, first, last, ..
+                seq,
+                first,
+                last,
+                payload,
+                ..
             } => {
                 let mut f = 0;
                 if first {
@@ -447,7 +499,7 @@ impl<'a> Repr<'a> {
                 if last {
                     f |= flags::LAST;
                 }
-                (kind::DATA, f, seq, TextEncoding::Utf8)
+                (kind::DATA, f, seq, payload.encoding())
             }
             Body::Ack => (kind::ACK, 0, 0, TextEncoding::None),
             Body::Ping => (kind::PING, 0, 0, TextEncoding::None),
@@ -471,9 +523,10 @@ impl<'a> Repr<'a> {
         frame.set_ack(ack.next);
         frame.set_ack_bits(ack.bits);
         if let Body::Data {
-            first, id, text, ..
+            first, id, payload, ..
         } = self.body
         {
+            let bytes = payload;
             let payload = frame.payload_mut();
             let text_at = if first {
                 payload[..ID_LEN].copy_from_slice(&id.to_be_bytes());
@@ -481,7 +534,7 @@ impl<'a> Repr<'a> {
             } else {
                 0
             };
-            payload[text_at..].copy_from_slice(text.as_bytes());
+            payload[text_at..].copy_from_slice(bytes.as_bytes());
         }
     }
 }
@@ -520,8 +573,29 @@ mod test {
                 first: true,
                 last: true,
                 id: 0x1122_3344_5566_7788,
-                text: "hi 你好",
+                payload: Payload::Text("hi 你好"),
             },
+        }
+    }
+
+    /// docs/PROTOCOL.md, test vector 3: the first (not last) part of a binary message,
+    /// bytes `00 ff 0a 80` (not UTF-8), id 0x1122334455667788.
+    static BINARY_BYTES: [u8; 44] = [
+        0x64, 0x75, 0x01, 0x01, 0x01, 0x02, 0x00, 0x0c, 0x01, 0x02, 0x03, 0x04, 0x00, 0x00, 0x00,
+        0x08, 0x00, 0x00, 0x00, 0x05, 0x0a, 0x0b, 0x0c, 0x0d, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00,
+        0x00, 0x05, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x00, 0xff, 0x0a, 0x80,
+    ];
+
+    fn binary_repr() -> Repr<'static> {
+        Repr {
+            body: Body::Data {
+                seq: 8,
+                first: true,
+                last: false,
+                id: 0x1122_3344_5566_7788,
+                payload: Payload::Binary(&[0x00, 0xff, 0x0a, 0x80]),
+            },
+            ..data_repr()
         }
     }
 
@@ -583,6 +657,26 @@ mod test {
         assert_eq!(Repr::parse(&frame), Ok(data_repr()));
         let frame = Frame::new_checked(&PING_BYTES[..]).unwrap();
         assert_eq!(Repr::parse(&frame), Ok(ping_repr()));
+        let frame = Frame::new_checked(&BINARY_BYTES[..]).unwrap();
+        assert_eq!(Repr::parse(&frame), Ok(binary_repr()));
+    }
+
+    #[test]
+    fn test_binary_payload_is_bytes_and_text_must_be_utf8() {
+        // The same bytes as text are refused: they are not UTF-8.
+        let mut as_text = BINARY_BYTES;
+        as_text[5] = TextEncoding::Utf8 as u8;
+        assert!(parse_bytes(&as_text).is_err());
+        // Valid UTF-8 sent as binary stays bytes.
+        let mut utf8_as_binary = DATA_BYTES;
+        utf8_as_binary[5] = TextEncoding::Binary as u8;
+        match parse_bytes(&utf8_as_binary).map(|r| r.body) {
+            Ok(Body::Data {
+                payload: Payload::Binary(bytes),
+                ..
+            }) => assert_eq!(bytes, "hi 你好".as_bytes()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -590,6 +684,7 @@ mod test {
         for (repr, expected) in [
             (data_repr(), &DATA_BYTES[..]),
             (ping_repr(), &PING_BYTES[..]),
+            (binary_repr(), &BINARY_BYTES[..]),
         ] {
             let mut bytes = [0xa5u8; MAX_DATAGRAM];
             let len = repr.buffer_len();
@@ -630,7 +725,7 @@ mod test {
         assert!(parse_bytes(&mutate(3, 9)).is_err(), "kind");
         assert!(parse_bytes(&mutate(4, 0x04)).is_err(), "unknown flag");
         assert!(parse_bytes(&mutate(5, 0)).is_err(), "data without encoding");
-        assert!(parse_bytes(&mutate(5, 2)).is_err(), "unknown encoding");
+        assert!(parse_bytes(&mutate(5, 3)).is_err(), "unknown encoding");
         assert!(parse_bytes(&mutate(43, 0xff)).is_err(), "invalid UTF-8");
         assert!(parse_bytes(&mutate(19, 8)).is_err(), "base above seq");
         let mut zero_epoch = DATA_BYTES;
@@ -672,7 +767,7 @@ mod test {
                 first: true,
                 last: true,
                 id: u64::MAX,
-                text,
+                payload: Payload::Text(text),
             },
         };
         assert_eq!(

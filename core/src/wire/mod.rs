@@ -9,7 +9,7 @@ pub mod frame;
 pub mod ipmsg;
 pub mod sealed;
 
-pub use frame::{AckInfo, Body, Frame, Repr, TextEncoding};
+pub use frame::{AckInfo, Body, Frame, Payload, Repr, TextEncoding};
 pub use sealed::Sealed;
 
 /// The wire layer's only error: the bytes are not a frame duet accepts.

@@ -184,6 +184,11 @@ impl<'a, T: Read + ReadReady + Write> Console<'a, T> {
         // poll_event does not change the peer, so one reading serves the whole batch.
         let peer = session.peer_addr();
         while let Some(event) = session.poll_event() {
+            if let Event::Data(_) = event {
+                // A binary message (a file, from a host duet): the board keeps no files.
+                // Taking it is what acknowledges it, so the sender is not held up.
+                continue;
+            }
             self.screen.begin_event(self.line);
             self.screen.event(event, peer);
             self.screen.end_event(self.line);
@@ -332,6 +337,8 @@ impl<T: Write> Screen<T> {
             Event::PeerDown => {
                 self.io.text("peer down");
             }
+            // Skipped by `show_events`.
+            Event::Data(_) => {}
         }
     }
 

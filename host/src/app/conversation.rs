@@ -198,23 +198,31 @@ impl Conversation {
         Ok(())
     }
 
-    /// The next event to show, owned; `read_encoding` decodes legacy datagrams.
-    pub fn next_shown(&mut self, read_encoding: Encoding) -> Option<Shown> {
+    /// The next event to show, owned; `read_encoding` decodes legacy datagrams. A binary
+    /// message (an application protocol over the session) goes to `data` with the key of the
+    /// peer it came from, borrowed: a file's chunks are never copied into owned events.
+    pub fn next_shown(
+        &mut self,
+        read_encoding: Encoding,
+        data: &mut dyn FnMut(Option<PeerKey>, &[u8]),
+    ) -> Option<Shown> {
         match self {
-            Conversation::Duet { secure: s, names } => {
+            Conversation::Duet { secure: s, names } => loop {
                 let from = s.peer_addr();
-                let who = s
-                    .peer_key()
-                    .and_then(|k| names.iter().find(|(key, _)| *key == k))
-                    .map(|(_, name)| name.clone());
                 let key = s.peer_key().map(PeerKey);
                 let mut shown = match s.poll_event()? {
                     Event::Message(text) => Shown::Message {
                         from,
-                        who,
+                        who: key
+                            .and_then(|k| names.iter().find(|(n, _)| *n == k.0))
+                            .map(|(_, name)| name.clone()),
                         text: display::escaped(text),
                         stored: key.map(|k| (k, 0, text.to_owned())),
                     },
+                    Event::Data(bytes) => {
+                        data(key, bytes);
+                        continue;
+                    }
                     Event::Delivered(id) => Shown::Delivered(id),
                     Event::Failed(id, why) => Shown::Failed(id, why),
                     Event::PeerUp(addr) => Shown::PeerUp(addr),
@@ -227,8 +235,8 @@ impl Conversation {
                 {
                     *uid = s.session().message_id();
                 }
-                Some(shown)
-            }
+                return Some(shown);
+            },
             Conversation::Legacy(p) => Some(match p.poll_event()? {
                 PlainEvent::Datagram { from, bytes } => Shown::Message {
                     from: Some(from),

@@ -589,7 +589,11 @@ impl Talk {
 
     /// Take everything the conversation has to show.
     fn collect(&mut self) {
-        while let Some(shown) = self.link.protocol.next_shown(self.read_encoding) {
+        while let Some(shown) = self
+            .link
+            .protocol
+            .next_shown(self.read_encoding, &mut |_, _| {})
+        {
             match shown {
                 Shown::Message {
                     from,
