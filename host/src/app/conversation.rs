@@ -261,6 +261,17 @@ impl Conversation {
         }
     }
 
+    /// The paired name of `key`, if it is a paired peer's (duet mode).
+    pub fn name_of(&self, key: &PeerKey) -> Option<String> {
+        match self {
+            Conversation::Duet { names, .. } => names
+                .iter()
+                .find(|(k, _)| *k == key.0)
+                .map(|(_, name)| name.clone()),
+            Conversation::Legacy(_) => None,
+        }
+    }
+
     /// Whether the peer answers (legacy datagrams: always, there is no way to know).
     pub fn is_peer_up(&self) -> bool {
         match self {

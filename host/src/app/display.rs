@@ -42,7 +42,7 @@ const ZWJ: char = '\u{200d}';
 /// Characters that are not controls (`char::is_control`) yet are not seen: they reorder
 /// the text around them (the bidirectional embeddings, overrides, isolates and marks:
 /// "Trojan Source"), break or join it unseen, or end a line.
-fn is_invisible(c: char) -> bool {
+pub fn is_invisible(c: char) -> bool {
     matches!(
         c,
         '\u{061c}' // ARABIC LETTER MARK

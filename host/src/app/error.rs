@@ -30,6 +30,13 @@ pub enum Error {
         /// How many were sent.
         total: usize,
     },
+    /// The peer refused a file, or could not save it.
+    FileNotSaved {
+        /// The file's name.
+        name: String,
+        /// Why, in words.
+        why: String,
+    },
     /// Not paired with anyone yet.
     NotPaired,
     /// A name that is not in the peers file.
@@ -86,6 +93,9 @@ impl fmt::Display for Error {
                     f,
                     "{failed} of {total} messages were not acknowledged by the peer"
                 )
+            }
+            Error::FileNotSaved { name, why } => {
+                write!(f, "the peer did not save {name}: {why}")
             }
             Error::NotPaired => f.write_str(
                 "not paired with anyone yet: duet talks only to paired peers. Pair with \

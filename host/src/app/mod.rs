@@ -8,6 +8,7 @@ pub mod contacts;
 pub mod conversation;
 pub mod display;
 mod error;
+pub mod files;
 pub mod handoff;
 pub mod keys;
 pub mod pair;

@@ -12,6 +12,9 @@
 //! - An incoming message is stored *before* it is shown (and before the session is asked
 //!   for the next event, which is what lets it be acknowledged). A message whose
 //!   (peer, id) is already stored is a retransmission across a restart: not shown again.
+//! - A file received or sent ([`super::files`]) is one row in `files` (its SHA-256, name,
+//!   size and where it is) and one line in the history (`file NAME (SIZE bytes) saved to
+//!   PATH`), written in the turn's transaction before the file's last chunk is acknowledged.
 
 use std::fs;
 use std::io;
@@ -50,6 +53,17 @@ CREATE TABLE IF NOT EXISTS messages (
 -- (every received and delivered message) out of it, so storing one costs one index less.
 DROP INDEX IF EXISTS messages_by_peer;
 CREATE INDEX IF NOT EXISTS messages_queued ON messages (peer, seq) WHERE state = 'queued';
+CREATE TABLE IF NOT EXISTS files (
+    seq        INTEGER PRIMARY KEY,
+    peer       TEXT NOT NULL,
+    direction  TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    sha256     BLOB NOT NULL,
+    name       TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    path       TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_hash ON files (sha256);
 CREATE TABLE IF NOT EXISTS plain (
     seq        INTEGER PRIMARY KEY,
     addr       TEXT NOT NULL,
@@ -102,6 +116,46 @@ pub struct Store {
     next_uid: u64,
 }
 
+/// A file that was received (saved) or sent (the peer saved it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRow {
+    /// The peer.
+    pub peer: PeerKey,
+    /// Received or sent.
+    pub direction: Direction,
+    /// The SHA-256 of its content: its id.
+    pub sha256: [u8; 32],
+    /// Its name (as saved, for a received file).
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Where it is: saved to, or sent from.
+    pub path: PathBuf,
+}
+
+impl FileRow {
+    /// Its line in the history.
+    pub fn text(&self) -> String {
+        match self.direction {
+            Direction::In => format!(
+                "file {} ({} bytes) saved to {}",
+                self.name,
+                self.size,
+                self.path.display()
+            ),
+            Direction::Out => format!("file {} ({} bytes) sent", self.name, self.size),
+        }
+    }
+
+    /// The id its history line is stored under: the hash's first 8 bytes, so the same file
+    /// has one line however often it comes.
+    fn uid(&self) -> u64 {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.sha256[..8]);
+        u64::from_be_bytes(first)
+    }
+}
+
 /// Everything one turn of the application's loop has to write, committed together in
 /// one transaction by [`Store::commit`] (group commit: one disk sync per turn, not per
 /// message).
@@ -118,6 +172,8 @@ pub struct Writes {
     /// Legacy mode's plain datagrams, sent or received: the other side's address, which
     /// way, the text as shown (escaped already).
     pub plain: Vec<(std::net::SocketAddr, Direction, String)>,
+    /// Files received or sent.
+    pub files: Vec<FileRow>,
 }
 
 impl Writes {
@@ -128,6 +184,7 @@ impl Writes {
             && self.delivered.is_empty()
             && self.shown.is_empty()
             && self.plain.is_empty()
+            && self.files.is_empty()
     }
 }
 
@@ -417,6 +474,33 @@ impl Store {
                 };
                 plain.execute(params![addr.to_string(), way, text, now])?;
             }
+            let mut file = tx.prepare_cached(
+                "INSERT INTO files (peer, direction, sha256, name, size, path, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut line = tx.prepare_cached(
+                "INSERT OR IGNORE INTO messages (peer, direction, uid, text, state, created_ms, updated_ms, shown)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)",
+            )?;
+            for row in &writes.files {
+                let (way, state) = match row.direction {
+                    Direction::In => ("in", "received"),
+                    Direction::Out => ("out", "delivered"),
+                };
+                let peer = row.peer.to_string();
+                let size = i64::try_from(row.size).unwrap_or(i64::MAX);
+                let path = row.path.to_string_lossy();
+                file.execute(params![
+                    peer,
+                    way,
+                    &row.sha256[..],
+                    row.name,
+                    size,
+                    path,
+                    now
+                ])?;
+                line.execute(params![peer, way, row.uid() as i64, row.text(), state, now])?;
+            }
             Ok(())
         })();
         result
@@ -446,6 +530,20 @@ impl Store {
             ..Writes::default()
         };
         self.commit(&writes).map(drop)
+    }
+
+    /// Where the file with this SHA-256 was last saved, if one was received.
+    pub fn received_file(&self, sha256: &[u8; 32]) -> Result<Option<PathBuf>, Error> {
+        self.conn
+            .query_row(
+                "SELECT path FROM files WHERE direction = 'in' AND sha256 = ?1
+                 ORDER BY seq DESC LIMIT 1",
+                params![&sha256[..]],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|p| p.map(PathBuf::from))
+            .map_err(|e| self.err(e))
     }
 
     /// Received messages stored but never shown (duet stopped between the two), oldest
@@ -752,6 +850,46 @@ mod test {
         );
         // LIKE wildcards in a search are taken literally.
         assert!(store.history(None, Some("%"), 10).unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_is_one_row_and_one_history_line_however_often_it_comes() {
+        let dir = temp_dir("files");
+        let alice = PeerKey([1; 32]);
+        let mut store = Store::open(&dir).unwrap();
+        let row = FileRow {
+            peer: alice,
+            direction: Direction::In,
+            sha256: [7; 32],
+            name: "a b.pdf".into(),
+            size: 12,
+            path: dir.join("a b.pdf"),
+        };
+        assert_eq!(store.received_file(&[7; 32]).unwrap(), None);
+        for _ in 0..2 {
+            let writes = Writes {
+                files: vec![row.clone()],
+                ..Writes::default()
+            };
+            store.commit(&writes).unwrap();
+        }
+        assert_eq!(
+            store.received_file(&[7; 32]).unwrap(),
+            Some(dir.join("a b.pdf"))
+        );
+        assert_eq!(store.received_file(&[8; 32]).unwrap(), None);
+        let lines = store.history(None, None, 10).unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(
+            lines[0].text,
+            format!(
+                "file a b.pdf (12 bytes) saved to {}",
+                dir.join("a b.pdf").display()
+            )
+        );
+        // Never shown again as a message at the next start.
+        assert!(store.unshown(None).unwrap().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -10,13 +10,18 @@
 //! means stored on this side, and a store that cannot be written holds messages
 //! unacknowledged (the sender keeps them) and says so, instead of losing them.
 //!
+//! Files ride the same session ([`super::files`]): their chunks are written before the
+//! turn's commit, a finished file's history row is in the turn's transaction, and only then
+//! does the session acknowledge them, as it does text. Typed text goes before any chunk, and
+//! a file leaves room for the next typed line ([`Talk::keep_room_for_typing`]).
+//!
 //! The front-end then waits ([`Talk::wait`]) for a datagram, its input or the next
 //! deadline, and turns again.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use duet_core::legacy::PlainSendError;
 use duet_core::session::{FailReason, MessageId, SendError};
@@ -26,6 +31,7 @@ use duet_core::time::{Duration, Instant};
 use super::Error;
 use super::conversation::{Conversation, Shown, messages_of};
 use super::display;
+use super::files::{FileEvent, FileOptions, Files};
 use super::handoff::{self, Asked, Reply, Status};
 use super::keys::PeerKey;
 use super::reach::{self, PathKind, Reaching};
@@ -43,6 +49,8 @@ const HOLD_FOR_PEER: usize = 64;
 const REACH_TICK: Duration = Duration::from_millis(200);
 /// How soon a turn that could not write the history tries again.
 const STORE_RETRY: Duration = Duration::from_millis(500);
+/// How often a conversation whose file is being hashed looks whether it is done.
+const HASH_TICK: Duration = Duration::from_millis(50);
 /// How often the session's generator gets fresh entropy and its clock a new reading.
 const REFRESH_EVERY: Duration = Duration::from_secs(600);
 
@@ -114,6 +122,63 @@ pub enum Happened {
         kind: PathKind,
         /// The peer's address on that path.
         addr: SocketAddr,
+    },
+    /// A file from the peer is coming (or continues where an earlier attempt stopped).
+    FileIncoming {
+        /// The paired peer's name.
+        who: Option<String>,
+        /// The name it is saved under.
+        name: String,
+        /// Bytes.
+        size: u64,
+        /// Bytes already here from an earlier attempt.
+        resumed_at: u64,
+    },
+    /// A file from the peer is saved: checked end to end, in place, in the history.
+    FileReceived {
+        /// The paired peer's name.
+        who: Option<String>,
+        /// Its name as saved.
+        name: String,
+        /// Bytes.
+        size: u64,
+        /// Where it is.
+        path: PathBuf,
+        /// It was saved before: the peer offered it again, nothing new came.
+        already: bool,
+    },
+    /// A file of ours is saved by the peer ([`Talk::send_file`]).
+    FileSent {
+        /// The number [`Talk::send_file`] returned.
+        transfer: u64,
+        /// Its name.
+        name: String,
+        /// Bytes.
+        size: u64,
+        /// The peer had it already.
+        already: bool,
+    },
+    /// How far a file is, at most once a second each way.
+    FileProgress {
+        /// Ours: the number [`Talk::send_file`] returned; theirs: `None`.
+        transfer: Option<u64>,
+        /// Its name.
+        name: String,
+        /// Bytes acknowledged (ours) or written (theirs).
+        done: u64,
+        /// Bytes in all.
+        size: u64,
+    },
+    /// A file transfer stopped.
+    FileFailed {
+        /// Ours: the number [`Talk::send_file`] returned; theirs: `None`.
+        transfer: Option<u64>,
+        /// Its name.
+        name: String,
+        /// Why, in words.
+        why: String,
+        /// The peer refused or stopped it (its limit, its disk, damage in transit).
+        refused: bool,
     },
     /// Something went wrong that the user must know, and duet goes on.
     Problem(String),
@@ -212,6 +277,10 @@ pub struct Talk {
     reaching: Option<Reaching>,
     /// When to reseed the session's generator and re-read the wall clock next.
     refresh_at: Instant,
+    /// Files, both ways.
+    files: Files,
+    /// Whether a file leaves room in the session for a typed line.
+    keep_room: bool,
 }
 
 impl Talk {
@@ -243,7 +312,38 @@ impl Talk {
             next_origin: 1,
             reaching: None,
             refresh_at: Instant::now() + REFRESH_EVERY,
+            files: Files::new(FileOptions::default()),
+            keep_room: true,
         }
+    }
+
+    /// Where received files go and how large they may be.
+    pub fn set_file_options(&mut self, options: FileOptions) {
+        self.files.set_options(options);
+    }
+
+    /// Send the file at `path` to the peer (after the files before it); returns the number
+    /// its [`Happened::FileSent`], [`Happened::FileProgress`] and [`Happened::FileFailed`]
+    /// carry. A file that cannot be read is refused at once; its hash is computed on a
+    /// thread, and it is offered once known.
+    pub fn send_file(&mut self, path: &Path) -> Result<u64, Error> {
+        if matches!(self.link.protocol, Conversation::Legacy(_)) {
+            return Err(Error::Other(
+                "files go only between paired duets, not in legacy mode".into(),
+            ));
+        }
+        self.files.send_file(path)
+    }
+
+    /// Whether a file being sent leaves room in the session for one typed line (on by
+    /// default): off, it fills the window, for a front-end where nobody types.
+    pub fn keep_room_for_typing(&mut self, keep: bool) {
+        self.keep_room = keep;
+    }
+
+    /// File messages from the peer that did not parse (dropped).
+    pub fn malformed_file_messages(&self) -> u64 {
+        self.files.malformed()
     }
 
     /// Reach the peer across the internet too (see [`super::reach`]).
@@ -397,9 +497,10 @@ impl Talk {
         self.pending.len() < TURN_LINES && self.link.protocol.has_room()
     }
 
-    /// Messages typed and not yet acknowledged (or failed).
+    /// Messages typed and not yet acknowledged (or failed), and files not yet saved by
+    /// the peer.
     pub fn waiting(&self) -> usize {
-        self.pending.len() + self.link.protocol.in_flight()
+        self.pending.len() + self.link.protocol.in_flight() + self.files.waiting()
     }
 
     /// The next thing to show.
@@ -438,6 +539,10 @@ impl Talk {
         self.take_handoffs();
         self.commit();
         self.offer();
+        while let Some(event) = self.files.next_event() {
+            let happened = self.file_happened(event);
+            self.events.push_back(happened);
+        }
         let retry = self.retry_store_at;
         Ok(match (deadline, retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -459,6 +564,13 @@ impl Talk {
         }
         self.flush_shown();
         let handoff = self.handoff.as_ref().map(LocalListener::wait_handle);
+        // A file's hash is computed on a thread: look at it a few times a second.
+        let limit = if self.files.busy() {
+            let tick = Instant::now() + HASH_TICK;
+            Some(limit.map_or(tick, |l| l.min(tick)))
+        } else {
+            limit
+        };
         // Internet reach's look-ups and publications finish on other threads: look at
         // them a few times a second while it runs.
         let limit = match &self.reaching {
@@ -589,12 +701,20 @@ impl Talk {
 
     /// Take everything the conversation has to show.
     fn collect(&mut self) {
-        while let Some(shown) = self
-            .link
-            .protocol
-            .next_shown(self.read_encoding, &mut |_, _| {})
-        {
+        loop {
+            let (files, store) = (&mut self.files, self.store.as_ref());
+            let Some(shown) = self
+                .link
+                .protocol
+                .next_shown(self.read_encoding, &mut |from, bytes| {
+                    files.receive(from, bytes, store)
+                })
+            else {
+                break;
+            };
             match shown {
+                Shown::Delivered(id) if self.files.outcome(id, true) => {}
+                Shown::Failed(id, _) if self.files.outcome(id, false) => {}
                 Shown::Message {
                     from,
                     who,
@@ -676,6 +796,9 @@ impl Talk {
         let mut writes = Writes {
             delivered: std::mem::take(&mut self.delivered),
             shown: std::mem::take(&mut self.shown),
+            // Chunks written, a finished file checked and placed: before the commit that
+            // lets the session acknowledge them.
+            files: self.files.prepare_commit(),
             ..Writes::default()
         };
         // Legacy datagrams: kept as shown, with the address they came from or went to.
@@ -738,6 +861,7 @@ impl Talk {
                         });
                     }
                 }
+                self.files.committed();
                 if let Conversation::Duet { secure, .. } = &mut self.link.protocol {
                     secure.confirm_received();
                 }
@@ -767,8 +891,88 @@ impl Talk {
         }
     }
 
-    /// Offer typed messages to the session, in order; a durable one only once stored.
+    /// Offer what goes out to the session: file offers and answers, typed messages, then
+    /// file chunks while there is room.
     fn offer(&mut self) {
+        let now = Instant::now();
+        if let Conversation::Duet { secure, .. } = &mut self.link.protocol {
+            self.files.send_control(secure, now);
+        }
+        self.offer_text();
+        // Typed text that did not fit waits for room; chunks do not take it.
+        if self.pending.is_empty()
+            && let Conversation::Duet { secure, .. } = &mut self.link.protocol
+        {
+            self.files.send_chunks(secure, now, self.keep_room);
+        }
+    }
+
+    /// A file event, with the peer's name, for the front-end.
+    fn file_happened(&self, event: FileEvent) -> Happened {
+        let who = |from: Option<PeerKey>| from.and_then(|k| self.link.protocol.name_of(&k));
+        match event {
+            FileEvent::Incoming {
+                from,
+                name,
+                size,
+                resumed_at,
+            } => Happened::FileIncoming {
+                who: who(from),
+                name,
+                size,
+                resumed_at,
+            },
+            FileEvent::Received {
+                from,
+                name,
+                size,
+                path,
+                already,
+            } => Happened::FileReceived {
+                who: who(from),
+                name,
+                size,
+                path,
+                already,
+            },
+            FileEvent::Sent {
+                transfer,
+                name,
+                size,
+                already,
+            } => Happened::FileSent {
+                transfer,
+                name,
+                size,
+                already,
+            },
+            FileEvent::Progress {
+                transfer,
+                name,
+                done,
+                size,
+            } => Happened::FileProgress {
+                transfer,
+                name,
+                done,
+                size,
+            },
+            FileEvent::Failed {
+                transfer,
+                name,
+                why,
+                refused,
+            } => Happened::FileFailed {
+                transfer,
+                name,
+                why,
+                refused,
+            },
+        }
+    }
+
+    /// Offer typed messages to the session, in order; a durable one only once stored.
+    fn offer_text(&mut self) {
         while let Some(p) = self.pending.front() {
             if p.durable && p.uid.is_none() {
                 // Not stored yet (the store failed this turn): keep input order.

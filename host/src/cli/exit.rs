@@ -38,6 +38,9 @@ pub enum ExitCode {
     NotPaired = 12,
     /// `--tap`: the TAP device is missing, not a tap, down, busy, or not allowed.
     Tap = 13,
+    /// `send --file`: the peer refused the file (over its size limit, no space) or could
+    /// not save it (it arrived damaged, its disk filled up).
+    FileNotSaved = 14,
 }
 
 /// The process exit code for `error`.
@@ -47,6 +50,7 @@ pub fn exit_code(error: &Error) -> ExitCode {
         Error::TooLong { .. } => ExitCode::TooLong,
         Error::NoAnswer { .. } => ExitCode::NoAnswer,
         Error::NotDelivered { .. } => ExitCode::NotDelivered,
+        Error::FileNotSaved { .. } => ExitCode::FileNotSaved,
         Error::NotPaired => ExitCode::NotPaired,
         Error::UnknownPeer { .. } | Error::NoPeerAt { .. } => ExitCode::BadAddress,
         Error::InsecureKeyFile { .. } => ExitCode::InsecureKeyFile,

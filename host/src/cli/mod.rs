@@ -12,6 +12,7 @@ pub mod exit;
 
 use crate::app::Error;
 use crate::app::conversation::LegacyOptions;
+use crate::app::files::FileOptions;
 use crate::app::keys::{self, PeerKey};
 use crate::app::pair::{self, AddOptions, Code, InviteOptions, JoinOptions};
 use crate::front::{
@@ -153,6 +154,57 @@ pub struct IpmsgArgs {
     pub group: Option<String>,
 }
 
+/// Where `--help` lists the file options.
+const FILES_HEADING: &str = "Receiving files";
+
+/// Where received files go and how large they may be.
+#[derive(Debug, Args, Clone, Default)]
+pub struct FileArgs {
+    /// Save received files in DIR (created when the first one comes) [default: a `duet`
+    /// folder in your download directory].
+    #[arg(long, env = "DUET_SAVE_DIR", value_name = "DIR", help_heading = FILES_HEADING)]
+    pub save_dir: Option<PathBuf>,
+    /// Refuse files larger than this: bytes, or with a unit (K, M, G, T: powers of 1024;
+    /// KiB, MiB, GiB, TiB too) [default: 4G].
+    #[arg(long, env = "DUET_MAX_FILE_SIZE", value_name = "SIZE", value_parser = parse_size, help_heading = FILES_HEADING)]
+    pub max_file_size: Option<u64>,
+}
+
+impl From<FileArgs> for FileOptions {
+    fn from(a: FileArgs) -> Self {
+        let default = FileOptions::default();
+        FileOptions {
+            save_dir: a.save_dir.or(default.save_dir),
+            max_size: a.max_file_size.unwrap_or(default.max_size),
+        }
+    }
+}
+
+/// A size in bytes: `123`, `4G`, `1.5MiB`, `10 k`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => return Err(format!("unknown unit {other:?}: use K, M, G or T")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (say 4G, 500M or 1048576)"))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
 /// Where `--help` lists the internet reach options.
 const REACH_HEADING: &str = "Internet reach (peers behind NAT)";
 
@@ -213,6 +265,9 @@ pub struct ChatArgs {
     /// Internet reach.
     #[command(flatten)]
     pub reach: ReachArgs,
+    /// Receiving files.
+    #[command(flatten)]
+    pub files: FileArgs,
 }
 
 /// `duet chat [PEER]`.
@@ -246,6 +301,9 @@ pub struct WebArgs {
     /// Internet reach.
     #[command(flatten)]
     pub reach: ReachArgs,
+    /// Receiving files.
+    #[command(flatten)]
+    pub files: FileArgs,
 }
 
 /// `duet send`.
@@ -274,8 +332,12 @@ pub struct SendArgs {
     #[command(flatten)]
     pub ipmsg: IpmsgArgs,
     /// The text; several words are joined with spaces.
-    #[arg(required = true, num_args = 1.., value_name = "TEXT")]
+    #[arg(required_unless_present = "file", conflicts_with = "file", num_args = 1.., value_name = "TEXT")]
     pub text: Vec<String>,
+    /// Send this file instead of text; exits 0 once the peer saved it (checked end to
+    /// end). Run again after an interruption, it goes on where it stopped.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["legacy", "ipmsg", "no_split"])]
+    pub file: Option<PathBuf>,
     /// Internet reach.
     #[command(flatten)]
     pub reach: ReachArgs,
@@ -302,6 +364,9 @@ pub struct ListenArgs {
     /// IP Messenger mode.
     #[command(flatten)]
     pub ipmsg: IpmsgArgs,
+    /// Receiving files.
+    #[command(flatten)]
+    pub files: FileArgs,
 }
 
 /// `duet peers`.
@@ -541,6 +606,7 @@ impl From<ChatArgs> for ChatOptions {
             tap: a.tap.into(),
             ipmsg: a.ipmsg.into(),
             reach: a.reach.into(),
+            files: a.files.into(),
         }
     }
 }
@@ -556,6 +622,7 @@ impl From<SendArgs> for SendOptions {
             tap: a.tap.into(),
             ipmsg: a.ipmsg.into(),
             text: a.text,
+            file: a.file,
             reach: a.reach.into(),
         }
     }
@@ -570,6 +637,7 @@ impl From<ListenArgs> for ListenOptions {
             legacy: a.legacy.into(),
             tap: a.tap.into(),
             ipmsg: a.ipmsg.into(),
+            files: a.files.into(),
         }
     }
 }
@@ -582,6 +650,7 @@ impl From<WebArgs> for WebOptions {
             http: a.http,
             open: !a.no_open,
             reach: a.reach.into(),
+            files: a.files.into(),
         }
     }
 }
@@ -615,6 +684,24 @@ mod test {
     use crate::front::lan::{CHAT_DEFAULT_BIND, SEND_DEFAULT_BIND, bind_addr};
     use clap::Parser;
     use std::net::SocketAddr;
+
+    #[test]
+    fn sizes_take_units_of_1024() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("1.5 MiB"), Ok(3 << 19));
+        assert_eq!(parse_size("10k"), Ok(10 << 10));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("99999999T").is_err());
+        let cli = Cli::try_parse_from(["duet", "send", "--to", "b", "--file", "x"]).unwrap();
+        let Some(Command::Send(send)) = cli.command else {
+            panic!("not send")
+        };
+        assert_eq!(send.file, Some(PathBuf::from("x")));
+        assert!(Cli::try_parse_from(["duet", "send", "--to", "b", "--file", "x", "hi"]).is_err());
+        assert!(Cli::try_parse_from(["duet", "send", "--to", "b"]).is_err());
+    }
 
     #[test]
     fn ipmsg_mode_defaults_to_port_2425_only_when_bind_is_left_alone() {

@@ -15,7 +15,7 @@ use duet_core::time::{Duration, Instant};
 use super::ChatOptions;
 use super::input::{Input, InputPipe};
 use super::ui::Output;
-use super::{banner, counters, sender};
+use super::{banner, counters, file_line, sender};
 use crate::app::Error;
 use crate::app::contacts::Contacts;
 use crate::app::conversation::Conversation;
@@ -160,6 +160,7 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
         }
     };
     let mut talk = Talk::new(link, store, None, args.legacy.read_encoding());
+    talk.set_file_options(args.files.clone());
     if !args.legacy.legacy {
         talk.serve_handoffs(dir)?;
     }
@@ -227,7 +228,7 @@ struct ChatState {
     looking: Option<(String, Option<SocketAddr>)>,
 }
 
-const HELP: &str = "commands: /peer NAME or NAME@HOST:PORT (talk to someone else), /nick NAME, /status, /quit, /help; \
+const HELP: &str = "commands: /peer NAME or NAME@HOST:PORT (talk to someone else), /file PATH (send a file), /nick NAME, /status, /quit, /help; \
                     start a message with // to send a line that begins with /";
 
 impl ChatState {
@@ -349,6 +350,16 @@ impl ChatState {
                     kind.as_str()
                 )),
                 Happened::Problem(text) => out.line(&format!("* {text}")),
+                file @ (Happened::FileIncoming { .. }
+                | Happened::FileReceived { .. }
+                | Happened::FileSent { .. }
+                | Happened::FileProgress { .. }
+                | Happened::FileFailed { .. }) => {
+                    let from = talk.conversation().peer();
+                    if let Some(line) = file_line(&file, from) {
+                        out.line(&line);
+                    }
+                }
             }
         }
     }
@@ -420,6 +431,18 @@ impl ChatState {
                     Err(e) => out.line(&format!("* {e}")),
                 }
             }
+            "file" if rest.is_empty() => {
+                out.line(
+                    "* usage: /file PATH (send a file; the peer saves it in its save directory)",
+                );
+            }
+            "file" => match talk.send_file(std::path::Path::new(rest)) {
+                Ok(_) => out.line(&format!(
+                    "* sending file {} once its checksum is computed",
+                    super::ui::escaped(rest)
+                )),
+                Err(e) => out.line(&format!("* {e}")),
+            },
             "nick" if rest.is_empty() => {
                 out.line(&format!("* usage: /nick NAME (you are {})", self.name));
             }

@@ -8,7 +8,7 @@ use duet_core::time::{Duration, Instant};
 
 use super::ListenOptions;
 use super::ui::Output;
-use super::{banner, counters, sender};
+use super::{banner, counters, file_line, sender};
 use crate::app::Error;
 use crate::app::contacts::Contacts;
 use crate::app::conversation::Conversation;
@@ -45,6 +45,9 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
     let mut out = Output::Batched(String::new());
     banner(&mut out, &args.legacy, link.local_addr());
     let mut talk = Talk::new(link, store, None, args.legacy.read_encoding());
+    talk.set_file_options(args.files.clone());
+    // Nobody types here: a file sent back through a hand-off may fill the window.
+    talk.keep_room_for_typing(false);
     if !args.legacy.legacy {
         talk.serve_handoffs(dir)?;
     }
@@ -69,6 +72,18 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
                 Happened::Oversized { from } => out.line(&format!(
                     "* dropped a datagram of more than {MAX_DATAGRAM} bytes from {from} (duet reads at most {MAX_DATAGRAM})"
                 )),
+                // A file is one message: one line, naming it, its size and where it is.
+                Happened::FileReceived { .. } => {
+                    received += 1;
+                    if let Some(line) = file_line(&happened, talk.conversation().peer()) {
+                        out.line(&line);
+                    }
+                }
+                Happened::FileFailed { .. } => {
+                    if let Some(line) = file_line(&happened, talk.conversation().peer()) {
+                        out.line(&line);
+                    }
+                }
                 Happened::PeerDown => peer_left = true,
                 Happened::Problem(text) => out.line(&format!("* {text}")),
                 _ => {}

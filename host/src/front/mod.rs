@@ -20,6 +20,8 @@ use duet_core::secure::Secure;
 
 use crate::app::Error;
 use crate::app::conversation::LegacyOptions;
+use crate::app::files::FileOptions;
+use crate::app::talk::Happened;
 use crate::transport::TapOptions;
 use crate::transport::reach::ReachConfig;
 use ui::Output;
@@ -79,6 +81,8 @@ pub struct ChatOptions {
     pub ipmsg: IpmsgOptions,
     /// Internet reach.
     pub reach: ReachOptions,
+    /// Where received files go.
+    pub files: FileOptions,
 }
 
 /// `duet web`.
@@ -94,6 +98,8 @@ pub struct WebOptions {
     pub open: bool,
     /// Internet reach.
     pub reach: ReachOptions,
+    /// Where received files go.
+    pub files: FileOptions,
 }
 
 /// `duet send`.
@@ -115,6 +121,8 @@ pub struct SendOptions {
     pub ipmsg: IpmsgOptions,
     /// The words of the text.
     pub text: Vec<String>,
+    /// A file to send instead of text.
+    pub file: Option<std::path::PathBuf>,
     /// Internet reach.
     pub reach: ReachOptions,
 }
@@ -134,6 +142,8 @@ pub struct ListenOptions {
     pub tap: TapOptions,
     /// IP Messenger mode.
     pub ipmsg: IpmsgOptions,
+    /// Where received files go.
+    pub files: FileOptions,
 }
 
 /// `duet history`.
@@ -188,6 +198,84 @@ pub(crate) fn sender(who: Option<String>, from: Option<SocketAddr>) -> String {
         (None, Some(addr)) => addr.to_string(),
         (None, None) => "?".to_owned(),
     }
+}
+
+/// The one line a file event shows as, for the chat, `listen` and `send`: `from` is the
+/// peer's address, `None` for events that are not about a file.
+pub(crate) fn file_line(happened: &Happened, from: Option<SocketAddr>) -> Option<String> {
+    let esc = ui::escaped;
+    Some(match happened {
+        Happened::FileIncoming {
+            who,
+            name,
+            size,
+            resumed_at,
+        } => {
+            let mut line = format!(
+                "* receiving file {} ({size} bytes) from {}",
+                esc(name),
+                sender(who.clone(), from)
+            );
+            if *resumed_at > 0 {
+                line.push_str(&format!(
+                    ", continuing after the {resumed_at} bytes already here"
+                ));
+            }
+            line
+        }
+        Happened::FileReceived {
+            who,
+            name,
+            size,
+            path,
+            already,
+        } => format!(
+            "{}: file {} ({size} bytes) saved to {}{}",
+            sender(who.clone(), from),
+            esc(name),
+            esc(&path.display().to_string()),
+            if *already { " (already there)" } else { "" }
+        ),
+        Happened::FileSent {
+            name,
+            size,
+            already,
+            ..
+        } => format!(
+            "* file {} ({size} bytes) {}",
+            esc(name),
+            if *already {
+                "was saved by the peer already"
+            } else {
+                "saved by the peer"
+            }
+        ),
+        Happened::FileProgress {
+            transfer,
+            name,
+            done,
+            size,
+        } => format!(
+            "* {} {}: {done} of {size} bytes ({}%)",
+            if transfer.is_some() {
+                "sending"
+            } else {
+                "receiving"
+            },
+            esc(name),
+            done.saturating_mul(100) / (*size).max(1)
+        ),
+        Happened::FileFailed {
+            transfer,
+            name,
+            why,
+            ..
+        } => match transfer {
+            Some(_) => format!("* file {} NOT sent: {}", esc(name), esc(why)),
+            None => format!("* file {} from the peer NOT saved: {}", esc(name), esc(why)),
+        },
+        _ => return None,
+    })
 }
 
 /// What a secure session received and refused, for `/status` and `listen -v`.

@@ -9,7 +9,7 @@ use duet_core::text::Encoding;
 use duet_core::time::{Duration, Instant};
 
 use super::ui::{self, Output};
-use super::{SendOptions, sender};
+use super::{SendOptions, file_line, sender};
 use crate::app::Error;
 use crate::app::contacts::Contacts;
 use crate::app::conversation::DUET_PORT;
@@ -23,6 +23,9 @@ use crate::transport::{self, Link, parse_addr};
 
 /// `duet send`.
 pub fn send(args: SendOptions, dir: &Path) -> Result<(), Error> {
+    if let Some(path) = args.file.clone() {
+        return send_file(args, dir, &path);
+    }
     let bind = parse_addr(&args.bind)?;
     let text = args.text.join(" ");
     if text.is_empty() {
@@ -244,4 +247,136 @@ fn handed_over(mut handed: Handed, name: &str, timeout: Duration) -> Result<(), 
         failed: total - delivered,
         total,
     })
+}
+
+/// `duet send --file PATH`: offer the file, send what the peer lacks, exit 0 once the peer
+/// saved it (checked end to end); a refusal or a failure says why, with its own exit code.
+/// Run it again after a kill or a lost link and it goes on where it stopped.
+fn send_file(args: SendOptions, dir: &Path, path: &Path) -> Result<(), Error> {
+    let bind = parse_addr(&args.bind)?;
+    let timeout = Duration::from_secs(args.timeout);
+    let config = Config {
+        delivery_timeout: timeout,
+        ..Config::default()
+    };
+    let contacts = Contacts::load(dir)?;
+    let target = contacts.find(&args.to)?;
+    // A second session with the peer would cut the running duet off (see app::handoff);
+    // files are not handed over (yet): the running chat sends them with /file.
+    if let Ok(Some(status)) = handoff::status(dir)
+        && status.peer == Some(target.key)
+    {
+        return Err(Error::Other(format!(
+            "a duet running here already talks to {0}: send the file from it (/file PATH in `duet chat {0}`)",
+            target.name
+        )));
+    }
+    let store = Store::open(dir)?;
+    let reach = if args.tap.tap.is_none() {
+        args.reach.config()?
+    } else {
+        None
+    };
+    let mut conversation = Conversation::duet(&contacts, Some(&target), config)?;
+    let to = match target.addr {
+        Some(to) => Some(to),
+        None => {
+            conversation.discover(&target, bind);
+            None
+        }
+    };
+    let stack = transport::open_reaching(bind, &args.tap, reach.is_some())?;
+    let link = Link::bind(stack, bind, conversation)?;
+    if to.is_none() {
+        link.allow_broadcast()?;
+    }
+    let mut talk = Talk::new(link, Some(store), Some(target.key), Encoding::Utf8);
+    // Nobody types here: the file may fill the whole window.
+    talk.keep_room_for_typing(false);
+    if let Some(config) = &reach {
+        let port = talk.link.local_addr().port();
+        let identity = Identity::load_or_create(dir)?;
+        match Reaching::start(config, &identity, target.key, port) {
+            Ok(reaching) => talk.reach(reaching),
+            Err(e) => eprintln!("duet: internet reach is off: {e}"),
+        }
+    }
+    let transfer = talk.send_file(path)?;
+    let mut out = Output::Lines;
+    let mut heard = false;
+    let mut heard_count = 0;
+    // Given up on after --timeout without progress (a file may take long; a silent peer
+    // may not).
+    let mut progress_at = Instant::now();
+    let result = loop {
+        let deadline = talk.turn()?;
+        let mut outcome = None;
+        while let Some(happened) = talk.next_event() {
+            match happened {
+                Happened::FileSent { transfer: t, .. } if t == transfer => {
+                    let from = talk.conversation().peer();
+                    if let Some(line) = file_line(&happened, from) {
+                        out.line(&line);
+                    }
+                    outcome = Some(Ok(()));
+                }
+                Happened::FileFailed {
+                    transfer: Some(t),
+                    name,
+                    why,
+                    refused,
+                } if t == transfer => {
+                    outcome = Some(Err(if refused {
+                        Error::FileNotSaved { name, why }
+                    } else if !heard {
+                        Error::NoAnswer {
+                            peer: talk.conversation().peer().or(to).unwrap_or(bind),
+                            waited: args.timeout,
+                        }
+                    } else {
+                        Error::Other(format!("file {name} NOT sent: {why}"))
+                    }));
+                }
+                Happened::FileProgress { .. } => progress_at = Instant::now(),
+                Happened::PeerUp(_) => heard = true,
+                Happened::Message {
+                    from, who, text, ..
+                } => {
+                    heard = true;
+                    out.line(&format!("{}: {text}", sender(who, from)));
+                }
+                Happened::Problem(text) => eprintln!("duet: {text}"),
+                _ => {}
+            }
+        }
+        if let Some(outcome) = outcome {
+            break outcome;
+        }
+        // Anything from the peer counts as life: a large file's last chunk may wait long
+        // for its check while acknowledgements of the rest keep coming.
+        let count = talk.conversation().datagrams_heard();
+        if count != heard_count {
+            heard_count = count;
+            heard = true;
+            progress_at = Instant::now();
+        }
+        let give_up = progress_at + timeout;
+        if Instant::now() >= give_up {
+            let peer = talk.conversation().peer().or(to).unwrap_or(bind);
+            break Err(if heard {
+                Error::Other(format!(
+                    "the peer stopped answering for {} s; run the same command again to go on where it stopped",
+                    args.timeout
+                ))
+            } else {
+                Error::NoAnswer {
+                    peer,
+                    waited: args.timeout,
+                }
+            });
+        }
+        talk.wait(deadline, None, Some(give_up))?;
+    };
+    talk.close();
+    result
 }

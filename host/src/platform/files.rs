@@ -1,6 +1,7 @@
 //! Files only their owner can read (the process's file creation mask, the repair of a file
 //! that others can read), why a file cannot be written (a read-only file system, no
-//! permission, no space left), and where the config directory is by default.
+//! permission, no space left), where the config directory is by default, and where
+//! received files go by default (the user's download directory).
 //!
 //! On Unix privacy is the mode bits: everything is created 0600/0700 and a file others can
 //! read is repaired. Windows has no mode bits: duet's files live in the user's profile
@@ -79,6 +80,48 @@ mod unix {
     pub fn available_bytes(path: &Path) -> io::Result<u64> {
         let stats = rustix::fs::statvfs(path).map_err(io::Error::from)?;
         Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+
+    /// The user's download directory: `$XDG_DOWNLOAD_DIR`, else the one named in
+    /// `user-dirs.dirs` (where desktops record it, `$XDG_CONFIG_HOME` or `~/.config`), else
+    /// `~/Downloads`; `None` without a home. (The `dirs` crate reads the same file; for one
+    /// line of it, it is not worth a dependency.)
+    pub fn download_dir() -> Option<PathBuf> {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute());
+        if let Some(dir) = std::env::var_os("XDG_DOWNLOAD_DIR").map(PathBuf::from)
+            && dir.is_absolute()
+        {
+            return Some(dir);
+        }
+        let config = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| home.as_ref().map(|h| h.join(".config")));
+        if let (Some(config), Some(home)) = (config, &home)
+            && let Ok(text) = fs::read_to_string(config.join("user-dirs.dirs"))
+            && let Some(dir) = user_dirs_download(&text, home)
+        {
+            return Some(dir);
+        }
+        home.map(|h| h.join("Downloads"))
+    }
+
+    /// `XDG_DOWNLOAD_DIR="$HOME/Downloads"` in a `user-dirs.dirs`, with `$HOME` replaced.
+    pub fn user_dirs_download(text: &str, home: &Path) -> Option<PathBuf> {
+        let value = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("XDG_DOWNLOAD_DIR="))
+            .next_back()?
+            .trim()
+            .trim_matches('"');
+        let dir = match value.strip_prefix("$HOME") {
+            Some(rest) => home.join(rest.trim_start_matches('/')),
+            None => PathBuf::from(value),
+        };
+        // The file's rules: an absolute path or one under $HOME; `$HOME/` alone means none.
+        (dir.is_absolute() && dir != home).then_some(dir)
     }
 
     /// The config directory when none is given: `$XDG_CONFIG_HOME/duet`, else
@@ -177,6 +220,15 @@ mod windows {
         Ok(available)
     }
 
+    /// The user's download directory: `%USERPROFILE%\Downloads` (where Windows puts it
+    /// unless the user moved it); `None` without a profile.
+    pub fn download_dir() -> Option<PathBuf> {
+        std::env::var_os("USERPROFILE")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .map(|p| p.join("Downloads"))
+    }
+
     /// The config directory when none is given: `%APPDATA%\duet`; else how to name it and
     /// why it cannot be found.
     pub fn default_config_dir() -> Result<PathBuf, (PathBuf, &'static str)> {
@@ -196,6 +248,29 @@ mod test {
     use super::*;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn the_download_directory_is_read_from_user_dirs() {
+        let home = Path::new("/home/ann");
+        let text = "# written by xdg-user-dirs-update\nXDG_DESKTOP_DIR=\"$HOME/Desktop\"\n\
+                    XDG_DOWNLOAD_DIR=\"$HOME/Téléchargements\"\n";
+        assert_eq!(
+            user_dirs_download(text, home),
+            Some(PathBuf::from("/home/ann/Téléchargements"))
+        );
+        assert_eq!(
+            user_dirs_download("XDG_DOWNLOAD_DIR=\"/srv/in\"", home),
+            Some(PathBuf::from("/srv/in"))
+        );
+        // `$HOME/` alone means "none", and a relative path is not allowed.
+        assert_eq!(
+            user_dirs_download("XDG_DOWNLOAD_DIR=\"$HOME/\"", home),
+            None
+        );
+        assert_eq!(user_dirs_download("XDG_DOWNLOAD_DIR=\"dl\"", home), None);
+        assert_eq!(user_dirs_download("", home), None);
+    }
 
     #[test]
     fn a_file_others_can_read_is_made_private_and_a_private_one_is_left_alone() {

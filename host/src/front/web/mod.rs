@@ -88,6 +88,7 @@ pub fn web(args: WebOptions, dir: &Path) -> Result<(), Error> {
     let mut out = Output::Lines;
     banner(&mut out, &LegacyOptions::default(), link.local_addr());
     let mut talk = Talk::new(link, Some(Store::open(dir)?), None, Encoding::Utf8);
+    talk.set_file_options(args.files.clone());
     talk.serve_handoffs(dir)?;
     if let (Some(config), Some(key)) = (&reach_config, peer_key) {
         let port = talk.link.local_addr().port();
@@ -420,6 +421,21 @@ impl Web {
                 json!({"kind": "problem", "text": text})
             }
             Happened::Unmappable { .. } | Happened::Oversized { .. } => return,
+            // Files: one line in the terminal, and an event the page may show (it shows
+            // none yet).
+            file @ (Happened::FileIncoming { .. }
+            | Happened::FileReceived { .. }
+            | Happened::FileSent { .. }
+            | Happened::FileProgress { .. }
+            | Happened::FileFailed { .. }) => {
+                let line = super::file_line(&file, talk.conversation().peer());
+                if let Some(line) = &line
+                    && !matches!(file, Happened::FileProgress { .. })
+                {
+                    self.out.line(line);
+                }
+                json!({"kind": "file", "text": line.map(|l| shown(&l))})
+            }
         };
         self.inbox.show(None, json.to_string());
     }
