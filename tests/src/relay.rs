@@ -56,6 +56,8 @@ pub struct Relay {
     stop: Arc<AtomicBool>,
     /// Drop everything B sends, while set.
     mute_b: Arc<AtomicBool>,
+    /// Datagrams B may still send before it is muted, plus one (0: no countdown).
+    mute_b_after: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
     /// What it did.
     pub stats: Arc<RelayStats>,
@@ -83,6 +85,8 @@ impl Relay {
         let (stop2, stats2) = (Arc::clone(&stop), Arc::clone(&stats));
         let mute_b = Arc::new(AtomicBool::new(false));
         let mute_b2 = Arc::clone(&mute_b);
+        let mute_b_after = Arc::new(AtomicU64::new(0));
+        let countdown = Arc::clone(&mute_b_after);
         eprintln!("relay between {a} and {b}: seed {seed}, {mischief:?}");
         let thread = std::thread::spawn(move || {
             run(
@@ -94,6 +98,7 @@ impl Relay {
                 Rng::new(seed),
                 &stop2,
                 &mute_b2,
+                &countdown,
                 &stats2,
             );
         });
@@ -102,6 +107,7 @@ impl Relay {
             b: b_addr,
             stop,
             mute_b,
+            mute_b_after,
             thread: Some(thread),
             stats,
             seed,
@@ -120,7 +126,20 @@ impl Relay {
 
     /// Drop everything B sends (its acknowledgements, say) while `muted`.
     pub fn mute_b(&self, muted: bool) {
+        self.mute_b_after.store(0, Ordering::Relaxed);
         self.mute_b.store(muted, Ordering::Relaxed);
+    }
+
+    /// Let B send `n` more datagrams, then drop everything it sends (until
+    /// [`Relay::mute_b`]): a sender then stalls part of the way through, at a point the
+    /// relay decides rather than a race with the test.
+    pub fn mute_b_after(&self, n: u64) {
+        self.mute_b_after.store(n + 1, Ordering::Relaxed);
+    }
+
+    /// Whether B is muted now.
+    pub fn b_muted(&self) -> bool {
+        self.mute_b.load(Ordering::Relaxed)
     }
 }
 
@@ -143,6 +162,7 @@ fn run(
     mut rng: Rng,
     stop: &AtomicBool,
     mute_b: &AtomicBool,
+    mute_b_after: &AtomicU64,
     stats: &RelayStats,
 ) {
     let mut held: BinaryHeap<Held> = BinaryHeap::new();
@@ -161,6 +181,14 @@ fn run(
                 idle = false;
                 // Only the two processes may use the relay.
                 let expected = if from_a { a } else { b };
+                if !from_a
+                    && src == b
+                    && mute_b_after
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        == Ok(1)
+                {
+                    mute_b.store(true, Ordering::Relaxed);
+                }
                 if src != expected || (!from_a && mute_b.load(Ordering::Relaxed)) {
                     continue;
                 }

@@ -466,6 +466,18 @@ pub enum FileEvent {
         /// It was saved before (this offer sent nothing new).
         already: bool,
     },
+    /// The peer takes a file of ours, from `from` on (more than 0: it has the rest from an
+    /// earlier attempt).
+    Accepted {
+        /// Its number ([`Files::send_file`]).
+        transfer: u64,
+        /// Its name.
+        name: String,
+        /// Bytes.
+        size: u64,
+        /// Where sending starts.
+        from: u64,
+    },
     /// A file of ours is saved by the peer.
     Sent {
         /// Its number ([`Files::send_file`]).
@@ -1059,6 +1071,12 @@ impl Files {
         });
         match opened {
             Ok(file) => {
+                self.events.push_back(FileEvent::Accepted {
+                    transfer: out.transfer,
+                    name: out.name.clone(),
+                    size: out.size,
+                    from,
+                });
                 out.acked = from;
                 out.state = if from == out.size {
                     Sending::Sent

@@ -147,6 +147,18 @@ pub enum Happened {
         /// It was saved before: the peer offered it again, nothing new came.
         already: bool,
     },
+    /// The peer takes a file of ours, from byte `from` on (above 0: it kept the bytes
+    /// before from an earlier attempt).
+    FileAccepted {
+        /// The number [`Talk::send_file`] returned.
+        transfer: u64,
+        /// Its name.
+        name: String,
+        /// Bytes.
+        size: u64,
+        /// Where sending starts.
+        from: u64,
+    },
     /// A file of ours is saved by the peer ([`Talk::send_file`]).
     FileSent {
         /// The number [`Talk::send_file`] returned.
@@ -934,6 +946,17 @@ impl Talk {
                 size,
                 path,
                 already,
+            },
+            FileEvent::Accepted {
+                transfer,
+                name,
+                size,
+                from,
+            } => Happened::FileAccepted {
+                transfer,
+                name,
+                size,
+                from,
             },
             FileEvent::Sent {
                 transfer,

@@ -352,6 +352,7 @@ impl ChatState {
                 Happened::Problem(text) => out.line(&format!("* {text}")),
                 file @ (Happened::FileIncoming { .. }
                 | Happened::FileReceived { .. }
+                | Happened::FileAccepted { .. }
                 | Happened::FileSent { .. }
                 | Happened::FileProgress { .. }
                 | Happened::FileFailed { .. }) => {

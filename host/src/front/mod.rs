@@ -236,6 +236,18 @@ pub(crate) fn file_line(happened: &Happened, from: Option<SocketAddr>) -> Option
             esc(&path.display().to_string()),
             if *already { " (already there)" } else { "" }
         ),
+        Happened::FileAccepted {
+            name, size, from, ..
+        } => {
+            if *from == 0 {
+                format!("* sending file {} ({size} bytes)", esc(name))
+            } else {
+                format!(
+                    "* sending file {} ({size} bytes), continuing after the {from} bytes the peer has",
+                    esc(name)
+                )
+            }
+        }
         Happened::FileSent {
             name,
             size,

@@ -338,6 +338,15 @@ fn send_file(args: SendOptions, dir: &Path, path: &Path) -> Result<(), Error> {
                     }));
                 }
                 Happened::FileProgress { .. } => progress_at = Instant::now(),
+                Happened::FileAccepted { from, .. } => {
+                    heard = true;
+                    if from > 0 {
+                        let peer = talk.conversation().peer();
+                        if let Some(line) = file_line(&happened, peer) {
+                            out.line(&line);
+                        }
+                    }
+                }
                 Happened::PeerUp(_) => heard = true,
                 Happened::Message {
                     from, who, text, ..

@@ -425,6 +425,7 @@ impl Web {
             // none yet).
             file @ (Happened::FileIncoming { .. }
             | Happened::FileReceived { .. }
+            | Happened::FileAccepted { .. }
             | Happened::FileSent { .. }
             | Happened::FileProgress { .. }
             | Happened::FileFailed { .. }) => {
