@@ -1499,6 +1499,41 @@ mod test {
         }
     }
 
+    /// docs/PROTOCOL.md, section 20.4: an OFFER of the 5-byte file "a.txt" whose id is
+    /// the bytes 0x00 to 0x1f, and the CHUNK that carries "hello" from offset 0.
+    static OFFER_BYTES: [u8; 46] = [
+        0x01, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d,
+        0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c,
+        0x1d, 0x1e, 0x1f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x61, 0x2e, 0x74, 0x78,
+        0x74,
+    ];
+    static CHUNK_BYTES: [u8; 22] = [
+        0x05, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x68, 0x65, 0x6c, 0x6c, 0x6f,
+    ];
+
+    #[test]
+    fn the_test_vectors_of_the_protocol() {
+        let mut id = [0u8; 32];
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let offer = FileMessage::Offer {
+            id,
+            size: 5,
+            name: b"a.txt",
+        };
+        assert_eq!(offer.to_bytes(), OFFER_BYTES);
+        assert_eq!(FileMessage::parse(&OFFER_BYTES), Some(offer));
+        let chunk = FileMessage::Chunk {
+            tag: tag_of(&id),
+            offset: 0,
+            data: b"hello",
+        };
+        assert_eq!(chunk.to_bytes(), CHUNK_BYTES);
+        assert_eq!(FileMessage::parse(&CHUNK_BYTES), Some(chunk));
+    }
+
     #[test]
     fn malformed_messages_are_refused_not_misread() {
         let id = [1; 32];
