@@ -555,6 +555,9 @@ struct Outgoing {
     size: u64,
     id: FileId,
     state: Sending,
+    /// Its OFFER for the current state is queued (once per [`Sending::Offered`]: the
+    /// answer may take a while, and one offer brings one answer).
+    offer_queued: bool,
     /// Bytes the peer acknowledged.
     acked: u64,
     reported: Instant,
@@ -678,6 +681,7 @@ impl Files {
             size: meta.len(),
             id: [0; 32],
             state: Sending::Hashing(hashing),
+            offer_queued: false,
             acked: 0,
             reported: Instant::now(),
         });
@@ -1127,6 +1131,7 @@ impl Files {
         };
         if tag_of(&out.id) == tag && matches!(out.state, Sending::Chunks { .. } | Sending::Sent) {
             out.state = Sending::Offered;
+            out.offer_queued = true;
             let offer = offer_bytes(out);
             self.control.push_back(offer);
         }
@@ -1226,13 +1231,14 @@ impl Files {
             }
         }
         // Only the front transfer is offered; one that cannot be read fails.
-        while let Some(out) = self.outgoing.front() {
+        while let Some(out) = self.outgoing.front_mut() {
             match &out.state {
                 Sending::Unreadable(why) => {
                     let why = why.clone();
                     self.fail_front(why, false);
                 }
-                Sending::Offered if !self.offered_front() => {
+                Sending::Offered if !out.offer_queued => {
+                    out.offer_queued = true;
                     let offer = offer_bytes(out);
                     self.control.push_back(offer);
                     return;
@@ -1240,20 +1246,6 @@ impl Files {
                 _ => return,
             }
         }
-    }
-
-    /// Whether the front transfer's offer is queued or in the session already.
-    fn offered_front(&self) -> bool {
-        let Some(front) = self.outgoing.front() else {
-            return false;
-        };
-        self.control
-            .iter()
-            .any(|m| m.first() == Some(&wire::OFFER) && m.get(1..33) == Some(&front.id[..]))
-            || self
-                .ours
-                .iter()
-                .any(|o| o.transfer == Some(front.transfer) && o.end == 0)
     }
 
     /// Fill the session with chunks of the front file while it has room, keeping room for

@@ -435,7 +435,33 @@ impl Web {
                 {
                     self.out.line(line);
                 }
-                json!({"kind": "file", "text": line.map(|l| shown(&l))})
+                let mut json = json!({"kind": "file", "text": line.map(|l| shown(&l))});
+                json["event"] = match file {
+                    Happened::FileIncoming { name, size, .. } => {
+                        json!({"incoming": {"name": shown(&name), "size": size}})
+                    }
+                    Happened::FileReceived {
+                        name, size, path, ..
+                    } => json!({"received": {
+                        "name": shown(&name), "size": size,
+                        "path": shown(&path.display().to_string()),
+                    }}),
+                    Happened::FileAccepted { transfer, from, .. } => {
+                        json!({"accepted": {"transfer": transfer, "from": from}})
+                    }
+                    Happened::FileSent { transfer, .. } => json!({"sent": {"transfer": transfer}}),
+                    Happened::FileProgress {
+                        transfer,
+                        done,
+                        size,
+                        ..
+                    } => json!({"progress": {"transfer": transfer, "done": done, "size": size}}),
+                    Happened::FileFailed { transfer, why, .. } => {
+                        json!({"failed": {"transfer": transfer, "why": shown(&why)}})
+                    }
+                    _ => serde_json::Value::Null,
+                };
+                json
             }
         };
         self.inbox.show(None, json.to_string());
