@@ -412,3 +412,47 @@ fn a_full_disk_stops_the_transfer_with_a_clear_word_and_a_clean_partial_file() {
     b.close_stdin();
     assert!(b.wait(T).success(), "{:?}", b.seen);
 }
+
+#[test]
+fn a_line_typed_while_a_file_goes_out_does_not_wait_for_the_file() {
+    // The file fills the session as fast as the peer takes it; the line typed meanwhile
+    // still takes its turn (a file leaves room for one typed message).
+    let (ha, hb, pa, pb, _relay) = through_relay(Mischief::default(), 11);
+    let save = hb.path().join("saved");
+    let mut b = receiver(&hb, pb, &save, &[]);
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(pa)]);
+    a.expect("* listening on", T);
+    let bytes = content(4 << 20, 12);
+    let path = file_in(&ha, "slow.bin", &bytes);
+    a.type_line(&format!("/file {}", path.display()));
+    b.expect("* receiving file slow.bin", T);
+    a.type_line("typed while the file goes");
+    b.expect(": typed while the file goes", T);
+    b.expect(
+        ": file slow.bin (4194304 bytes) saved to ",
+        Duration::from_secs(180),
+    );
+    let order: Vec<usize> = [
+        "typed while the file goes",
+        "file slow.bin (4194304 bytes) saved",
+    ]
+    .iter()
+    .map(|needle| {
+        b.seen
+            .iter()
+            .position(|l| l.contains(needle))
+            .expect("seen")
+    })
+    .collect();
+    assert!(
+        order[0] < order[1],
+        "the line waited for the file: {:?}",
+        b.seen
+    );
+    assert_eq!(fs::read(save.join("slow.bin")).expect("saved"), bytes);
+    a.expect("* file slow.bin (4194304 bytes) saved by the peer", T);
+    a.close_stdin();
+    assert!(a.wait(T).success(), "{:?}", a.seen);
+    b.close_stdin();
+    assert!(b.wait(T).success(), "{:?}", b.seen);
+}

@@ -1602,6 +1602,122 @@ mod test {
         dir
     }
 
+    /// The replies `files` queued, parsed.
+    fn replies(files: &mut Files) -> Vec<String> {
+        files
+            .control
+            .drain(..)
+            .map(|m| format!("{:?}", FileMessage::parse(&m).expect("a valid reply")))
+            .collect()
+    }
+
+    fn offer(files: &mut Files, bytes: &[u8], name: &str) -> FileId {
+        let id: FileId = Sha256::digest(bytes).into();
+        let offer = FileMessage::Offer {
+            id,
+            size: bytes.len() as u64,
+            name: name.as_bytes(),
+        };
+        files.receive(None, &offer.to_bytes(), None);
+        id
+    }
+
+    fn chunk(files: &mut Files, id: &FileId, offset: usize, data: &[u8]) {
+        let chunk = FileMessage::Chunk {
+            tag: tag_of(id),
+            offset: offset as u64,
+            data,
+        };
+        files.receive(None, &chunk.to_bytes(), None);
+    }
+
+    fn receiving(dir: &Path, max_size: u64) -> Files {
+        Files::new(FileOptions {
+            save_dir: Some(dir.to_owned()),
+            max_size,
+        })
+    }
+
+    #[test]
+    fn a_file_is_written_as_it_comes_and_saved_only_once_its_hash_is_checked() {
+        let dir = temp_dir("receive");
+        let bytes = b"0123456789abcdefghij";
+        let mut files = receiving(&dir, 1000);
+        let id = offer(&mut files, bytes, "../notes.txt");
+        assert_eq!(
+            replies(&mut files),
+            [format!("Accept {{ id: {id:?}, from: 0 }}")]
+        );
+        chunk(&mut files, &id, 0, &bytes[..8]);
+        // Written before the commit that lets the session acknowledge it.
+        assert!(files.prepare_commit().is_empty());
+        let part = dir.join(format!("._notes.txt.{}{PART_SUFFIX}", hex(&tag_of(&id))));
+        assert_eq!(fs::read(&part).unwrap(), &bytes[..8]);
+        // Out of step: asked to offer again, once.
+        chunk(&mut files, &id, 12, &bytes[12..]);
+        chunk(&mut files, &id, 14, &bytes[14..]);
+        assert_eq!(
+            replies(&mut files),
+            [format!("Again {{ tag: {:?} }}", tag_of(&id))]
+        );
+        chunk(&mut files, &id, 8, &bytes[8..]);
+        let rows = files.prepare_commit();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].path, dir.join("_notes.txt"));
+        // SAVED goes out, and the event shows, only once the row is committed.
+        assert!(replies(&mut files).is_empty());
+        files.committed();
+        assert_eq!(replies(&mut files), [format!("Saved {{ id: {id:?} }}")]);
+        assert!(matches!(
+            files.next_event(),
+            Some(FileEvent::Incoming { .. })
+        ));
+        assert!(matches!(
+            files.next_event(),
+            Some(FileEvent::Received { already: false, .. })
+        ));
+        assert_eq!(fs::read(dir.join("_notes.txt")).unwrap(), bytes);
+        assert!(!part.exists());
+        // Offered again: the file that has it is named, nothing is sent.
+        offer(&mut files, bytes, "../notes.txt");
+        assert_eq!(replies(&mut files), [format!("Have {{ id: {id:?} }}")]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_file_is_removed_and_an_oversized_one_refused() {
+        let dir = temp_dir("damaged");
+        let mut files = receiving(&dir, 10);
+        let id = offer(&mut files, b"0123456789", "a");
+        replies(&mut files);
+        chunk(&mut files, &id, 0, b"0123456789".map(|b| b ^ 1).as_slice());
+        assert!(files.prepare_commit().is_empty());
+        assert_eq!(
+            replies(&mut files),
+            [format!("Failed {{ id: {id:?}, why: Damaged, detail: 0 }}")]
+        );
+        assert!(names_in(&dir).is_empty(), "{:?}", names_in(&dir));
+        let big = offer(&mut files, &[0; 11], "b");
+        assert_eq!(
+            replies(&mut files),
+            [format!(
+                "Refuse {{ id: {big:?}, why: TooLarge, detail: 10 }}"
+            )]
+        );
+        // Garbage is counted, not acted on.
+        files.receive(None, &[wire::CHUNK, 1, 2], None);
+        assert_eq!(files.malformed(), 1);
+        assert!(replies(&mut files).is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
     #[test]
     fn a_finished_file_never_replaces_another_and_the_same_file_is_kept_once() {
         let dir = temp_dir("place");

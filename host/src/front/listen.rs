@@ -108,12 +108,17 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
                     now
                 }
             };
-            if peer_left || now >= quiet_since + LINGER_QUIET || now >= started + LINGER_MAX {
+            // Our own messages first: a file's SAVED is how its sender learns it is saved,
+            // and the session gives up on it by itself after its delivery timeout.
+            let ours = s.session().pending();
+            let done = now >= quiet_since + LINGER_QUIET || now >= started + LINGER_MAX;
+            if peer_left || (ours == 0 && done) {
                 break;
             }
-            let limit = (quiet_since + LINGER_QUIET).min(started + LINGER_MAX);
+            // Past the linger's end only for our own messages: their deadlines wake us.
+            let limit = (!done).then(|| (quiet_since + LINGER_QUIET).min(started + LINGER_MAX));
             out.flush();
-            talk.wait(deadline, None, Some(limit))?;
+            talk.wait(deadline, None, limit)?;
             continue;
         }
         out.flush();
