@@ -1312,12 +1312,14 @@ impl Incoming {
     ) -> io::Result<Incoming> {
         fs::create_dir_all(dir)?;
         let part = dir.join(format!(".{name}.{}{PART_SUFFIX}", hex(&tag_of(&id))));
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&part)?;
+        let mut file = system_files::no_follow(
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .open(&part)?;
         let mut have = file.metadata()?.len();
         if have > size {
             // Not a prefix of this file: start over.

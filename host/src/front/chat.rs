@@ -437,7 +437,7 @@ impl ChatState {
                     "* usage: /file PATH (send a file; the peer saves it in its save directory)",
                 );
             }
-            "file" => match talk.send_file(std::path::Path::new(rest)) {
+            "file" => match talk.send_file(std::path::Path::new(unquoted(rest))) {
                 Ok(_) => out.line(&format!(
                     "* sending file {} once its checksum is computed",
                     super::ui::escaped(rest)
@@ -514,4 +514,14 @@ impl ChatState {
             ));
         }
     }
+}
+
+/// A path as typed or dropped onto a terminal, which may put it in quotes.
+fn unquoted(path: &str) -> &str {
+    for quote in ['\'', '"'] {
+        if let Some(inner) = path.strip_prefix(quote).and_then(|p| p.strip_suffix(quote)) {
+            return inner;
+        }
+    }
+    path
 }

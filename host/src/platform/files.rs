@@ -61,6 +61,13 @@ mod unix {
         options.mode(0o600)
     }
 
+    /// Options that refuse to open the path if it is a symbolic link (`O_NOFOLLOW`): a
+    /// file duet writes into a directory others may write to (received files' partial
+    /// files) is never written through a link planted there.
+    pub fn no_follow(options: &mut fs::OpenOptions) -> &mut fs::OpenOptions {
+        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+    }
+
     /// Create `dir` and its parents, for the owner alone (mode 0700).
     pub fn create_dir_private(dir: &Path) -> io::Result<()> {
         fs::DirBuilder::new()
@@ -169,6 +176,12 @@ mod windows {
 
     /// The options as given: the file inherits the directory's ACL.
     pub fn private(options: &mut fs::OpenOptions) -> &mut fs::OpenOptions {
+        options
+    }
+
+    /// The options as given: creating a symbolic link takes a privilege on Windows, so a
+    /// planted one is not the risk it is on Unix.
+    pub fn no_follow(options: &mut fs::OpenOptions) -> &mut fs::OpenOptions {
         options
     }
 
