@@ -249,6 +249,11 @@ fn handed_over(mut handed: Handed, name: &str, timeout: Duration) -> Result<(), 
     })
 }
 
+/// How long `send --file` waits for news of its file (an answer to the offer, chunks
+/// acknowledged, SAVED) from a peer that otherwise answers, when `--timeout` is shorter: a
+/// receiver checks a large partial file it resumes from before it answers.
+const STALL: Duration = Duration::from_secs(60);
+
 /// `duet send --file PATH`: offer the file, send what the peer lacks, exit 0 once the peer
 /// saved it (checked end to end); a refusal or a failure says why, with its own exit code.
 /// Run it again after a kill or a lost link and it goes on where it stopped.
@@ -305,9 +310,13 @@ fn send_file(args: SendOptions, dir: &Path, path: &Path) -> Result<(), Error> {
     let mut out = Output::Lines;
     let mut heard = false;
     let mut heard_count = 0;
-    // Given up on after --timeout without progress (a file may take long; a silent peer
-    // may not).
+    // Given up on after --timeout without a datagram from the peer (a file may take long;
+    // a silent peer may not), or after STALL without any news of the file from a peer
+    // that answers (one that takes binary messages but not files, such as a board).
+    let stall = timeout.max(STALL);
     let mut progress_at = Instant::now();
+    let mut file_news_at = Instant::now();
+    let mut accepted = false;
     let result = loop {
         let deadline = talk.turn()?;
         let mut outcome = None;
@@ -337,9 +346,14 @@ fn send_file(args: SendOptions, dir: &Path, path: &Path) -> Result<(), Error> {
                         Error::Other(format!("file {name} NOT sent: {why}"))
                     }));
                 }
-                Happened::FileProgress { .. } => progress_at = Instant::now(),
+                Happened::FileProgress { .. } => {
+                    progress_at = Instant::now();
+                    file_news_at = progress_at;
+                }
                 Happened::FileAccepted { from, .. } => {
                     heard = true;
+                    accepted = true;
+                    file_news_at = Instant::now();
                     if from > 0 {
                         let peer = talk.conversation().peer();
                         if let Some(line) = file_line(&happened, peer) {
@@ -369,7 +383,20 @@ fn send_file(args: SendOptions, dir: &Path, path: &Path) -> Result<(), Error> {
             heard = true;
             progress_at = Instant::now();
         }
-        let give_up = progress_at + timeout;
+        let give_up = (progress_at + timeout).min(file_news_at + stall);
+        if Instant::now() >= file_news_at + stall {
+            break Err(Error::Other(if accepted {
+                format!(
+                    "no news of the file from the peer for {} s; run the same command again to go on where it stopped",
+                    stall.as_millis() / 1000
+                )
+            } else {
+                format!(
+                    "the peer answers but not about the file for {} s: it cannot take files (a board, or a duet from before file transfer)",
+                    stall.as_millis() / 1000
+                )
+            }));
+        }
         if Instant::now() >= give_up {
             let peer = talk.conversation().peer().or(to).unwrap_or(bind);
             break Err(if heard {
