@@ -260,7 +260,17 @@ impl Setup {
     /// Start `duet web` (again): its address, with a new token, is `self.url`.
     fn start_web(&mut self) {
         let (bind, http) = (local(self.web_udp), local(self.port));
-        let mut args = vec!["web", "--bind", &bind, "--http", &http, "--no-open"];
+        let save = self.web_home.path().join("in").display().to_string();
+        let mut args = vec![
+            "web",
+            "--bind",
+            &bind,
+            "--http",
+            &http,
+            "--no-open",
+            "--save-dir",
+            &save,
+        ];
         args.extend(self.web_peer);
         self.web = self.web_home.duet(&args);
         self.url = self.web.expect("?token=", T).trim().to_owned();
@@ -274,9 +284,15 @@ impl Setup {
 
     /// The terminal chat, started (again).
     fn terminal(&self) -> Proc {
-        let mut terminal =
-            self.terminal_home
-                .duet(&["chat", "a", "--bind", &local(self.terminal_udp)]);
+        let save = self.terminal_home.path().join("in").display().to_string();
+        let mut terminal = self.terminal_home.duet(&[
+            "chat",
+            "a",
+            "--bind",
+            &local(self.terminal_udp),
+            "--save-dir",
+            &save,
+        ]);
         terminal.expect("* listening on", T);
         terminal
     }
@@ -354,6 +370,72 @@ fn the_page_shows_history_and_live_messages_as_text_and_sends_replies_delivered(
     assert_eq!(browser.ask(cmd(&[("op", "errors")])), "[]");
 }
 
+/// A 2×2 PNG (red, green, blue, white), for a picture the page must show.
+const PICTURE: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x02, 0x00, 0x00, 0x00, 0xfd, 0xd4, 0x9a,
+    0x73, 0x00, 0x00, 0x00, 0x12, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xc0,
+    0x00, 0xc2, 0x0c, 0xff, 0x81, 0x00, 0x00, 0x1f, 0xee, 0x05, 0xfb, 0x0b, 0xd9, 0x68, 0x8b, 0x00,
+    0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+#[test]
+fn a_picture_shows_inline_and_a_file_dropped_on_the_page_reaches_the_terminal() {
+    let mut setup = Setup::start();
+    let mut browser = Browser::start();
+    assert_eq!(browser.goto(&setup.url), r#"{"status": 200}"#);
+    browser.wait("#status", "connected");
+
+    // A picture from the terminal: shown inline, decoded by the browser.
+    let picture = setup.terminal_home.path().join("sunset.png");
+    std::fs::write(&picture, PICTURE).expect("write the picture");
+    let typed = format!("/file {}", picture.display());
+    setup.terminal.type_line(&typed);
+    setup.terminal.expect("saved by the peer", T);
+    browser.wait("#log li.in.file", "sunset.png");
+    let shown = "(() => { const i = document.querySelector('#log li.in.file img');                  return i && i.complete ? [i.naturalWidth, i.naturalHeight] : null; })()";
+    let mut size = browser.eval(shown);
+    for _ in 0..50 {
+        if size != "null" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        size = browser.eval(shown);
+    }
+    assert_eq!(size, "[2, 2]", "the picture is not shown");
+    let saved = setup.web_home.path().join("in/sunset.png");
+    assert_eq!(std::fs::read(&saved).expect("saved by duet web"), PICTURE);
+
+    // A file dropped onto the page: sent, byte for byte, and marked delivered.
+    let drop = "(() => {         const bytes = new Uint8Array(300000).map((_, i) => (i * 7 + 3) % 251);         const dt = new DataTransfer();         dt.items.add(new File([bytes], 'notes 笔记.bin'));         document.querySelector('main').dispatchEvent(new DragEvent('drop',             { dataTransfer: dt, bubbles: true, cancelable: true }));         return true; })()";
+    assert_eq!(browser.eval(drop), "true");
+    setup
+        .terminal
+        .expect("notes 笔记.bin (300000 bytes) saved to", T);
+    browser.wait(
+        r#"#log li.out.file[data-state="delivered"]"#,
+        "notes 笔记.bin",
+    );
+    let expected: Vec<u8> = (0..300_000u32).map(|i| ((i * 7 + 3) % 251) as u8).collect();
+    let arrived = setup.terminal_home.path().join("in/notes 笔记.bin");
+    assert!(
+        std::fs::read(&arrived).expect("saved by the terminal") == expected,
+        "the dropped file arrived changed"
+    );
+
+    // After a reload the picture is still shown, from the history.
+    assert_eq!(
+        browser.goto(&format!("http://127.0.0.1:{}/", setup.port)),
+        r#"{"status": 200}"#
+    );
+    browser.wait("#log li.in.file", "sunset.png");
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#log li.in.file img').length"),
+        "1"
+    );
+    assert_eq!(browser.ask(cmd(&[("op", "errors")])), "[]");
+}
+
 #[test]
 fn a_message_typed_while_the_peer_is_away_shows_sending_until_it_is_delivered() {
     let mut setup = Setup::start();
@@ -396,7 +478,14 @@ fn without_the_token_or_from_a_foreign_host_or_origin_nothing_is_served() {
     let cookie = format!("Cookie: duet_{port}={token}");
 
     // No token: refused, and nothing of the chat in the answer.
-    for target in ["/", "/app.js", "/ws", "/?token=wrong"] {
+    for target in [
+        "/",
+        "/app.js",
+        "/ws",
+        "/?token=wrong",
+        "/upload",
+        "/files/0123",
+    ] {
         let (status, answer) = http(port, target, &[]);
         assert_eq!(status, 401, "{target}: {answer}");
         assert!(!answer.contains("secret"), "{answer}");

@@ -532,6 +532,50 @@ impl Store {
         self.commit(&writes).map(drop)
     }
 
+    /// The latest `limit` files received from `peer`: the id of each one's line in the
+    /// history, its name and where it was saved.
+    pub fn received_files(
+        &self,
+        peer: &PeerKey,
+        limit: u64,
+    ) -> Result<Vec<(u64, String, PathBuf)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT sha256, name, path FROM files WHERE direction = 'in' AND peer = ?1
+                 ORDER BY seq DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(
+                params![peer.to_string(), limit.min(i64::MAX as u64) as i64],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .map_err(|e| self.err(e))?;
+        let mut found = Vec::new();
+        for row in rows {
+            let (sha256, name, path) = row.map_err(|e| self.err(e))?;
+            if let Ok(sha256) = <[u8; 32]>::try_from(sha256.as_slice()) {
+                let row = FileRow {
+                    peer: *peer,
+                    direction: Direction::In,
+                    sha256,
+                    name,
+                    size: 0,
+                    path: PathBuf::from(path),
+                };
+                found.push((row.uid(), row.name, row.path));
+            }
+        }
+        Ok(found)
+    }
+
     /// Where the file with this SHA-256 was last saved, if one was received.
     pub fn received_file(&self, sha256: &[u8; 32]) -> Result<Option<PathBuf>, Error> {
         self.conn

@@ -61,6 +61,66 @@ function add(m) {
   return li;
 }
 
+function sizeText(n) {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return (i === 0 ? n : n.toFixed(1)) + ' ' + units[i];
+}
+
+// A file, received or dropped here: a picture inline, anything else a link to it. The
+// name is text; the address is one this server gave (/files/ID).
+function addFile(m) {
+  const li = add({ dir: m.dir, state: m.state, at: m.at, text: '', why: m.why });
+  li.classList.add('file');
+  if (m.transfer) li.dataset.transfer = m.transfer;
+  const f = m.file || {};
+  const body = li.querySelector('.text');
+  if (f.url && f.picture) {
+    const img = document.createElement('img');
+    img.src = f.url;
+    img.alt = f.name;
+    img.addEventListener('load', () => { if (atBottom()) main.scrollTop = main.scrollHeight; });
+    body.append(img);
+  }
+  const label = document.createElement(f.url ? 'a' : 'span');
+  label.textContent = f.name + ' (' + sizeText(f.size) + ')';
+  if (f.url) {
+    label.href = f.url;
+    label.download = f.name;
+  }
+  body.append(label);
+  return li;
+}
+
+function fileState(m) {
+  const li = log.querySelector('li[data-transfer="' + CSS.escape(m.transfer) + '"]');
+  if (!li) return;
+  li.dataset.state = m.state;
+  li.title = m.why || (m.size ? Math.floor((100 * m.done) / m.size) + '%' : '');
+}
+
+function upload(file) {
+  fetch('/upload', {
+    method: 'POST',
+    headers: { 'X-File-Name': encodeURIComponent(file.name) },
+    body: file,
+  }).then((r) => {
+    if (!r.ok) return r.text().then((t) => problem('cannot send ' + file.name + ': ' + t));
+    return null;
+  }).catch((e) => problem('cannot send ' + file.name + ': ' + e));
+}
+
+// Files dropped anywhere on the page are sent.
+document.addEventListener('dragover', (e) => {
+  if (e.dataTransfer && [...e.dataTransfer.types].includes('Files')) e.preventDefault();
+});
+document.addEventListener('drop', (e) => {
+  if (!e.dataTransfer || e.dataTransfer.files.length === 0) return;
+  e.preventDefault();
+  [...e.dataTransfer.files].forEach(upload);
+});
+
 function update(m) {
   let li = null;
   if (m.tag) li = log.querySelector('li[data-tag="' + CSS.escape(m.tag) + '"]');
@@ -107,8 +167,8 @@ function startPairing(code) {
 document.getElementById('invite').addEventListener('click', () => startPairing(null));
 document.getElementById('join').addEventListener('click', () => startPairing(pairCode.value));
 
-function arrived(m) {
-  add(m);
+function arrived(m, shownAlready) {
+  if (!shownAlready) add(m);
   if (document.hidden || !document.hasFocus()) {
     unread += 1;
     title();
@@ -124,7 +184,7 @@ function handle(m) {
       log.replaceChildren();
       peer = m.peer || 'whoever writes first';
       heading.textContent = peer;
-      m.history.forEach(add);
+      m.history.forEach((h) => (h.kind === 'file' ? addFile(h) : add(h)));
       main.scrollTop = main.scrollHeight;
       setStatus(m.up ? 'connected' : 'waiting for ' + peer);
       if (!m.peer && !m.up) pairing.open = true;
@@ -135,6 +195,17 @@ function handle(m) {
       break;
     case 'state':
       update(m);
+      break;
+    case 'file':
+      if (m.dir === 'in') {
+        addFile(m);
+        arrived({ text: m.file ? m.file.name : '' }, true);
+      } else {
+        addFile(m);
+      }
+      break;
+    case 'filestate':
+      fileState(m);
       break;
     case 'peer':
       peer = m.name;

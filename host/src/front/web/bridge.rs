@@ -3,7 +3,9 @@
 //! the loop polls next to its socket (as the terminal's input does, `front::input`); events for the pages go over a broadcast
 //! channel every open page's WebSocket task listens to.
 
+use std::collections::HashMap;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +29,11 @@ pub enum Command {
     Send {
         /// As typed.
         text: String,
+    },
+    /// Send this file to the peer: one dropped onto a page, uploaded to `path`.
+    SendFile {
+        /// Where the upload is.
+        path: PathBuf,
     },
     /// Pair with someone by code: invite (no code) or join (a code, maybe an address).
     Pair {
@@ -127,4 +134,60 @@ impl Inbox {
         // No page open: nobody to tell (what matters is in the history).
         let _ = self.events.send(Arc::new(ToPage { to, json }));
     }
+}
+
+/// A file the pages may fetch (`/files/ID`): a received one, or one dropped onto a page.
+#[derive(Clone, Debug)]
+pub struct Shelved {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its name, for the download.
+    pub name: String,
+}
+
+/// The files the pages may fetch, by an unguessable id; only what the chat loop put here
+/// (a page never names a path).
+#[derive(Clone, Default)]
+pub struct Shelf(Arc<Mutex<HashMap<String, Shelved>>>);
+
+impl Shelf {
+    /// Put the file at `path` on the shelf: the address a page fetches it from.
+    pub fn put(&self, path: &Path, name: &str) -> Option<String> {
+        let id = format!(
+            "{:016x}{:016x}",
+            getrandom::u64().ok()?,
+            getrandom::u64().ok()?
+        );
+        let shelved = Shelved {
+            path: path.to_owned(),
+            name: name.to_owned(),
+        };
+        self.0.lock().ok()?.insert(id.clone(), shelved);
+        Some(format!("/files/{id}"))
+    }
+
+    /// The file shelved as `id`.
+    pub fn get(&self, id: &str) -> Option<Shelved> {
+        self.0.lock().ok()?.get(id).cloned()
+    }
+}
+
+/// Whether a page shows a file of this name as a picture: the raster formats browsers
+/// show (not SVG, which may carry script).
+pub fn is_picture(name: &str) -> bool {
+    picture_type(name).is_some()
+}
+
+/// The media type a picture of this name is served as.
+pub fn picture_type(name: &str) -> Option<&'static str> {
+    let ext = Path::new(name).extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "bmp" => "image/bmp",
+        _ => return None,
+    })
 }

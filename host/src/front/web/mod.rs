@@ -12,6 +12,7 @@ mod bridge;
 mod guard;
 mod server;
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
@@ -35,7 +36,7 @@ use crate::app::talk::{Happened, Mine, Talk};
 use crate::platform::browser;
 use crate::transport::reach::ReachConfig;
 use crate::transport::{self, Link, TapOptions, parse_addr};
-use bridge::{Bridge, Command, Inbox};
+use bridge::{Bridge, Command, Inbox, Shelf, is_picture};
 use guard::Access;
 
 /// As in the terminal chat: a message is never given up on while duet runs (one failing
@@ -43,6 +44,8 @@ use guard::Access;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How many of the latest stored messages a page shows when it opens.
 const HISTORY_ON_LOAD: u64 = 200;
+/// Where files dropped onto a page wait to be sent, in the config directory.
+const UPLOADS: &str = "web-uploads";
 /// Typed messages waiting for the peer, at most; more are refused. Each is taken at once
 /// (stored in the next turn's transaction), not held until the session has room: a page
 /// shows it as sending, so it must survive duet being stopped.
@@ -110,8 +113,19 @@ pub fn web(args: WebOptions, dir: &Path) -> Result<(), Error> {
 
     let (bridge, inbox) =
         bridge::bridge().map_err(|e| Error::Other(format!("cannot start the web server: {e}")))?;
-    server::start(listener, access, bridge.clone())
-        .map_err(|e| Error::Other(format!("cannot start the web server: {e}")))?;
+    // Files dropped onto a page wait here until they are sent; what a run killed before it
+    // could clean up goes now.
+    let uploads = dir.join(UPLOADS);
+    let _ = std::fs::remove_dir_all(&uploads);
+    let shelf = Shelf::default();
+    server::start(
+        listener,
+        access,
+        bridge.clone(),
+        shelf.clone(),
+        uploads.clone(),
+    )
+    .map_err(|e| Error::Other(format!("cannot start the web server: {e}")))?;
     out.line(&format!(
         "* chat page on http://{served}; open it with this address (it holds the secret that \
          lets anyone read and write as you):"
@@ -141,8 +155,12 @@ pub fn web(args: WebOptions, dir: &Path) -> Result<(), Error> {
         peer_key,
         next_tag: 1,
         out,
+        shelf,
+        sending: HashMap::new(),
     };
-    web.run(&mut talk)
+    let result = web.run(&mut talk);
+    let _ = std::fs::remove_dir_all(&uploads);
+    result
 }
 
 /// The chat loop's side of the pages.
@@ -162,6 +180,11 @@ struct Web {
     next_tag: u64,
     /// The terminal, for what the pages cannot show (problems).
     out: Output,
+    /// The files pages may fetch: received ones, and those dropped onto a page.
+    shelf: Shelf,
+    /// Files dropped onto a page and being sent: the transfer, and where a page fetches
+    /// the file.
+    sending: HashMap<u64, Option<String>>,
 }
 
 impl Web {
@@ -176,6 +199,7 @@ impl Web {
                 match command {
                     Command::Hello { client } => self.hello(talk, client),
                     Command::Send { text } => took |= self.typed(talk, &text),
+                    Command::SendFile { path } => took |= self.send_file(talk, &path),
                     Command::Pair { name, code, addr } => self.pair(name, code, addr),
                     Command::Paired(result) => self.paired(talk, result),
                     Command::Leave => {
@@ -340,6 +364,31 @@ impl Web {
         took
     }
 
+    /// A file dropped onto a page (uploaded to `path`): sent, and shown on every page as
+    /// sending; whether it was taken.
+    fn send_file(&mut self, talk: &mut Talk, path: &Path) -> bool {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let url = self.shelf.put(path, &name);
+        let (state, transfer, why) = match talk.send_file(path) {
+            Ok(transfer) => {
+                self.sending.insert(transfer, url.clone());
+                ("sending", Some(transfer), None)
+            }
+            Err(e) => ("failed", None, Some(e.to_string())),
+        };
+        let json = json!({
+            "kind": "file", "dir": "out", "at": now_ms(), "state": state,
+            "transfer": transfer.map(|t| t.to_string()), "why": why.map(|w| shown(&w)),
+            "file": file_json(&name, size, url.as_deref()),
+        });
+        self.inbox.show(None, json.to_string());
+        transfer.is_some()
+    }
+
     /// A page opened: its header and the latest history, to it alone.
     fn hello(&mut self, talk: &mut Talk, client: u64) {
         let peer = self.peer_key.or_else(|| talk_peer(talk));
@@ -353,12 +402,33 @@ impl Web {
             },
             _ => Vec::new(),
         };
+        // Files received, by the id of their line in the history: shown as files (a
+        // picture inline), fetched from the shelf.
+        let received: HashMap<u64, (String, PathBuf)> = match (talk.store(), peer) {
+            (Some(store), Some(key)) => store
+                .received_files(&key, HISTORY_ON_LOAD)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(uid, name, path)| (uid, (name, path)))
+                .collect(),
+            _ => HashMap::new(),
+        };
         let items: Vec<Value> = history
             .iter()
             .map(|e| match e.direction {
-                Direction::In => json!({
-                    "kind": "msg", "dir": "in", "text": shown(&e.text), "at": e.created_ms,
-                }),
+                Direction::In => match received.get(&e.uid).filter(|(_, p)| p.is_file()) {
+                    Some((name, path)) => {
+                        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+                        let url = self.shelf.put(path, name);
+                        json!({
+                            "kind": "file", "dir": "in", "text": shown(&e.text),
+                            "at": e.created_ms, "file": file_json(name, size, url.as_deref()),
+                        })
+                    }
+                    None => json!({
+                        "kind": "msg", "dir": "in", "text": shown(&e.text), "at": e.created_ms,
+                    }),
+                },
                 Direction::Out => json!({
                     "kind": "msg", "dir": "out", "text": shown(&e.text), "at": e.created_ms,
                     "uid": e.uid.to_string(),
@@ -421,8 +491,8 @@ impl Web {
                 json!({"kind": "problem", "text": text})
             }
             Happened::Unmappable { .. } | Happened::Oversized { .. } => return,
-            // Files: one line in the terminal, and an event the page may show (it shows
-            // none yet).
+            // Files: one line in the terminal; on the pages, a received file as an item
+            // of its own (a picture inline), and the state of one dropped onto a page.
             file @ (Happened::FileIncoming { .. }
             | Happened::FileReceived { .. }
             | Happened::FileAccepted { .. }
@@ -435,33 +505,44 @@ impl Web {
                 {
                     self.out.line(line);
                 }
-                let mut json = json!({"kind": "file", "text": line.map(|l| shown(&l))});
-                json["event"] = match file {
-                    Happened::FileIncoming { name, size, .. } => {
-                        json!({"incoming": {"name": shown(&name), "size": size}})
-                    }
+                let text = line.map(|l| shown(&l));
+                match file {
                     Happened::FileReceived {
                         name, size, path, ..
-                    } => json!({"received": {
-                        "name": shown(&name), "size": size,
-                        "path": shown(&path.display().to_string()),
-                    }}),
-                    Happened::FileAccepted { transfer, from, .. } => {
-                        json!({"accepted": {"transfer": transfer, "from": from}})
+                    } => {
+                        let url = self.shelf.put(&path, &name);
+                        json!({
+                            "kind": "file", "dir": "in", "text": text, "at": now_ms(),
+                            "file": file_json(&name, size, url.as_deref()),
+                        })
                     }
-                    Happened::FileSent { transfer, .. } => json!({"sent": {"transfer": transfer}}),
+                    Happened::FileSent { transfer, .. } => {
+                        self.sending.remove(&transfer);
+                        json!({"kind": "filestate", "transfer": transfer.to_string(),
+                               "state": "delivered"})
+                    }
+                    Happened::FileFailed {
+                        transfer: Some(transfer),
+                        why,
+                        ..
+                    } => {
+                        self.sending.remove(&transfer);
+                        json!({"kind": "filestate", "transfer": transfer.to_string(),
+                               "state": "failed", "why": shown(&why)})
+                    }
                     Happened::FileProgress {
-                        transfer,
+                        transfer: Some(transfer),
                         done,
                         size,
                         ..
-                    } => json!({"progress": {"transfer": transfer, "done": done, "size": size}}),
-                    Happened::FileFailed { transfer, why, .. } => {
-                        json!({"failed": {"transfer": transfer, "why": shown(&why)}})
-                    }
-                    _ => serde_json::Value::Null,
-                };
-                json
+                    } => json!({"kind": "filestate", "transfer": transfer.to_string(),
+                                "state": "sending", "done": done, "size": size}),
+                    // Theirs failing or coming, or ours accepted: a line of status.
+                    _ => match text {
+                        Some(text) => json!({"kind": "status", "up": true, "text": text}),
+                        None => return,
+                    },
+                }
             }
         };
         self.inbox.show(None, json.to_string());
@@ -525,6 +606,12 @@ fn state(mine: Mine, state: &str, why: Option<&str>) -> Value {
 }
 
 /// Text as a page shows it: escaped as for a terminal, line by line, so line breaks stay.
+/// A file as the pages show it: its name, size, where to fetch it and whether it is a
+/// picture to show inline.
+fn file_json(name: &str, size: u64, url: Option<&str>) -> Value {
+    json!({"name": shown(name), "size": size, "url": url, "picture": is_picture(name)})
+}
+
 fn shown(text: &str) -> String {
     text.split('\n')
         .map(ui::escaped)

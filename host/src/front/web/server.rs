@@ -11,16 +11,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::Path as UrlPath;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use futures_lite::StreamExt as _;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::bridge::{Bridge, Command};
+use super::bridge::{Bridge, Command, Shelf, picture_type};
 use super::guard::{Access, Key};
+use crate::app::files::safe_name;
 
 /// The page, its script and its style.
 const PAGE: &str = include_str!("page.html");
@@ -37,12 +41,21 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; base-uri 'none'; form-action 'none'; \
                    frame-ancestors 'none'";
 
+/// The largest file a page may drop (its upload is kept on disk until `duet web` leaves).
+const MAX_UPLOAD: u64 = 4 << 30;
+/// How much of a file one piece of an answer carries.
+const SERVE_PIECE: usize = 256 * 1024;
+
 /// What every request handler shares.
 #[derive(Clone)]
 struct Shared {
     access: Arc<Access>,
     bridge: Bridge,
     next_client: Arc<AtomicU64>,
+    /// The files pages may fetch.
+    shelf: Shelf,
+    /// Where files dropped onto a page are kept until they are sent.
+    uploads: Arc<std::path::PathBuf>,
 }
 
 /// Serve the chat page on `listener` from a thread of its own; returns once it runs.
@@ -50,6 +63,8 @@ pub fn start(
     listener: std::net::TcpListener,
     access: Access,
     bridge: Bridge,
+    shelf: Shelf,
+    uploads: std::path::PathBuf,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -60,12 +75,16 @@ pub fn start(
         access: Arc::new(access),
         bridge,
         next_client: Arc::new(AtomicU64::new(1)),
+        shelf,
+        uploads: Arc::new(uploads),
     };
     let app = Router::new()
         .route("/", get(page))
         .route("/app.js", get(script))
         .route("/app.css", get(style))
         .route("/ws", get(socket))
+        .route("/upload", post(upload))
+        .route("/files/{id}", get(shelved))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared);
@@ -182,6 +201,116 @@ async fn script() -> Response {
 
 async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE)
+}
+
+/// A file dropped onto a page: its bytes in the body, its name (percent-encoded) in
+/// `X-File-Name`. Written under a directory of its own in the uploads directory, then
+/// handed to the chat loop to send. The guard has checked the token and the origin.
+async fn upload(State(s): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    let Some(name) = headers
+        .get("x-file-name")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| percent_encoding::percent_decode_str(v).decode_utf8().ok())
+        .map(|name| safe_name(&name))
+    else {
+        return (StatusCode::BAD_REQUEST, "no file name\n").into_response();
+    };
+    let Ok(tag) = getrandom::u64() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness\n").into_response();
+    };
+    let dir = s.uploads.join(format!("{tag:016x}"));
+    let path = dir.join(&name);
+    match receive_upload(&dir, &path, body).await {
+        Ok(()) => {
+            s.bridge.tell(Command::SendFile { path });
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err((status, why)) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            (status, format!("{why}\n")).into_response()
+        }
+    }
+}
+
+/// Write an upload's body to `path`. The writes are plain blocking ones on the server's
+/// thread: a local file, one piece at a time, and one user dropping files.
+async fn receive_upload(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    body: Body,
+) -> Result<(), (StatusCode, String)> {
+    use std::io::Write as _;
+    let failed = |e: std::io::Error| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot keep the file in {}: {e}", dir.display()),
+        )
+    };
+    crate::platform::files::create_dir_private(dir).map_err(failed)?;
+    let mut file = crate::platform::files::private(&mut std::fs::OpenOptions::new())
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(failed)?;
+    let mut stream = body.into_data_stream();
+    let mut written = 0u64;
+    while let Some(piece) = stream.next().await {
+        let piece: Bytes = piece.map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+        written += piece.len() as u64;
+        if written > MAX_UPLOAD {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a file dropped onto the page may have {MAX_UPLOAD} bytes at most"),
+            ));
+        }
+        file.write_all(&piece).map_err(failed)?;
+    }
+    if written == 0 {
+        return Err((StatusCode::BAD_REQUEST, "the file is empty".into()));
+    }
+    file.sync_all().map_err(failed)
+}
+
+/// A shelved file: a picture inline, anything else as a download. Read a piece at a time
+/// (blocking reads of a local file on the server's thread, as above).
+async fn shelved(State(s): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
+    let Some(found) = s.shelf.get(&id) else {
+        return not_found().await;
+    };
+    let Ok(file) = std::fs::File::open(&found.path) else {
+        return not_found().await;
+    };
+    let kind = picture_type(&found.name);
+    let disposition = match kind {
+        Some(_) => "inline".to_owned(),
+        None => format!(
+            "attachment; filename*=UTF-8''{}",
+            percent_encoding::utf8_percent_encode(&found.name, percent_encoding::NON_ALPHANUMERIC)
+        ),
+    };
+    let pieces = futures_lite::stream::unfold(Some(file), |file| async move {
+        use std::io::Read as _;
+        let mut file = file?;
+        let mut buf = vec![0u8; SERVE_PIECE];
+        match file.read(&mut buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    let mut response = Body::from_stream(pieces).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(kind.unwrap_or("application/octet-stream")),
+    );
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    response
 }
 
 async fn not_found() -> Response {
