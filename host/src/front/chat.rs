@@ -120,15 +120,17 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
     if looking.is_some() {
         link.allow_broadcast()?;
     }
-    let (mut out, mut input) = match editor {
+    // The line editor takes the terminal only once the lines of the start are printed: until
+    // then they go straight to stdout, from this thread alone, in order. (Wine's console was
+    // seen to stall when the editor's thread started while these were written through it.)
+    let (mut out, terminal) = match editor {
         Some(mut ed) => {
             let printer = ed
                 .create_external_printer()
                 .map_err(|e| Error::Other(format!("terminal: {e}")))?;
-            let input = InputPipe::terminal(ed, Arc::clone(&prompt))?;
-            (Output::Terminal(Box::new(printer)), input)
+            (Output::Lines, Some((ed, printer)))
         }
-        None => (Output::Batched(String::new()), InputPipe::lines()?),
+        None => (Output::Batched(String::new()), None),
     };
     banner(&mut out, &args.legacy, link.local_addr());
     match talking_to {
@@ -177,6 +179,13 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
             Err(e) => out.line(&format!("* internet reach is off: {e}")),
         }
     }
+    let mut input = match terminal {
+        Some((ed, printer)) => {
+            out = Output::Terminal(Box::new(printer));
+            InputPipe::terminal(ed, Arc::clone(&prompt))?
+        }
+        None => InputPipe::lines()?,
+    };
     let mut chat = ChatState {
         peer_name,
         name: args.name,
