@@ -14,7 +14,10 @@
 //!   into messages of at most four datagrams): from spawning send to listen having printed
 //!   every message and to send's exit; the history is checked the same way;
 //! - the acknowledgement's round trip through the binaries: one line at a time into chat,
-//!   waiting for its `* #N delivered` line on chat's stdout, median over 500 lines.
+//!   waiting for its `* #N delivered` line on chat's stdout, median over 500 lines;
+//! - after the rounds, in as many rounds again: a file (64 MiB) from `duet send --file` to
+//!   `duet listen`, beside a raw blast of as many bytes in full datagrams, in MB/s; the
+//!   saved copy must equal the original, or the bench stops with an error.
 //!
 //! Then, when `strace` is installed, the system calls per message of the sending chat and
 //! of the receiving listen over a 2,000-line run (`strace -f -c`).
@@ -26,7 +29,8 @@
 //!
 //! Run: `cargo bench -p duet-tests --bench binaries`. Environment: `DUET_BENCH_ROUNDS`
 //! (default 3; the summary gives the median and the range over rounds), `DUET_BENCH_LINES`
-//! (default 20000, at most 99999), `DUET_BENCH_STRACE=0` to skip the system call profile.
+//! (default 20000, at most 99999), `DUET_BENCH_STRACE=0` to skip the system call profile,
+//! `DUET_BENCH_FILE_MIB` (default 64; 0 skips the file).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
@@ -44,6 +48,8 @@ use duet_host::app::conversation::messages_of;
 use duet_tests::process::cargo_bin_release;
 use duet_tests::{Home, duet_bin, free_port, local, pair_homes, use_duet_bin};
 
+/// The file `duet send --file` carries, in MiB (`DUET_BENCH_FILE_MIB`; 0 skips it).
+const FILE_MIB: usize = 64;
 /// Bytes of every line, without its newline: `line 00001 ` and filler.
 const LINE_LEN: usize = 40;
 /// Lines per throughput run, unless `DUET_BENCH_LINES` says otherwise.
@@ -107,6 +113,18 @@ fn run() -> Res<()> {
         rows.push(row);
     }
     print!("{}", summary(&rows, count));
+    let mib = env_usize("DUET_BENCH_FILE_MIB", FILE_MIB);
+    if mib == 0 {
+        println!("\nfile transfer: skipped (DUET_BENCH_FILE_MIB=0)");
+    } else {
+        let mut runs = Vec::new();
+        for round in 1..=rounds {
+            let run = file_to_listen(&scratch, mib)?;
+            println!("{}", run.line(round));
+            runs.push(run);
+        }
+        print!("{}", file_summary(&runs));
+    }
     let strace_wanted = std::env::var("DUET_BENCH_STRACE").map_or(true, |v| v != "0");
     if !strace_wanted {
         println!("\nsystem call profile: skipped (DUET_BENCH_STRACE=0)");
@@ -1146,4 +1164,157 @@ fn profile(scratch: &Path) -> Res<String> {
         receiver.display()
     );
     Ok(s)
+}
+
+/// One file through the binaries, beside a raw blast of as many bytes in full datagrams
+/// measured just before it.
+struct FileRun {
+    bytes: usize,
+    /// From spawning `duet send --file` to listen printing that it saved the file.
+    to_saved: Duration,
+    /// From the same moment to send's exit (the peer said it saved it).
+    to_exit: Duration,
+    raw: Blast,
+    sender_cpu: Option<f64>,
+    receiver_cpu: Option<f64>,
+    load: String,
+}
+
+impl FileRun {
+    fn rate(&self, span: Duration) -> f64 {
+        self.bytes as f64 / span.as_secs_f64()
+    }
+    fn raw_rate(&self) -> f64 {
+        self.raw.rate * MAX_DATAGRAM as f64
+    }
+    fn line(&self, round: usize) -> String {
+        format!(
+            "file round {round} (load {}) | raw {} MB/s in {MAX_DATAGRAM} B datagrams (lost {:.1}%) | duet send --file {} MiB: {} MB/s to saved (÷ raw {:.3}), {} MB/s to send's exit; CPU send {:.2} s, listen {:.2} s",
+            self.load,
+            thousands(self.raw_rate() / 1e6),
+            self.raw.lost * 100.0,
+            self.bytes >> 20,
+            thousands(self.rate(self.to_saved) / 1e6),
+            self.rate(self.to_saved) / self.raw_rate(),
+            thousands(self.rate(self.to_exit) / 1e6),
+            self.sender_cpu.unwrap_or(f64::NAN),
+            self.receiver_cpu.unwrap_or(f64::NAN),
+        )
+    }
+}
+
+/// Bytes no compressor shrinks (splitmix64), so nothing on the way profits from repeats.
+fn file_bytes(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A file of `mib` MiB from `duet send --to b --file` to `duet listen --count 1`; the saved
+/// copy must equal the original byte for byte.
+fn file_to_listen(scratch: &Path, mib: usize) -> Res<FileRun> {
+    let bytes = mib << 20;
+    let load = load_average();
+    let raw = raw_blast(MAX_DATAGRAM, bytes / MAX_DATAGRAM)?;
+    let pair = pair(scratch);
+    let content = file_bytes(bytes);
+    let source = pair.a.path().join("file.bin");
+    std::fs::write(&source, &content).map_err(|e| format!("{}: {e}", source.display()))?;
+    let save = pair.b.path().join("in");
+    let (bind_b, bind_a) = (local(pair.b_port), local(pair.a_port));
+    let save_arg = save.display().to_string();
+    let mut listen = Running::duet(
+        &pair.b,
+        &[
+            "listen",
+            "--bind",
+            &bind_b,
+            "--count",
+            "1",
+            "--save-dir",
+            &save_arg,
+        ],
+        false,
+        None,
+    )?;
+    listen.wait_for("* listening on", Instant::now() + START_LIMIT)?;
+    let source_arg = source.display().to_string();
+    let start = Instant::now();
+    let mut send = Running::duet(
+        &pair.a,
+        &[
+            "send",
+            "--to",
+            "b",
+            "--bind",
+            &bind_a,
+            "--file",
+            &source_arg,
+        ],
+        false,
+        None,
+    )?;
+    let deadline = start + RUN_LIMIT;
+    let (saved_at, _) = listen.wait_for(" saved to ", deadline)?;
+    let send_exit = send.exit(deadline)?;
+    send.check(&send_exit)?;
+    let listen_exit = listen.exit(deadline)?;
+    listen.check(&listen_exit)?;
+    let saved = std::fs::read(save.join("file.bin")).map_err(|e| format!("the saved file: {e}"))?;
+    if saved != content {
+        return Err("the saved file differs from the one sent".into());
+    }
+    Ok(FileRun {
+        bytes,
+        to_saved: saved_at - start,
+        to_exit: send_exit.at - start,
+        raw,
+        sender_cpu: send_exit.cpu,
+        receiver_cpu: listen_exit.cpu,
+        load,
+    })
+}
+
+fn file_summary(runs: &[FileRun]) -> String {
+    let of = |f: &dyn Fn(&FileRun) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n## A file through the binaries ({} round(s); median, range over rounds in brackets)\n",
+        runs.len()
+    );
+    let _ = writeln!(
+        s,
+        "| measurement | duet | raw UDP, same round | duet ÷ raw |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| `duet send --file` of {} MiB → `duet listen`: MB/s to listen's `saved to` | {} | {} MB/s ({MAX_DATAGRAM} B datagrams one way) | **{}** |",
+        runs[0].bytes >> 20,
+        spread(of(&|r| r.rate(r.to_saved) / 1e6), 1),
+        spread(of(&|r| r.raw_rate() / 1e6), 1),
+        spread(of(&|r| r.rate(r.to_saved) / r.raw_rate()), 3)
+    );
+    let _ = writeln!(
+        s,
+        "| the same, to send's exit (the peer said it saved it) | {} | | {} |",
+        spread(of(&|r| r.rate(r.to_exit) / 1e6), 1),
+        spread(of(&|r| r.rate(r.to_exit) / r.raw_rate()), 3)
+    );
+    let _ = writeln!(
+        s,
+        "| CPU seconds: send, listen | {}, {} | | |",
+        spread(of(&|r| r.sender_cpu.unwrap_or(f64::NAN)), 2),
+        spread(of(&|r| r.receiver_cpu.unwrap_or(f64::NAN)), 2)
+    );
+    s
 }

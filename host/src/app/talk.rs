@@ -51,6 +51,8 @@ const REACH_TICK: Duration = Duration::from_millis(200);
 const STORE_RETRY: Duration = Duration::from_millis(500);
 /// How often a conversation whose file is being hashed looks whether it is done.
 const HASH_TICK: Duration = Duration::from_millis(50);
+/// How often a loop that did not sleep looks for hand-offs anyway.
+const HANDOFF_LOOK: Duration = Duration::from_millis(100);
 /// How often the session's generator gets fresh entropy and its clock a new reading.
 const REFRESH_EVERY: Duration = Duration::from_secs(600);
 
@@ -293,6 +295,10 @@ pub struct Talk {
     files: Files,
     /// Whether a file leaves room in the session for a typed line.
     keep_room: bool,
+    /// The last wait saw a connection on the hand-off socket.
+    handoff_waiting: bool,
+    /// When the hand-off socket was last looked at.
+    handoff_looked: Instant,
 }
 
 impl Talk {
@@ -326,6 +332,8 @@ impl Talk {
             refresh_at: Instant::now() + REFRESH_EVERY,
             files: Files::new(FileOptions::default()),
             keep_room: true,
+            handoff_waiting: true,
+            handoff_looked: Instant::now(),
         }
     }
 
@@ -572,7 +580,10 @@ impl Talk {
         if !self.shown.is_empty() && self.link.readable_now() {
             // More is arriving: the next turn's transaction marks these shown with what it
             // stores, instead of a transaction of its own now.
-            return Ok(Woke { input: false });
+            return Ok(Woke {
+                input: false,
+                other: false,
+            });
         }
         self.flush_shown();
         let handoff = self.handoff.as_ref().map(LocalListener::wait_handle);
@@ -592,7 +603,9 @@ impl Talk {
             }
             None => limit,
         };
-        Ok(self.link.wait_also(deadline, input, handoff, limit)?)
+        let woke = self.link.wait_also(deadline, input, handoff, limit)?;
+        self.handoff_waiting |= woke.other;
+        Ok(woke)
     }
 
     /// Say goodbye to the peer and get it out.
@@ -609,6 +622,15 @@ impl Talk {
         let Some(listener) = &self.handoff else {
             return;
         };
+        // Only when the wait saw a connection, or a while after the last look (a loop
+        // that never sleeps, busy with a transfer, still takes them): not a failing
+        // accept(2) every turn.
+        let now = Instant::now();
+        if !self.handoff_waiting && now < self.handoff_looked + HANDOFF_LOOK {
+            return;
+        }
+        self.handoff_waiting = false;
+        self.handoff_looked = now;
         // Bounded: a few connections per turn; the rest wait for the next.
         let mut accepted = Vec::new();
         for _ in 0..8 {

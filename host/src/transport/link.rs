@@ -53,6 +53,8 @@ impl Transport for HostStack {
 pub struct Woke {
     /// The input pipe is readable.
     pub input: bool,
+    /// The other handle given to [`Link::wait_also`] is readable.
+    pub other: bool,
 }
 
 /// A protocol running over one transport.
@@ -201,7 +203,10 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         let timeout = deadline
             .map(|d| StdDuration::from_millis(d.saturating_duration_since(now).as_millis()));
         if timeout.is_some_and(|t| t.is_zero()) {
-            return Ok(Woke { input: false });
+            return Ok(Woke {
+                input: false,
+                other: false,
+            });
         }
         let socket = self
             .stack
@@ -210,12 +215,12 @@ impl<S: Transport, P: Protocol> Link<S, P> {
                 doing: "finding the socket",
                 source,
             })?;
-        let [_, input, _] =
+        let [_, input, other] =
             wait::readable([Some(socket), input, other], timeout).map_err(|source| Error::Io {
                 doing: "waiting (poll)",
                 source,
             })?;
-        Ok(Woke { input })
+        Ok(Woke { input, other })
     }
 }
 
