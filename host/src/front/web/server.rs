@@ -265,9 +265,6 @@ async fn receive_upload(
         }
         file.write_all(&piece).map_err(failed)?;
     }
-    if written == 0 {
-        return Err((StatusCode::BAD_REQUEST, "the file is empty".into()));
-    }
     file.sync_all().map_err(failed)
 }
 
