@@ -456,3 +456,66 @@ fn a_line_typed_while_a_file_goes_out_does_not_wait_for_the_file() {
     b.close_stdin();
     assert!(b.wait(T).success(), "{:?}", b.seen);
 }
+
+#[test]
+fn a_file_sent_next_to_an_open_chat_goes_through_it_and_the_chat_goes_on() {
+    // A second session with the peer would cut the open chat off: `send --file` hands the
+    // file to it, and reports what became of it.
+    let (pa, pb) = (free_port(), free_port());
+    let (ha, hb) = paired(Some(&local(pa)), Some(&local(pb)));
+    let save = hb.path().join("saved");
+    let mut b = receiver(&hb, pb, &save, &[]);
+    let mut a = ha.duet(&["chat", "b", "--bind", &local(pa)]);
+    a.expect("* listening on", T);
+    a.type_line("before");
+    b.expect(": before", T);
+    a.expect("delivered: before", T);
+    let bytes = content(300_000, 21);
+    let path = file_in(&ha, "handed.bin", &bytes);
+    // Named relative to where it is run: the running chat is told the whole path.
+    let out = Command::new(duet_bin())
+        .args(ha.args(&["send", "--to", "b", "--file", "handed.bin"]))
+        .current_dir(path.parent().expect("a directory"))
+        .output()
+        .expect("cannot run duet");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("handed to the duet already running here")
+            && text.contains("file handed.bin (300000 bytes) saved by the peer"),
+        "{text}"
+    );
+    b.expect(": file handed.bin (300000 bytes) saved to ", T);
+    assert_eq!(fs::read(save.join("handed.bin")).expect("saved"), bytes);
+    // Both chats go on, in the same session.
+    a.type_line("after");
+    b.expect(": after", T);
+    a.expect("delivered: after", T);
+    b.type_line("back");
+    a.expect(": back", T);
+    assert!(
+        !a.seen
+            .iter()
+            .chain(&b.seen)
+            .any(|l| l.contains("not answering")),
+        "{:?}\n{:?}",
+        a.seen,
+        b.seen
+    );
+    // A file that is not there is said so, and nothing is handed over.
+    let out = Command::new(duet_bin())
+        .args(ha.args(&["send", "--to", "b", "--file", "/nonexistent/x.bin"]))
+        .output()
+        .expect("cannot run duet");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("cannot send /nonexistent/x.bin"), "{said}");
+    a.close_stdin();
+    assert!(a.wait(T).success(), "{:?}", a.seen);
+    b.close_stdin();
+    assert!(b.wait(T).success(), "{:?}", b.seen);
+}

@@ -4,9 +4,10 @@
 //! one session per key, so a one-shot `duet send` started next to an open `duet chat` with
 //! the same peer would take the peer's session over (its temporary port becomes "the
 //! peer"), and the chat would be cut off. Instead, a running chat or listen offers a local
-//! socket in the config directory ([`SOCKET_FILE`]); `duet send` hands its text there when
-//! the running duet talks to the same peer, and reports what that duet reports. When no
-//! duet runs, or it talks to someone else, `send` opens its own session as before.
+//! socket in the config directory ([`SOCKET_FILE`]); `duet send` hands its text (and
+//! `send --file` its file) there when the running duet talks to the same peer, and reports
+//! what that duet reports. When no duet runs, or it talks to someone else, `send` opens its
+//! own session as before.
 //!
 //! The exchange, over a private local socket ([`crate::platform::ipc`]: a Unix stream socket
 //! in the 0700 config directory; on Windows loopback TCP that first takes a token):
@@ -15,6 +16,10 @@
 //! send → running duet   duet-handoff 1\n  PEER-KEY (base64)\n  LENGTH\n  TEXT (LENGTH bytes)
 //! running duet → send   queued N\n  then, per message, delivered\n or failed REASON\n
 //!                       or, instead of all that: refused REASON\n
+//! send → running duet   duet-handoff 1\n  PEER-KEY\n  file\n  LENGTH\n  PATH (LENGTH bytes)
+//! running duet → send   queued 1\n  progress BYTES\n ...  then delivered\n (the peer saved
+//!                       it), failed REASON\n or notsaved REASON\n (the peer refused or
+//!                       could not save it); or, instead: refused REASON\n
 //! status → running duet duet-handoff 1\n  status\n
 //! running duet → status status\tPEER-KEY or -\tPATH or -\tADDRESS or -\tROUND TRIP MS or -\n
 //! ```
@@ -22,7 +27,7 @@
 //! `duet status` asks the same socket how the running duet reaches its peer.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::keys::PeerKey;
@@ -34,6 +39,8 @@ pub const SOCKET_FILE: &str = "duet.sock";
 const MAGIC: &str = "duet-handoff 1";
 /// The longest text handed over (what one `duet send` may carry).
 pub const MAX_TEXT: usize = 1 << 20;
+/// The longest path of a file handed over.
+const MAX_PATH: usize = 4096;
 /// How long either side waits for the other's next line while it is talking.
 pub const LINE_WAIT: Duration = Duration::from_millis(500);
 
@@ -46,11 +53,22 @@ pub struct Request {
     pub text: String,
 }
 
+/// A hand-off request: the file of a `duet send --file` for a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRequest {
+    /// The peer it is for.
+    pub peer: PeerKey,
+    /// The file, as an absolute path.
+    pub path: PathBuf,
+}
+
 /// What a connection asks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Asked {
     /// Send this text.
     Send(Request),
+    /// Send this file.
+    SendFile(FileRequest),
     /// Say how the peer is reached.
     Status,
 }
@@ -111,6 +129,10 @@ pub enum Reply {
     Failed(String),
     /// It did not take the text (it talks to someone else).
     Refused(String),
+    /// A file handed over is this far: bytes the peer has.
+    Progress(u64),
+    /// The peer refused a file handed over, or could not save it.
+    NotSaved(String),
 }
 
 impl Reply {
@@ -121,6 +143,8 @@ impl Reply {
             Reply::Delivered => "delivered\n".to_owned(),
             Reply::Failed(why) => format!("failed {}\n", one_line(why)),
             Reply::Refused(why) => format!("refused {}\n", one_line(why)),
+            Reply::Progress(done) => format!("progress {done}\n"),
+            Reply::NotSaved(why) => format!("notsaved {}\n", one_line(why)),
         }
     }
 
@@ -132,6 +156,8 @@ impl Reply {
             "delivered" => Some(Reply::Delivered),
             "failed" => Some(Reply::Failed(rest.to_owned())),
             "refused" => Some(Reply::Refused(rest.to_owned())),
+            "progress" => rest.parse().ok().map(Reply::Progress),
+            "notsaved" => Some(Reply::NotSaved(rest.to_owned())),
             _ => None,
         }
     }
@@ -159,9 +185,23 @@ pub fn read_request(stream: &mut impl Read) -> io::Result<Asked> {
         return Ok(Asked::Status);
     }
     let peer: PeerKey = second.parse().map_err(|_| bad("bad peer key"))?;
-    let len: usize = next_line(&mut reader)?
-        .parse()
-        .map_err(|_| bad("bad length"))?;
+    let third = next_line(&mut reader)?;
+    if third == "file" {
+        let len: usize = next_line(&mut reader)?
+            .parse()
+            .map_err(|_| bad("bad length"))?;
+        if len > MAX_PATH {
+            return Err(bad("path too long"));
+        }
+        let mut bytes = vec![0u8; len];
+        reader.read_exact(&mut bytes)?;
+        let path = PathBuf::from(String::from_utf8(bytes).map_err(|_| bad("path is not UTF-8"))?);
+        if !path.is_absolute() {
+            return Err(bad("path is not absolute"));
+        }
+        return Ok(Asked::SendFile(FileRequest { peer, path }));
+    }
+    let len: usize = third.parse().map_err(|_| bad("bad length"))?;
     if len > MAX_TEXT {
         return Err(bad("text too long"));
     }
@@ -194,6 +234,21 @@ pub fn write_request(stream: &mut impl Write, request: &Request) -> io::Result<(
         request.peer,
         request.text.len(),
         request.text
+    )?;
+    stream.flush()
+}
+
+/// Write a file request.
+pub fn write_file_request(stream: &mut impl Write, request: &FileRequest) -> io::Result<()> {
+    let path = request
+        .path
+        .to_str()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path is not UTF-8"))?;
+    write!(
+        stream,
+        "{MAGIC}\n{}\nfile\n{}\n{path}",
+        request.peer,
+        path.len()
     )?;
     stream.flush()
 }
@@ -236,14 +291,31 @@ impl Handed {
 /// Offer `text` for `peer` to a duet running with the config directory `dir`. `Ok(None)`:
 /// none runs, or it talks to someone else; send on your own.
 pub fn offer(dir: &Path, peer: PeerKey, text: &str) -> io::Result<Option<Handed>> {
-    let Some(mut stream) = ipc::connect(&dir.join(SOCKET_FILE), LINE_WAIT)? else {
-        return Ok(None);
-    };
     let request = Request {
         peer,
         text: text.to_owned(),
     };
-    if write_request(&mut stream, &request).is_err() {
+    hand(dir, |stream| write_request(stream, &request))
+}
+
+/// Offer the file at `path` (absolute) for `peer` to a duet running with the config
+/// directory `dir`, as [`offer`] does text.
+pub fn offer_file(dir: &Path, peer: PeerKey, path: &Path) -> io::Result<Option<Handed>> {
+    let request = FileRequest {
+        peer,
+        path: path.to_owned(),
+    };
+    hand(dir, |stream| write_file_request(stream, &request))
+}
+
+fn hand(
+    dir: &Path,
+    write: impl FnOnce(&mut LocalStream) -> io::Result<()>,
+) -> io::Result<Option<Handed>> {
+    let Some(mut stream) = ipc::connect(&dir.join(SOCKET_FILE), LINE_WAIT)? else {
+        return Ok(None);
+    };
+    if write(&mut stream).is_err() {
         // It went away meanwhile: as if none ran.
         return Ok(None);
     }
@@ -282,6 +354,22 @@ mod test {
         assert!(read_request(&mut &b"hello\n"[..]).is_err());
         let long = format!("{MAGIC}\n{}\n{}\n", request.peer, MAX_TEXT + 1);
         assert!(read_request(&mut long.as_bytes()).is_err());
+        // A file: its absolute path, whatever it holds.
+        #[cfg(unix)]
+        {
+            let file = FileRequest {
+                peer: PeerKey([7; 32]),
+                path: PathBuf::from("/home/a b/照片\n.jpg"),
+            };
+            let mut bytes = Vec::new();
+            write_file_request(&mut bytes, &file).unwrap();
+            assert_eq!(
+                read_request(&mut &bytes[..]).unwrap(),
+                Asked::SendFile(file.clone())
+            );
+            let relative = format!("{MAGIC}\n{}\nfile\n5\na.jpg", file.peer);
+            assert!(read_request(&mut relative.as_bytes()).is_err());
+        }
     }
 
     #[test]
@@ -305,6 +393,8 @@ mod test {
             Reply::Delivered,
             Reply::Failed("peer did not\nacknowledge".into()),
             Reply::Refused("talks to carol".into()),
+            Reply::Progress(12345),
+            Reply::NotSaved("too large\nfor it".into()),
         ] {
             let line = reply.line();
             assert_eq!(line.matches('\n').count(), 1);

@@ -239,6 +239,12 @@ struct HandedIn {
     waiting: usize,
 }
 
+/// A `duet send --file` that handed its file to this duet, waiting for the outcome.
+struct HandedFile {
+    transfer: u64,
+    stream: LocalStream,
+}
+
 /// A received message not yet stored.
 #[derive(Clone, Debug)]
 struct Received {
@@ -286,6 +292,7 @@ pub struct Talk {
     /// Where `duet send` next to this duet hands its messages over, when served.
     handoff: Option<LocalListener>,
     handed_in: Vec<HandedIn>,
+    handed_files: Vec<HandedFile>,
     next_origin: u64,
     /// Internet reach for the named peer, when on.
     reaching: Option<Reaching>,
@@ -327,6 +334,7 @@ impl Talk {
             retry_store_at: None,
             handoff: None,
             handed_in: Vec::new(),
+            handed_files: Vec::new(),
             next_origin: 1,
             reaching: None,
             refresh_at: Instant::now() + REFRESH_EVERY,
@@ -561,6 +569,7 @@ impl Talk {
         self.offer();
         while let Some(event) = self.files.next_event() {
             let happened = self.file_happened(event);
+            self.report_file(&happened);
             self.events.push_back(happened);
         }
         let retry = self.retry_store_at;
@@ -647,6 +656,10 @@ impl Talk {
         for mut stream in accepted {
             let request = match handoff::read_request(&mut stream) {
                 Ok(Asked::Send(request)) => request,
+                Ok(Asked::SendFile(request)) => {
+                    self.take_handed_file(stream, request.peer, &request.path);
+                    continue;
+                }
                 Ok(Asked::Status) => {
                     let _ = stream.write_all(self.status().line().as_bytes());
                     continue;
@@ -682,6 +695,69 @@ impl Talk {
                     waiting: count,
                 });
             }
+        }
+    }
+
+    /// A `duet send --file` handed its file over: sent in this session when it is for this
+    /// duet's peer, its outcome reported to it ([`Talk::report_file`]).
+    fn take_handed_file(&mut self, mut stream: LocalStream, peer: PeerKey, path: &Path) {
+        let ours = match &self.link.protocol {
+            Conversation::Duet { secure, .. } => secure.peer_key().map(PeerKey),
+            Conversation::Legacy(_) => None,
+        };
+        let reply = if ours != Some(peer) {
+            Reply::Refused("this duet talks to someone else".into())
+        } else {
+            match self.send_file(path) {
+                Ok(transfer) => {
+                    if stream.write_all(Reply::Queued(1).line().as_bytes()).is_ok() {
+                        self.handed_files.push(HandedFile { transfer, stream });
+                    }
+                    return;
+                }
+                Err(e) => Reply::Refused(e.to_string()),
+            }
+        };
+        let _ = stream.write_all(reply.line().as_bytes());
+    }
+
+    /// Tell the `duet send --file` a file came from how it goes.
+    fn report_file(&mut self, happened: &Happened) {
+        let (transfer, reply) = match happened {
+            Happened::FileProgress {
+                transfer: Some(t),
+                done,
+                ..
+            } => (*t, Reply::Progress(*done)),
+            Happened::FileSent { transfer, .. } => (*transfer, Reply::Delivered),
+            Happened::FileFailed {
+                transfer: Some(t),
+                why,
+                refused,
+                ..
+            } => (
+                *t,
+                if *refused {
+                    Reply::NotSaved(why.clone())
+                } else {
+                    Reply::Failed(why.clone())
+                },
+            ),
+            _ => return,
+        };
+        let Some(at) = self
+            .handed_files
+            .iter()
+            .position(|h| h.transfer == transfer)
+        else {
+            return;
+        };
+        let gone = self.handed_files[at]
+            .stream
+            .write_all(reply.line().as_bytes())
+            .is_err();
+        if gone || !matches!(reply, Reply::Progress(_)) {
+            self.handed_files.swap_remove(at);
         }
     }
 

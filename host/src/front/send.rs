@@ -1,5 +1,6 @@
 //! `duet send`: one message (or several pieces of one text), exit once acknowledged.
 
+use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -249,6 +250,60 @@ fn handed_over(mut handed: Handed, name: &str, timeout: Duration) -> Result<(), 
     })
 }
 
+/// Report what the running duet that took a `send --file`'s file says became of it: news
+/// of the file (progress) at least every `stall`, then saved, refused or failed.
+fn file_handed_over(
+    mut handed: Handed,
+    path: &Path,
+    stall: std::time::Duration,
+) -> Result<(), Error> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut out = Output::Lines;
+    out.line(&format!(
+        "* file {} handed to the duet already running here",
+        ui::escaped(&name)
+    ));
+    let mut news_at = std::time::Instant::now();
+    loop {
+        let left = (news_at + stall).saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(Error::Other(format!(
+                "no news of the file from the running duet for {} s; it goes on sending it",
+                stall.as_secs()
+            )));
+        }
+        match handed.next(left) {
+            Ok(Some(Reply::Progress(_))) => news_at = std::time::Instant::now(),
+            Ok(Some(Reply::Delivered)) => {
+                out.line(&format!(
+                    "* file {} ({size} bytes) saved by the peer (sent by the duet already running here)",
+                    ui::escaped(&name)
+                ));
+                return Ok(());
+            }
+            Ok(Some(Reply::NotSaved(why))) => return Err(Error::FileNotSaved { name, why }),
+            Ok(Some(Reply::Failed(why))) => {
+                return Err(Error::Other(format!(
+                    "file {} NOT sent: {why}",
+                    ui::escaped(&name)
+                )));
+            }
+            Ok(Some(_)) | Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(Error::Other(
+                    "the running duet stopped before the peer saved the file; run the same command again to go on where it stopped"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(Error::Other(format!("the running duet: {e}"))),
+        }
+    }
+}
+
 /// How long `send --file` waits for news of its file (an answer to the offer, chunks
 /// acknowledged, SAVED) from a peer that otherwise answers, when `--timeout` is shorter: a
 /// receiver checks a large partial file it resumes from before it answers.
@@ -266,15 +321,21 @@ fn send_file(args: SendOptions, dir: &Path, path: &Path) -> Result<(), Error> {
     };
     let contacts = Contacts::load(dir)?;
     let target = contacts.find(&args.to)?;
-    // A second session with the peer would cut the running duet off (see app::handoff);
-    // files are not handed over (yet): the running chat sends them with /file.
-    if let Ok(Some(status)) = handoff::status(dir)
-        && status.peer == Some(target.key)
-    {
+    // A duet of this identity already talking to the peer sends the file in its session
+    // (a second session would cut it off); it is told the file's absolute path, since it
+    // may run elsewhere in the file tree.
+    let absolute = fs::canonicalize(path)
+        .map_err(|e| Error::Other(format!("cannot send {}: {e}", path.display())))?;
+    if !fs::metadata(&absolute).is_ok_and(|m| m.is_file()) {
         return Err(Error::Other(format!(
-            "a duet running here already talks to {0}: send the file from it (/file PATH in `duet chat {0}`)",
-            target.name
+            "cannot send {}: not a file",
+            path.display()
         )));
+    }
+    if let Some(handed) = handoff::offer_file(dir, target.key, &absolute)
+        .map_err(|e| Error::Other(format!("handing over to the running duet: {e}")))?
+    {
+        return file_handed_over(handed, &absolute, timeout.max(STALL).into());
     }
     let store = Store::open(dir)?;
     let reach = if args.tap.tap.is_none() {
