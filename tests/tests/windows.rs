@@ -110,17 +110,33 @@ impl Wine {
     }
 
     /// Run `duet.exe ARGS` to the end: exit code, stdout, stderr.
+    ///
+    /// duet never fails without saying why (its `main` prints every error), so a call that
+    /// exits 1 having printed nothing at all did not get to run duet: Wine failed to start
+    /// the process (seen once, in the first Wine calls on a fresh machine, with Wine's own
+    /// messages off). That call is made once more, and said so; any other failure is
+    /// duet's and is returned as it is.
     fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self
-            .command(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run duet.exe under Wine");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let once = || {
+            let out = self
+                .command(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run duet.exe under Wine");
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let first = once();
+        if first.0 == 1 && first.1.is_empty() && first.2.is_empty() {
+            eprintln!(
+                "duet.exe {args:?} exited 1 without a word: Wine did not start it; once more"
+            );
+            return once();
+        }
+        first
     }
 
     /// Run `duet.exe ARGS` and insist on exit code 0; its stdout.
