@@ -308,13 +308,12 @@ fn every_way_out_leaves_the_terminal_settings_as_it_found_them() {
     );
 }
 
-/// Start `duet --config-dir CONFIG` (a chat with nobody named) on a terminal in a fresh
-/// tmux pane, under the exit-reporting wrapper.
-fn bare_duet_in_tmux(test: &str, config: &Path) -> Tmux {
+/// Start `duet --config-dir CONFIG --bind BIND` (a chat with nobody named) on a terminal in
+/// a fresh tmux pane, under the exit-reporting wrapper.
+fn bare_duet_in_tmux_at(test: &str, config: &Path, bind: &str) -> Tmux {
     let bin = duet_bin();
     let bin = bin.to_str().expect("a UTF-8 path to duet");
     let config = config.to_str().expect("a UTF-8 config path");
-    let bind = local(free_port());
     let command = [
         "sh",
         "-c",
@@ -327,9 +326,14 @@ fn bare_duet_in_tmux(test: &str, config: &Path) -> Tmux {
         "--config-dir",
         config,
         "--bind",
-        &bind,
+        bind,
     ];
     Tmux::start(test, 200, 50, &command)
+}
+
+/// [`bare_duet_in_tmux_at`] a free loopback port.
+fn bare_duet_in_tmux(test: &str, config: &Path) -> Tmux {
+    bare_duet_in_tmux_at(test, config, &local(free_port()))
 }
 
 #[test]
@@ -356,13 +360,121 @@ fn ctrl_c_or_ctrl_d_at_the_talk_to_prompt_leaves_quietly() {
 fn a_first_run_explains_pairing_instead_of_asking_whom_to_talk_to() {
     let me = Home::new("first-run");
     let tmux = bare_duet_in_tmux("first-run", me.path());
+    tmux.wait_for_screen("the offer to pair", WAIT, |screen| {
+        last_row(screen).starts_with("pair now?")
+    });
+    // Not now: it says how to pair later, and leaves with the not-paired status.
+    tmux.press("Enter");
     let report = exit_report(&tmux);
     let screen = tmux.scrollback().join("\n");
     assert!(
-        report.starts_with("[duet exited with status 12;"),
+        report.starts_with("[duet exited with status 12;") && report.ends_with("same]"),
         "{report}\n{screen}"
     );
+    assert!(screen.contains("nobody is paired yet"), "{screen}");
     assert!(screen.contains("not paired with anyone yet"), "{screen}");
     assert!(screen.contains("duet pair invite"), "{screen}");
     assert!(!screen.contains("talk to ("), "asked first: {screen}");
+}
+
+#[test]
+fn a_first_run_pairs_by_invite_and_goes_on_to_chat_with_the_new_peer() {
+    // `duet` on a fresh machine: invite from the first run, the other side joins with the
+    // code shown, and the chat that follows talks to the one who joined.
+    let (me, bob) = (Home::new("first-pair-me"), Home::new("first-pair-bob"));
+    let bind = local(free_port());
+    let tmux = bare_duet_in_tmux_at("first-pair", me.path(), &bind);
+    tmux.wait_for_screen("the offer to pair", WAIT, |screen| {
+        last_row(screen).starts_with("pair now?")
+    });
+    tmux.type_text("i");
+    tmux.press("Enter");
+    tmux.wait_for_screen("the name question", WAIT, |screen| {
+        last_row(screen).starts_with("their name")
+    });
+    tmux.type_text("bob");
+    tmux.press("Enter");
+    let screen = tmux.wait_for_screen("the code", WAIT, |screen| {
+        screen.iter().any(|row| row.starts_with("code: "))
+    });
+    let code = screen
+        .iter()
+        .find_map(|row| row.strip_prefix("code: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a code")
+        .to_owned();
+    let (status, out) = bob.run(&["pair", "join", "alice", &code, "--addr", &bind]);
+    assert_eq!(status, 0, "{out}");
+    tmux.wait_for_screen("the chat with bob", WAIT, |screen| {
+        screen.iter().any(|row| row.contains("talking to bob"))
+    });
+    // Bob writes: the chat shows it; the pairing holds on both sides.
+    let (status, out) = bob.run(&["send", "--to", "alice", "hello from the joiner"]);
+    assert_eq!(status, 0, "{out}");
+    tmux.wait_for_screen("bob's message", WAIT, |screen| {
+        screen
+            .iter()
+            .any(|row| row.contains(": hello from the joiner"))
+    });
+    tmux.type_text("/quit");
+    tmux.press("Enter");
+    let report = exit_report(&tmux);
+    assert!(
+        report.starts_with("[duet exited with status 0;") && report.ends_with("same]"),
+        "{report}\n{}",
+        tmux.scrollback().join("\n")
+    );
+    let (status, peers) = me.run(&["pair", "list"]);
+    assert_eq!(status, 0, "{peers}");
+    assert!(peers.contains("bob"), "{peers}");
+}
+
+#[test]
+fn a_first_run_joins_an_invite_by_its_code_and_asks_again_for_a_needed_address() {
+    let (me, bob) = (Home::new("first-join-me"), Home::new("first-join-bob"));
+    let bob_bind = local(free_port());
+    let mut invite = bob.duet(&["pair", "invite", "alice", "--bind", &bob_bind]);
+    let line = invite.expect("code: ", WAIT);
+    let code = line
+        .split("code: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a code")
+        .to_owned();
+    let tmux = bare_duet_in_tmux("first-join", me.path());
+    tmux.wait_for_screen("the offer to pair", WAIT, |screen| {
+        last_row(screen).starts_with("pair now?")
+    });
+    for (answer, next) in [
+        ("j", "their name"),
+        ("bob", "the code they see"),
+        (code.as_str(), "their address"),
+    ] {
+        tmux.type_text(answer);
+        tmux.press("Enter");
+        tmux.wait_for_screen(next, WAIT, |screen| last_row(screen).starts_with(next));
+    }
+    // The DHT is off in tests: an address is needed, and asked for again.
+    tmux.press("Enter");
+    tmux.wait_for_screen("the address asked for again", WAIT, |screen| {
+        let rows: Vec<&String> = screen.iter().filter(|row| !row.is_empty()).collect();
+        rows.len() >= 2
+            && rows[rows.len() - 2].starts_with("the address is needed")
+            && rows[rows.len() - 1].starts_with("their address")
+    });
+    tmux.type_text(&bob_bind);
+    tmux.press("Enter");
+    tmux.wait_for_screen("the chat with bob", WAIT, |screen| {
+        screen
+            .iter()
+            .any(|row| row.contains(&format!("talking to bob at {bob_bind}")))
+    });
+    assert!(invite.wait(WAIT).success(), "{:?}", invite.seen);
+    tmux.type_text("/quit");
+    tmux.press("Enter");
+    let report = exit_report(&tmux);
+    assert!(
+        report.starts_with("[duet exited with status 0;") && report.ends_with("same]"),
+        "{report}"
+    );
 }

@@ -19,11 +19,13 @@ use super::{banner, counters, file_line, sender};
 use crate::app::Error;
 use crate::app::contacts::Contacts;
 use crate::app::conversation::Conversation;
-use crate::app::keys::PeerKey;
+use crate::app::keys::{self, PeerKey};
+use crate::app::pair::{self, Code, InviteOptions, JoinOptions};
 use crate::app::reach::Reaching;
 use crate::app::store::Store;
 use crate::app::talk::{Happened, Talk};
 use crate::platform::terminal::TerminalRestore;
+use crate::transport::reach::ReachConfig;
 use crate::transport::{self, Link, parse_addr};
 
 /// How long a chat leaving at the end of its input (line mode) waits for a peer that is
@@ -75,12 +77,25 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
             None,
         )
     } else {
-        let contacts = Contacts::load(dir)?;
-        // Before asking whom to talk to: on a first run, how to pair is the answer.
+        let mut contacts = Contacts::load(dir)?;
+        // Before asking whom to talk to: on a first run, pairing is the answer (on a
+        // terminal, done right here; otherwise, how to do it).
+        let mut paired_now = None;
         if contacts.peers.iter().next().is_none() {
-            return Err(Error::NotPaired);
+            let Some(ed) = editor.as_mut() else {
+                return Err(Error::NotPaired);
+            };
+            let Some(name) = pair_first(ed, dir, &args.bind, reach_config.as_ref())? else {
+                return Err(Error::NotPaired);
+            };
+            contacts = Contacts::load(dir)?;
+            paired_now = Some(name);
         }
-        let mut target = peer_text.as_deref().map(|t| contacts.find(t)).transpose()?;
+        let mut target = peer_text
+            .as_deref()
+            .or(paired_now.as_deref())
+            .map(|t| contacts.find(t))
+            .transpose()?;
         if let (None, Some(ed)) = (&target, editor.as_mut()) {
             let Some(answer) = ask(
                 ed,
@@ -202,6 +217,104 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
 
 /// Ask on the terminal until `parse` accepts the answer: `Some(None)` for Enter alone (no
 /// peer), `None` when the user leaves instead (ctrl-c, ctrl-d), which is not an error.
+/// A first run on a terminal, nobody paired yet: offer to pair now, by inviting (a code to
+/// read out) or by joining an invite with its code, through the same exchange as `duet pair
+/// invite` and `duet pair join`. The new peer's name, or `None` when the user would rather
+/// not (then the chat ends, saying how to pair later).
+fn pair_first(
+    ed: &mut rustyline::DefaultEditor,
+    dir: &Path,
+    bind: &str,
+    reach: Option<&ReachConfig>,
+) -> Result<Option<String>, Error> {
+    println!(
+        "* nobody is paired yet: duet talks only to people you paired with, once each, by a \
+         one-time code that one of you reads to the other"
+    );
+    let Some(Some(invite)) = ask(
+        ed,
+        "pair now? i: invite someone (you get the code), j: join (they gave you a code), Enter: not now: ",
+        |t| match t {
+            "i" | "I" | "invite" => Ok(true),
+            "j" | "J" | "join" => Ok(false),
+            _ => Err(Error::Other("answer i, j, or Enter".into())),
+        },
+    )?
+    else {
+        return Ok(None);
+    };
+    let Some(Some(name)) = ask(ed, "their name (what you will call them): ", |t| {
+        keys::check_name(t)?;
+        Ok(t.to_owned())
+    })?
+    else {
+        return Ok(None);
+    };
+    // Pairing across the internet needs the DHT; a relay alone cannot find an invite.
+    let reach = reach.filter(|c| c.dht).cloned();
+    let out = &mut std::io::stdout();
+    if invite {
+        pair::invite(
+            dir,
+            InviteOptions {
+                name: name.clone(),
+                bind: bind.to_owned(),
+                timeout: PAIR_WAIT,
+                reach,
+            },
+            out,
+        )?;
+    } else {
+        let Some(Some(code)) = ask(ed, "the code they see: ", |t| {
+            t.parse::<Code>().map_err(|e| Error::Other(e.to_string()))
+        })?
+        else {
+            return Ok(None);
+        };
+        let question = if reach.is_some() {
+            "their address (HOST:PORT; Enter: find the invite by its code across the internet): "
+        } else {
+            "their address (HOST:PORT): "
+        };
+        let mut addr = None;
+        for _ in 0..5 {
+            let Some(answer) = ask(ed, question, |t| {
+                parse_addr(t)?;
+                Ok(t.to_owned())
+            })?
+            else {
+                return Ok(None);
+            };
+            addr = answer;
+            if addr.is_some() || reach.is_some() {
+                break;
+            }
+            println!(
+                "the address is needed: finding an invite by its code needs the DHT, which is off"
+            );
+        }
+        if addr.is_none() && reach.is_none() {
+            return Ok(None);
+        }
+        pair::join(
+            dir,
+            JoinOptions {
+                name: name.clone(),
+                code,
+                reach: if addr.is_some() { None } else { reach },
+                addr,
+                bind: "0.0.0.0:0".into(),
+                timeout: PAIR_WAIT,
+            },
+            out,
+        )?;
+    }
+    Ok(Some(name))
+}
+
+/// How long pairing from a first run waits for the other side, in seconds.
+const PAIR_WAIT: u64 = 300;
+
 fn ask<T>(
     editor: &mut rustyline::DefaultEditor,
     question: &str,
@@ -218,7 +331,7 @@ fn ask<T>(
             Err(e) => return Err(Error::Other(format!("terminal: {e}"))),
         }
     }
-    Err(Error::Other("no valid peer given".into()))
+    Err(Error::Other("no valid answer given".into()))
 }
 
 struct ChatState {
