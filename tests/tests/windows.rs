@@ -352,35 +352,145 @@ fn the_terminal_chat_runs_on_a_wine_console() {
     // `script` gives Wine a pty, which Wine's console takes as a real terminal: duet runs
     // its line editor, not line mode.
     let chat = format!(
-        "timeout -k 5 {CALL_LIMIT} {WINE} duet.exe chat --peer lin --bind {}",
+        "timeout -k 5 {CALL_LIMIT} {WINE} duet.exe chat --peer lin --name win --bind {}",
         local(windows_port)
     );
     let mut command = Command::new("script");
     command.args(["-qec", &chat, "/dev/null"]);
     wine.environment(&mut command);
     command.env("TERM", "xterm-256color");
-    let mut console = Proc::spawn(&mut command, "duet.exe chat (script)");
+    let mut console = Console::spawn(&mut command);
     console.expect("talking to lin", T);
-    // The handshake's line comes after the editor has the console.
     console.expect("is up", T);
+    // Typed once the editor drew its prompt (Wine draws the prompt's trailing space as a
+    // cursor move).
+    console.expect("win>", T);
     let typed = "聊天 from the console";
-    let mut keys = console.take_stdin();
     // The console is raw: Return is a carriage return.
-    write!(keys, "{typed}\r").expect("type into the console");
-    keys.flush().expect("flush the typing");
-    let arrived = listen.wait_for(&format!("win@{}: {typed}", local(windows_port)), T);
-    console.read_for(Duration::from_millis(500));
+    console.write(&format!("{typed}\r"));
+    let line = format!("win@{}: {typed}", local(windows_port));
+    // Wine's console, when keys arrive just as the editor switches it to raw mode, can
+    // echo them in its cooked mode and keep the carriage return there: the editor has the
+    // text but no Return. A second Return sends it then (an empty line sends nothing), and
+    // listen takes exactly one message either way.
+    let arrived = listen.wait_for(&line, Duration::from_secs(3)).or_else(|| {
+        console.write("\r");
+        listen.wait_for(&line, T)
+    });
     assert!(
         arrived.is_some(),
         "not received; the console showed:\n{}",
-        console.seen.join("\n")
+        console.shown()
     );
     console.expect("delivered", T);
     // Ctrl-C: the console in raw mode gives it to the editor, which ends the chat.
-    write!(keys, "\u{3}").expect("type ctrl-c");
-    keys.flush().expect("flush ctrl-c");
-    assert!(console.wait(T).success(), "{:?}", console.seen);
+    console.write("\u{3}");
+    assert!(console.wait(T), "{}", console.shown());
     assert!(listen.wait(T).success(), "{:?}", listen.seen);
+}
+
+/// A program on a terminal (`script`'s pty), its output read as it comes, not as lines: a
+/// prompt has no line ending.
+struct Console {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
+    out: Vec<u8>,
+    /// How far [`Console::expect`] has matched.
+    at: usize,
+}
+
+impl Console {
+    fn spawn(command: &mut Command) -> Console {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start script");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let (tx, chunks) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    return;
+                }
+            }
+        });
+        let stdin = child.stdin.take().expect("piped stdin");
+        Console {
+            child,
+            stdin,
+            chunks,
+            out: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// Wait until the output after the last match holds `needle`.
+    fn expect(&mut self, needle: &str, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        let needle = needle.as_bytes();
+        loop {
+            if let Some(i) = self.out[self.at..]
+                .windows(needle.len())
+                .position(|w| w == needle)
+            {
+                self.at += i + needle.len();
+                return;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.chunks.recv_timeout(left) {
+                Ok(chunk) => self.out.extend_from_slice(&chunk),
+                Err(_) => panic!(
+                    "the console: no {:?} within {timeout:?}; it showed:\n{}",
+                    String::from_utf8_lossy(needle),
+                    self.shown()
+                ),
+            }
+        }
+    }
+
+    fn write(&mut self, keys: &str) {
+        self.stdin
+            .write_all(keys.as_bytes())
+            .and_then(|()| self.stdin.flush())
+            .expect("type into the console");
+    }
+
+    /// Everything shown so far (with what arrived meanwhile).
+    fn shown(&mut self) -> String {
+        while let Ok(chunk) = self.chunks.try_recv() {
+            self.out.extend_from_slice(&chunk);
+        }
+        String::from_utf8_lossy(&self.out).into_owned()
+    }
+
+    /// Wait for the program to end, at most `timeout`; whether it ended with success.
+    fn wait(&mut self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    let _ = self
+                        .chunks
+                        .recv_timeout(Duration::from_millis(50))
+                        .map(|chunk| self.out.extend_from_slice(&chunk));
+                }
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
