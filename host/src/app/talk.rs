@@ -572,6 +572,21 @@ impl Talk {
             self.report_file(&happened);
             self.events.push_back(happened);
         }
+        // What this turn stored may now be acknowledged, and what it offered sent: both go
+        // out now, not after the next batch of datagrams is read.
+        let sent = match self.link.transmit() {
+            Ok(next) => next,
+            Err(e @ transport::Error::Unreachable { .. }) => {
+                self.events
+                    .push_back(Happened::Problem(format!("{e}; retrying")));
+                Some(Instant::now() + Duration::from_millis(100))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let deadline = match (deadline, sent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let retry = self.retry_store_at;
         Ok(match (deadline, retry) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -135,10 +135,28 @@ impl<S: Transport, P: Protocol> Link<S, P> {
     /// protocol retransmits; the caller decides whether to go on); a receive failure is
     /// fatal.
     pub fn poll(&mut self) -> Result<Option<Instant>, Error> {
-        let deadline = match self
+        let done = self
             .driver
-            .poll(&mut self.stack, &HostClock, &mut self.protocol)
-        {
+            .poll(&mut self.stack, &HostClock, &mut self.protocol);
+        self.after(done)
+    }
+
+    /// Send what is due now without receiving ([`Driver::transmit`]): after the application
+    /// let the protocol acknowledge what it stored, the acknowledgement goes out at once.
+    /// Errors as [`Link::poll`].
+    pub fn transmit(&mut self) -> Result<Option<Instant>, Error> {
+        let done = self
+            .driver
+            .transmit(&mut self.stack, &HostClock, &mut self.protocol);
+        self.after(done)
+    }
+
+    /// A driver call's outcome, then the stack's own timers.
+    fn after(
+        &mut self,
+        done: Result<Option<Instant>, DriveError<io::Error>>,
+    ) -> Result<Option<Instant>, Error> {
+        let deadline = match done {
             Ok(deadline) => deadline,
             Err(DriveError::Send { dst, error }) => {
                 let kind = error.kind();
