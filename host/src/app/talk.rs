@@ -583,6 +583,13 @@ impl Talk {
             }
             Err(e) => return Err(e.into()),
         };
+        // Plain mode's queue empties by sending, not by acknowledgements: when it did and
+        // typed text waits for it (a line longer than the queue), the next turn comes now.
+        let sent = if self.plain_room_for_pending() {
+            Some(Instant::now())
+        } else {
+            sent
+        };
         let deadline = match (deadline, sent) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1014,6 +1021,15 @@ impl Talk {
                 self.retry_store_at = Some(now + STORE_RETRY);
             }
         }
+    }
+
+    /// Plain mode's queue is empty and typed text that may go out waits for it.
+    fn plain_room_for_pending(&self) -> bool {
+        let ready = self
+            .pending
+            .front()
+            .is_some_and(|p| !p.durable || p.uid.is_some());
+        ready && matches!(&self.link.protocol, Conversation::Legacy(p) if p.queued() == 0)
     }
 
     /// Offer what goes out to the session: file offers and answers, typed messages, then
