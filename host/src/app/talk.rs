@@ -6,7 +6,9 @@
 //! take every event the conversation has; write the whole turn — messages received,
 //! messages typed, deliveries — in **one** SQLite transaction (group commit); only then
 //! confirm the received messages to the session, which is what lets it acknowledge them;
-//! then offer typed messages to the session. So "delivered" on the sender's side always
+//! then offer typed messages to the session, and send at once what that made due
+//! ([`Link::transmit`]: the acknowledgements and the offered messages, not only after the
+//! next batch of datagrams is read). So "delivered" on the sender's side always
 //! means stored on this side, and a store that cannot be written holds messages
 //! unacknowledged (the sender keeps them) and says so, instead of losing them.
 //!
@@ -546,15 +548,8 @@ impl Talk {
                 self.events.push_back(Happened::Problem(e.to_string()));
             }
         }
-        let deadline = match self.link.poll() {
-            Ok(deadline) => deadline,
-            Err(e @ transport::Error::Unreachable { .. }) => {
-                self.events
-                    .push_back(Happened::Problem(format!("{e}; retrying")));
-                Some(Instant::now() + Duration::from_millis(100))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let polled = self.link.poll();
+        let deadline = self.went_out(polled)?;
         self.collect();
         if let Some(reaching) = &mut self.reaching {
             if let Some((kind, addr)) = reaching.step(&mut self.link) {
@@ -574,15 +569,8 @@ impl Talk {
         }
         // What this turn stored may now be acknowledged, and what it offered sent: both go
         // out now, not after the next batch of datagrams is read.
-        let sent = match self.link.transmit() {
-            Ok(next) => next,
-            Err(e @ transport::Error::Unreachable { .. }) => {
-                self.events
-                    .push_back(Happened::Problem(format!("{e}; retrying")));
-                Some(Instant::now() + Duration::from_millis(100))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let transmitted = self.link.transmit();
+        let sent = self.went_out(transmitted)?;
         // Plain mode's queue empties by sending, not by acknowledgements: when it did and
         // typed text waits for it (a line longer than the queue), the next turn comes now.
         let sent = if self.plain_room_for_pending() {
@@ -590,15 +578,27 @@ impl Talk {
         } else {
             sent
         };
-        let deadline = match (deadline, sent) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let retry = self.retry_store_at;
-        Ok(match (deadline, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        Ok(transport::earliest(
+            transport::earliest(deadline, sent),
+            self.retry_store_at,
+        ))
+    }
+
+    /// The outcome of a [`Link`] call: an unreachable peer is a problem shown and tried again
+    /// shortly (the session retransmits), anything else ends the conversation.
+    fn went_out(
+        &mut self,
+        outcome: Result<Option<Instant>, transport::Error>,
+    ) -> Result<Option<Instant>, Error> {
+        match outcome {
+            Ok(deadline) => Ok(deadline),
+            Err(e @ transport::Error::Unreachable { .. }) => {
+                self.events
+                    .push_back(Happened::Problem(format!("{e}; retrying")));
+                Ok(Some(Instant::now() + Duration::from_millis(100)))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Wait for a datagram, the input (`input`), `deadline` or `limit`.

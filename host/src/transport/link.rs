@@ -243,7 +243,7 @@ impl<S: Transport, P: Protocol> Link<S, P> {
 }
 
 /// The earlier of two optional deadlines (`None`: never).
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -24,7 +24,7 @@ pub mod tap;
 pub mod udp;
 
 pub use error::Error;
-pub use link::{HostClock, Link, Transport, Woke};
+pub use link::{HostClock, Link, Transport, Woke, earliest};
 use reach::stack::ReachStack;
 use tap::{IfaceAddr, MacAddr, TapConfig, TapStack};
 use udp::{HostSocket, HostStack};
