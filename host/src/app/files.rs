@@ -535,8 +535,8 @@ struct Incoming {
 
 /// Where a file of ours is.
 enum Sending {
-    /// Its hash is being computed on a thread of its own.
-    Hashing(JoinHandle<io::Result<FileId>>),
+    /// Its hash is being computed on a thread of its own, since the instant given.
+    Hashing(JoinHandle<io::Result<FileId>>, Instant),
     /// Offered, waiting for the peer's answer.
     Offered,
     /// Chunks go out from `next` on.
@@ -639,11 +639,16 @@ impl Files {
         self.outgoing.len()
     }
 
-    /// Whether work runs on another thread (a hash): the loop should look again soon.
-    pub fn busy(&self) -> bool {
+    /// While work runs on another thread (a file's hash), when the latest of it started:
+    /// the loop should look again soon.
+    pub fn hashing_since(&self) -> Option<Instant> {
         self.outgoing
             .iter()
-            .any(|o| matches!(o.state, Sending::Hashing(_)))
+            .filter_map(|o| match o.state {
+                Sending::Hashing(_, since) => Some(since),
+                _ => None,
+            })
+            .max()
     }
 
     /// The next thing to show.
@@ -680,7 +685,7 @@ impl Files {
             name,
             size: meta.len(),
             id: [0; 32],
-            state: Sending::Hashing(hashing),
+            state: Sending::Hashing(hashing, Instant::now()),
             offer_queued: false,
             acked: 0,
             reported: Instant::now(),
@@ -1051,7 +1056,7 @@ impl Files {
     fn active(&mut self, id: &FileId) -> Option<&mut Outgoing> {
         self.outgoing
             .front_mut()
-            .filter(|o| !matches!(o.state, Sending::Hashing(_)) && o.id == *id)
+            .filter(|o| !matches!(o.state, Sending::Hashing(..)) && o.id == *id)
     }
 
     fn on_accept(&mut self, id: FileId, from: u64) {
@@ -1217,10 +1222,10 @@ impl Files {
     /// Hashes that finished: offer the front file once its hash is known.
     fn start_offers(&mut self) {
         for out in self.outgoing.iter_mut() {
-            if !matches!(&out.state, Sending::Hashing(h) if h.is_finished()) {
+            if !matches!(&out.state, Sending::Hashing(h, _) if h.is_finished()) {
                 continue;
             }
-            let Sending::Hashing(handle) = std::mem::replace(&mut out.state, Sending::Offered)
+            let Sending::Hashing(handle, _) = std::mem::replace(&mut out.state, Sending::Offered)
             else {
                 continue;
             };

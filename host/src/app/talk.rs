@@ -51,8 +51,15 @@ const HOLD_FOR_PEER: usize = 64;
 const REACH_TICK: Duration = Duration::from_millis(200);
 /// How soon a turn that could not write the history tries again.
 const STORE_RETRY: Duration = Duration::from_millis(500);
-/// How often a conversation whose file is being hashed looks whether it is done.
+/// How often a conversation whose file is being hashed looks whether it is done, at most.
 const HASH_TICK: Duration = Duration::from_millis(50);
+
+/// When to look again at a hash that has run for `hashing`: at first every millisecond (a
+/// photo hashes in a few), then every eighth of the time it took so far (a large file takes
+/// a while), up to [`HASH_TICK`]: the offer waits at most that long after the hash is known.
+fn hash_tick(hashing: Duration) -> Duration {
+    Duration::from_millis((hashing.as_millis() / 8).clamp(1, HASH_TICK.as_millis()))
+}
 /// How often a loop that did not sleep looks for hand-offs anyway.
 const HANDOFF_LOOK: Duration = Duration::from_millis(100);
 /// How often the session's generator gets fresh entropy and its clock a new reading.
@@ -618,12 +625,14 @@ impl Talk {
         }
         self.flush_shown();
         let handoff = self.handoff.as_ref().map(LocalListener::wait_handle);
-        // A file's hash is computed on a thread: look at it a few times a second.
-        let limit = if self.files.busy() {
-            let tick = Instant::now() + HASH_TICK;
-            Some(limit.map_or(tick, |l| l.min(tick)))
-        } else {
-            limit
+        // A file's hash is computed on a thread: look at it soon, then less often.
+        let limit = match self.files.hashing_since() {
+            Some(since) => {
+                let now = Instant::now();
+                let tick = hash_tick(now.saturating_duration_since(since));
+                Some(limit.map_or(now + tick, |l| l.min(now + tick)))
+            }
+            None => limit,
         };
         // Internet reach's look-ups and publications finish on other threads: look at
         // them a few times a second while it runs.
@@ -1207,4 +1216,22 @@ pub fn snippet(text: &str) -> String {
         s.push('…');
     }
     display::escaped(&s)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn a_hash_is_looked_at_soon_then_less_often() {
+        let tick = |ms| hash_tick(Duration::from_millis(ms)).as_millis();
+        assert_eq!(tick(0), 1, "at once");
+        assert_eq!(tick(7), 1);
+        assert_eq!(tick(80), 10, "an eighth of the time so far");
+        assert_eq!(
+            tick(10_000),
+            HASH_TICK.as_millis(),
+            "never rarer than the tick"
+        );
+    }
 }
