@@ -71,7 +71,7 @@ const FILE_BUFFER: usize = 256 * 1024;
 
 /// The byte layout of the file messages (docs/PROTOCOL.md, section 20).
 pub mod wire {
-    use duet_core::session::MAX_MESSAGE;
+    use duet_core::session::PART_TEXT;
 
     /// Sender → receiver: id, size, name.
     pub const OFFER: u8 = 1;
@@ -92,8 +92,10 @@ pub mod wire {
 
     /// Bytes before a chunk's data: type, tag, offset.
     pub const CHUNK_HEADER: usize = 1 + 8 + 8;
-    /// Bytes of file in one chunk: a chunk is one message of the longest size.
-    pub const CHUNK_DATA: usize = MAX_MESSAGE - CHUNK_HEADER;
+    /// Bytes of file in one chunk duet sends: a chunk fills one part, so every datagram of
+    /// a transfer has the same size and a turn's chunks leave in one segmented send (the
+    /// transport's offload). A receiver takes chunks up to the longest message.
+    pub const CHUNK_DATA: usize = PART_TEXT - CHUNK_HEADER;
 }
 
 /// Why a receiver refused a file or stopped receiving it (the `why` byte).
@@ -1267,7 +1269,8 @@ impl Files {
         let mut finished = false;
         if let Sending::Chunks { reader, next } = &mut out.state {
             let chunk = &mut self.chunk[..];
-            while *next < size && secure.session().has_room_for_bytes(MAX_MESSAGE + reserve) {
+            let room = wire::CHUNK_HEADER + wire::CHUNK_DATA + reserve;
+            while *next < size && secure.session().has_room_for_bytes(room) {
                 let len = (size - *next).min(wire::CHUNK_DATA as u64) as usize;
                 let message = &mut chunk[..wire::CHUNK_HEADER + len];
                 message[..wire::CHUNK_HEADER].copy_from_slice(&chunk_header(tag, *next));
@@ -1554,8 +1557,15 @@ mod test {
             None,
             "empty chunk"
         );
-        // The largest chunk is one longest message.
-        assert_eq!(wire::CHUNK_HEADER + wire::CHUNK_DATA, MAX_MESSAGE);
+        // A chunk fills one part; one of the longest message is taken too (older duets
+        // send those).
+        assert_eq!(
+            wire::CHUNK_HEADER + wire::CHUNK_DATA,
+            duet_core::session::PART_TEXT
+        );
+        let mut longest = vec![0u8; MAX_MESSAGE];
+        longest[..wire::CHUNK_HEADER].copy_from_slice(&chunk_header([0; 8], 0));
+        assert!(FileMessage::parse(&longest).is_some(), "a four-part chunk");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
+use duet_core::time::Instant;
 use embedded_nal::{UdpClientStack, UdpFullStack, nb};
 
 use super::Transport;
@@ -67,5 +68,11 @@ impl Transport for LanStack {
     }
     fn local_addr(&self, socket: &HostSocket) -> io::Result<SocketAddr> {
         self.0.local_addr(socket)
+    }
+    fn flush(&mut self, socket: &HostSocket) -> Result<(), (SocketAddr, io::Error)> {
+        self.0.flush(socket)
+    }
+    fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
+        self.0.poll_stack()
     }
 }

@@ -32,6 +32,9 @@ pub trait Transport: UdpFullStack<Error = io::Error> {
     fn wait_fd<'a>(&'a self, socket: &'a Self::UdpSocket) -> io::Result<WaitHandle<'a>>;
     /// The local address of a bound socket.
     fn local_addr(&self, socket: &Self::UdpSocket) -> io::Result<SocketAddr>;
+    /// Send what the stack kept back to send together (the link calls this after every
+    /// driver call). A failure names where it was going.
+    fn flush(&mut self, socket: &Self::UdpSocket) -> Result<(), (SocketAddr, io::Error)>;
     /// Do the stack's own timed work (a user-space stack's ARP retries, say) and return when
     /// it next has some; the link wakes by then. The operating system's UDP has none.
     fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
@@ -45,6 +48,13 @@ impl Transport for HostStack {
     }
     fn local_addr(&self, socket: &Self::UdpSocket) -> io::Result<SocketAddr> {
         HostStack::local_addr(self, socket)
+    }
+    fn flush(&mut self, socket: &Self::UdpSocket) -> Result<(), (SocketAddr, io::Error)> {
+        HostStack::flush(self, socket)
+    }
+    fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
+        // Datagrams that arrived together and are not handed out yet: a turn now.
+        Ok(self.holds_received().then(Instant::now))
     }
 }
 
@@ -156,6 +166,11 @@ impl<S: Transport, P: Protocol> Link<S, P> {
         &mut self,
         done: Result<Option<Instant>, DriveError<io::Error>>,
     ) -> Result<Option<Instant>, Error> {
+        // What the driver sent may wait in the stack to leave together: it leaves now.
+        let done = match (done, self.stack.flush(self.driver.socket())) {
+            (Ok(_), Err((dst, error))) => Err(DriveError::Send { dst, error }),
+            (done, _) => done,
+        };
         let deadline = match done {
             Ok(deadline) => deadline,
             Err(DriveError::Send { dst, error }) => {
@@ -300,6 +315,9 @@ mod test {
         }
         fn local_addr(&self, _: &()) -> io::Result<SocketAddr> {
             Ok(SocketAddr::from(([10, 0, 0, 2], 7789)))
+        }
+        fn flush(&mut self, _: &()) -> Result<(), (SocketAddr, io::Error)> {
+            Ok(())
         }
         fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
             Ok(self.due)

@@ -136,6 +136,15 @@ impl Transport for Stack {
         }
     }
 
+    fn flush(&mut self, socket: &Socket) -> Result<(), (SocketAddr, io::Error)> {
+        match (self, socket) {
+            (Stack::Udp(s), Socket::Udp(socket)) => s.flush(socket),
+            (Stack::Reach(s), Socket::Udp(socket)) => Transport::flush(s.as_mut(), socket),
+            (Stack::Tap(s), Socket::Tap(socket)) => Transport::flush(s.as_mut(), socket),
+            _ => Ok(()),
+        }
+    }
+
     fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
         match self {
             Stack::Udp(s) => s.poll_stack(),

@@ -280,6 +280,11 @@ impl Transport for TapStack {
         Ok(SocketAddr::new(IpAddr::V4(self.addr.ip), port))
     }
 
+    /// smoltcp sends what it is given on its own poll: nothing waits here.
+    fn flush(&mut self, _socket: &UdpSocket) -> Result<(), (SocketAddr, io::Error)> {
+        Ok(())
+    }
+
     fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
         self.stack.poll();
         self.check_device()?;

@@ -328,14 +328,21 @@ impl Transport for ReachStack {
     fn local_addr(&self, socket: &HostSocket) -> io::Result<SocketAddr> {
         self.inner.local_addr(socket)
     }
+    fn flush(&mut self, socket: &HostSocket) -> Result<(), (SocketAddr, io::Error)> {
+        self.inner.flush(socket)
+    }
     fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
+        let inner = self.inner.poll_stack()?;
         let Some(next) = self.next_timer() else {
-            return Ok(None);
+            return Ok(inner);
         };
         let wait = next.saturating_duration_since(StdInstant::now());
-        Ok(Some(
-            Instant::now()
-                + Duration::from_millis(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+        Ok(crate::transport::earliest(
+            inner,
+            Some(
+                Instant::now()
+                    + Duration::from_millis(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            ),
         ))
     }
 }
