@@ -72,6 +72,9 @@ impl Transport for LanStack {
     fn flush(&mut self, socket: &HostSocket) -> Result<(), (SocketAddr, io::Error)> {
         self.0.flush(socket)
     }
+    fn holds_received(&self) -> bool {
+        self.0.holds_received()
+    }
     fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
         self.0.poll_stack()
     }

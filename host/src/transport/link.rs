@@ -35,6 +35,11 @@ pub trait Transport: UdpFullStack<Error = io::Error> {
     /// Send what the stack kept back to send together (the link calls this after every
     /// driver call). A failure names where it was going.
     fn flush(&mut self, socket: &Self::UdpSocket) -> Result<(), (SocketAddr, io::Error)>;
+    /// Whether datagrams already taken off the socket wait in the stack for the driver
+    /// (the socket may not be readable while they do).
+    fn holds_received(&self) -> bool {
+        false
+    }
     /// Do the stack's own timed work (a user-space stack's ARP retries, say) and return when
     /// it next has some; the link wakes by then. The operating system's UDP has none.
     fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
@@ -51,6 +56,9 @@ impl Transport for HostStack {
     }
     fn flush(&mut self, socket: &Self::UdpSocket) -> Result<(), (SocketAddr, io::Error)> {
         HostStack::flush(self, socket)
+    }
+    fn holds_received(&self) -> bool {
+        HostStack::holds_received(self)
     }
     fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
         // Datagrams that arrived together and are not handed out yet: a turn now.
@@ -211,6 +219,9 @@ impl<S: Transport, P: Protocol> Link<S, P> {
 
     /// Whether a datagram is waiting on the socket right now (a poll that does not sleep).
     pub fn readable_now(&self) -> bool {
+        if self.stack.holds_received() {
+            return true;
+        }
         let Ok(socket) = self.stack.wait_fd(self.driver.socket()) else {
             return false;
         };

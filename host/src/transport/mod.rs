@@ -145,6 +145,14 @@ impl Transport for Stack {
         }
     }
 
+    fn holds_received(&self) -> bool {
+        match self {
+            Stack::Udp(s) => s.holds_received(),
+            Stack::Reach(s) => Transport::holds_received(s.as_ref()),
+            Stack::Tap(s) => Transport::holds_received(s.as_ref()),
+        }
+    }
+
     fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
         match self {
             Stack::Udp(s) => s.poll_stack(),

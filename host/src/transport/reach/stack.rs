@@ -331,6 +331,9 @@ impl Transport for ReachStack {
     fn flush(&mut self, socket: &HostSocket) -> Result<(), (SocketAddr, io::Error)> {
         self.inner.flush(socket)
     }
+    fn holds_received(&self) -> bool {
+        self.inner.holds_received()
+    }
     fn poll_stack(&mut self) -> io::Result<Option<Instant>> {
         let inner = self.inner.poll_stack()?;
         let Some(next) = self.next_timer() else {
