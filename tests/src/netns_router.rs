@@ -182,6 +182,14 @@ impl RouterNet {
                 ],
                 None,
             );
+            // The peer's link cuts a segmented send (UDP GSO) into datagrams, as a network
+            // card does before anything reaches the wire: the router sees, drops, duplicates
+            // and reorders datagrams, as one on a real path would, not the up to 64 KiB a
+            // process may hand its own kernel in one send.
+            run(
+                &["ip", "-n", peer, "link", "set", "eth0", "gso_max_segs", "1"],
+                None,
+            );
             run(&["ip", "-n", peer, "link", "set", "eth0", "up"], None);
             run(
                 &[
