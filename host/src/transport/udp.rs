@@ -621,4 +621,50 @@ mod test {
             assert!(d.iter().all(|b| usize::from(*b) == n), "datagram {n}");
         }
     }
+
+    /// A route that refuses segmented sends (here: a socket told not to checksum, which
+    /// segmentation requires) gets the datagrams one by one, and no segmented send again.
+    #[cfg(target_os = "linux")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_refused_segmented_send_goes_out_datagram_by_datagram() {
+        use std::os::fd::AsRawFd;
+        let (mut tx, mut tx_socket, tx_addr) = bound();
+        let (mut rx, mut rx_socket, rx_addr) = bound();
+        let fd = socket_fd(&tx_socket).expect("fd").as_raw_fd();
+        let on: nix::libc::c_int = 1;
+        // SO_NO_CHECK (11 on Linux, not exported by libc for every architecture): UDP
+        // without checksums, which the kernel refuses to segment (EINVAL).
+        // SAFETY: a valid socket descriptor and a pointer to an int of the given size.
+        let set = unsafe {
+            nix::libc::setsockopt(
+                fd,
+                nix::libc::SOL_SOCKET,
+                11,
+                (&raw const on).cast(),
+                std::mem::size_of_val(&on) as nix::libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "SO_NO_CHECK");
+        let sent: Vec<Vec<u8>> = (0..6u8).map(|n| vec![n; 500]).collect();
+        for d in &sent {
+            tx.send_to(&mut tx_socket, rx_addr, d).expect("send");
+        }
+        tx.flush(&tx_socket)
+            .expect("flush: refused, then one by one");
+        assert_eq!(tx.outgoing.as_ref().map(|o| o.max_segments), Some(1));
+        assert_eq!(tx.outgoing.as_ref().map(|o| o.socket_segment), Some(0));
+        let got = receive_all(&mut rx, &mut rx_socket, sent.len());
+        let want: Vec<(Vec<u8>, SocketAddr)> = sent.into_iter().map(|d| (d, tx_addr)).collect();
+        assert_eq!(got, want);
+        // And later sends go straight out.
+        tx.send_to(&mut tx_socket, rx_addr, b"after").expect("send");
+        assert_eq!(
+            tx.outgoing.as_ref().map(|o| o.count),
+            Some(0),
+            "not kept back"
+        );
+        let got = receive_all(&mut rx, &mut rx_socket, 1);
+        assert_eq!(got, vec![(b"after".to_vec(), tx_addr)]);
+    }
 }
