@@ -156,7 +156,7 @@ impl ReachStack {
     }
 
     /// Send what the probes and the relay have to send (best effort: they retransmit).
-    fn flush(&mut self, socket: &mut HostSocket) {
+    fn send_own(&mut self, socket: &mut HostSocket) {
         let now = StdInstant::now();
         if now >= self.next_stun && self.probes.iter().all(|p| p.outcome().is_some()) {
             self.probes.clear();
@@ -269,7 +269,7 @@ impl UdpClientStack for ReachStack {
         socket: &mut HostSocket,
         buffer: &mut [u8],
     ) -> nb::Result<(usize, SocketAddr), io::Error> {
-        self.flush(socket);
+        self.send_own(socket);
         for _ in 0..MAX_SIDE_DATAGRAMS {
             let (len, from) = self.inner.receive(socket, buffer)?;
             match Demux::classify(buffer.get(..len).unwrap_or_default()) {
