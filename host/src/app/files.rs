@@ -641,7 +641,7 @@ impl Files {
         self.outgoing.len()
     }
 
-    /// While work runs on another thread (a file's hash), when the latest of it started:
+    /// While a file's hash is computed on a thread, when the most recent of those started:
     /// the loop should look again soon.
     pub fn hashing_since(&self) -> Option<Instant> {
         self.outgoing

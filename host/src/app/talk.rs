@@ -53,13 +53,6 @@ const REACH_TICK: Duration = Duration::from_millis(200);
 const STORE_RETRY: Duration = Duration::from_millis(500);
 /// How often a conversation whose file is being hashed looks whether it is done, at most.
 const HASH_TICK: Duration = Duration::from_millis(50);
-
-/// When to look again at a hash that has run for `hashing`: at first every millisecond (a
-/// photo hashes in a few), then every eighth of the time it took so far (a large file takes
-/// a while), up to [`HASH_TICK`]: the offer waits at most that long after the hash is known.
-fn hash_tick(hashing: Duration) -> Duration {
-    Duration::from_millis((hashing.as_millis() / 8).clamp(1, HASH_TICK.as_millis()))
-}
 /// How often a loop that did not sleep looks for hand-offs anyway.
 const HANDOFF_LOOK: Duration = Duration::from_millis(100);
 /// How often the session's generator gets fresh entropy and its clock a new reading.
@@ -1216,6 +1209,13 @@ pub fn snippet(text: &str) -> String {
         s.push('…');
     }
     display::escaped(&s)
+}
+
+/// When to look again at a hash that has run for `hashing`: at first every millisecond (a
+/// photo hashes in a few), then every eighth of the time it took so far (a large file takes
+/// a while), up to [`HASH_TICK`]: the offer waits at most that long after the hash is known.
+fn hash_tick(hashing: Duration) -> Duration {
+    Duration::from_millis((hashing.as_millis() / 8).clamp(1, HASH_TICK.as_millis()))
 }
 
 #[cfg(test)]
