@@ -350,15 +350,24 @@ fn the_terminal_chat_runs_on_a_wine_console() {
     listen.expect("* listening on", T);
 
     // `script` gives Wine a pty, which Wine's console takes as a real terminal: duet runs
-    // its line editor, not line mode.
+    // its line editor, not line mode. `exec` makes Wine lead the pty's session and its
+    // foreground process group, as a program started from a terminal does, whatever shell
+    // `script` runs (its SHELL, or dash when unset, which does not exec a lone command).
+    // Nothing sits in between: `timeout` there made a process group of its own in the
+    // background (Wine's console, reading the pty from it, was stopped by SIGTTIN after
+    // drawing the prompt), or, with `--foreground`, took the Ctrl-C below as a signal too and
+    // killed Wine 5 s later. This call is bounded by the test instead: `Console::wait`'s
+    // deadline, then dropping the console (the pty closes) and `wineserver -k`.
     let chat = format!(
-        "timeout -k 5 {CALL_LIMIT} {WINE} duet.exe chat --peer lin --name win --bind {}",
+        "exec {WINE} duet.exe chat --peer lin --name win --bind {}",
         local(windows_port)
     );
     let mut command = Command::new("script");
     command.args(["-qec", &chat, "/dev/null"]);
     wine.environment(&mut command);
-    command.env("TERM", "xterm-256color");
+    command
+        .env("TERM", "xterm-256color")
+        .env("SHELL", "/bin/sh");
     let mut console = Console::spawn(&mut command);
     console.expect("talking to lin", T);
     console.expect("is up", T);
@@ -385,7 +394,12 @@ fn the_terminal_chat_runs_on_a_wine_console() {
     console.expect("delivered", T);
     // Ctrl-C: the console in raw mode gives it to the editor, which ends the chat.
     console.write("\u{3}");
-    assert!(console.wait(T), "{}", console.shown());
+    let ended = console.wait(T);
+    assert!(
+        ended.is_some_and(|s| s.success()),
+        "ended: {ended:?}; the console showed:\n{}",
+        console.shown()
+    );
     assert!(listen.wait(T).success(), "{:?}", listen.seen);
 }
 
@@ -468,19 +482,19 @@ impl Console {
         String::from_utf8_lossy(&self.out).into_owned()
     }
 
-    /// Wait for the program to end, at most `timeout`; whether it ended with success.
-    fn wait(&mut self, timeout: Duration) -> bool {
+    /// Wait for the program to end, at most `timeout`: how it ended, `None` if it did not.
+    fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return status.success(),
+                Ok(Some(status)) => return Some(status),
                 Ok(None) if std::time::Instant::now() < deadline => {
                     let _ = self
                         .chunks
                         .recv_timeout(Duration::from_millis(50))
                         .map(|chunk| self.out.extend_from_slice(&chunk));
                 }
-                _ => return false,
+                _ => return None,
             }
         }
     }
