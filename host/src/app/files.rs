@@ -535,6 +535,16 @@ struct Incoming {
     reported: Instant,
 }
 
+/// An offer whose partial file is read and hashed on a thread.
+struct Opening {
+    id: FileId,
+    /// The safe name it is saved under, and where.
+    name: String,
+    dir: PathBuf,
+    handle: JoinHandle<io::Result<Incoming>>,
+    since: Instant,
+}
+
 /// Where a file of ours is.
 enum Sending {
     /// Its hash is being computed on a thread of its own, since the instant given.
@@ -585,6 +595,9 @@ struct Done {
 pub struct Files {
     options: FileOptions,
     incoming: Option<Incoming>,
+    /// An offered file whose partial data from an earlier attempt is being read and hashed
+    /// on a thread: it is accepted (from where that data ends) once the thread is done.
+    opening: Option<Opening>,
     /// A finished file whose last bytes were taken: checked and placed at the next commit.
     complete: bool,
     outgoing: VecDeque<Outgoing>,
@@ -608,6 +621,7 @@ impl Files {
         Files {
             options,
             incoming: None,
+            opening: None,
             complete: false,
             outgoing: VecDeque::new(),
             next_transfer: 1,
@@ -641,8 +655,9 @@ impl Files {
         self.outgoing.len()
     }
 
-    /// While a file's hash is computed on a thread, when the most recent of those started:
-    /// the loop should look again soon.
+    /// While a hash is computed on a thread (of a file of ours before its offer, or of the
+    /// partial data of an offered one before it goes on), when the most recent of those
+    /// started: the loop should look again soon.
     pub fn hashing_since(&self) -> Option<Instant> {
         self.outgoing
             .iter()
@@ -650,6 +665,7 @@ impl Files {
                 Sending::Hashing(_, since) => Some(since),
                 _ => None,
             })
+            .chain(self.opening.as_ref().map(|o| o.since))
             .max()
     }
 
@@ -731,19 +747,11 @@ impl Files {
     ) {
         self.asked_again = None;
         let name = safe_name(offered);
-        let refuse = |files: &mut Files, why: Why, detail: u64, text: String| {
-            files.reply(FileMessage::Refuse { id, why, detail });
-            files.events.push_back(FileEvent::Failed {
-                transfer: None,
-                name: name.clone(),
-                why: text,
-                refused: false,
-            });
-        };
         if size > self.options.max_size {
             let limit = self.options.max_size;
-            refuse(
-                self,
+            self.refuse_offer(
+                id,
+                name,
                 Why::TooLarge,
                 limit,
                 format!(
@@ -753,8 +761,9 @@ impl Files {
             return;
         }
         let Some(dir) = self.options.save_dir.clone() else {
-            refuse(
-                self,
+            self.refuse_offer(
+                id,
+                name,
                 Why::CannotSave,
                 0,
                 "refused: no directory to save files in (no home directory): pass --save-dir DIR"
@@ -785,16 +794,50 @@ impl Files {
             });
             return;
         }
+        if self.opening.as_ref().is_some_and(|o| o.id == id) {
+            // Offered again while its partial data is read: the answer comes when it is.
+            return;
+        }
         // Another file replaces the one in progress, which keeps its partial file.
         self.drop_incoming();
-        match Incoming::open(from, id, size, &dir, &name) {
+        // A thread still reading another offer's partial file finishes on its own; what it
+        // read is dropped (the partial file stays, for that file's next offer).
+        self.opening = None;
+        let part = part_path(&dir, &name, &id);
+        let partial =
+            fs::symlink_metadata(&part).map_or(0, |m| if m.is_file() { m.len() } else { 0 });
+        if partial > 0 && partial <= size {
+            // Going on needs the hash of what is there: reading a large file takes long, and
+            // the chat (and this transfer's acknowledgements) must not wait for it.
+            let owned = dir.clone();
+            let file_name = name.clone();
+            let handle =
+                std::thread::spawn(move || Incoming::open(from, id, size, &owned, &file_name));
+            self.opening = Some(Opening {
+                id,
+                name,
+                dir,
+                handle,
+                since: Instant::now(),
+            });
+            return;
+        }
+        let opened = Incoming::open(from, id, size, &dir, &name);
+        self.opened(id, &name, &dir, opened);
+    }
+
+    /// The partial file of an offer, opened: accept the offer from where its data ends, or
+    /// refuse it.
+    fn opened(&mut self, id: FileId, name: &str, dir: &Path, opened: io::Result<Incoming>) {
+        match opened {
             Ok(incoming) => {
-                let have = incoming.written;
-                let free = system_files::available_bytes(&dir).unwrap_or(u64::MAX);
+                let (size, have) = (incoming.size, incoming.written);
+                let free = system_files::available_bytes(dir).unwrap_or(u64::MAX);
                 if free < size - have {
                     drop(incoming);
-                    refuse(
-                        self,
+                    self.refuse_offer(
+                        id,
+                        name.to_owned(),
                         Why::NoSpace,
                         free,
                         format!(
@@ -806,8 +849,8 @@ impl Files {
                 }
                 self.reply(FileMessage::Accept { id, from: have });
                 self.events.push_back(FileEvent::Incoming {
-                    from,
-                    name: name.clone(),
+                    from: incoming.from,
+                    name: incoming.name.clone(),
                     size,
                     resumed_at: have,
                 });
@@ -815,10 +858,41 @@ impl Files {
                 self.incoming = Some(incoming);
             }
             Err(e) => {
-                let (why, text) = write_error(&e, &dir);
-                refuse(self, why, free_bytes(&dir), format!("refused: {text}"));
+                let (why, text) = write_error(&e, dir);
+                let free = free_bytes(dir);
+                self.refuse_offer(id, name.to_owned(), why, free, format!("refused: {text}"));
             }
         }
+    }
+
+    /// Answer an offer with REFUSE, and say why.
+    fn refuse_offer(&mut self, id: FileId, name: String, why: Why, detail: u64, text: String) {
+        self.reply(FileMessage::Refuse { id, why, detail });
+        self.events.push_back(FileEvent::Failed {
+            transfer: None,
+            name,
+            why: text,
+            refused: false,
+        });
+    }
+
+    /// The partial file read on a thread, if it is: the offer is answered now.
+    fn finish_opening(&mut self) {
+        if !self
+            .opening
+            .as_ref()
+            .is_some_and(|o| o.handle.is_finished())
+        {
+            return;
+        }
+        let Some(opening) = self.opening.take() else {
+            return;
+        };
+        let opened = opening
+            .handle
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("reading the partial file failed")));
+        self.opened(opening.id, &opening.name, &opening.dir, opened);
     }
 
     /// Where this file is saved already, if it is: recorded with its hash and still there at
@@ -1196,6 +1270,7 @@ impl Files {
     /// Queue our offers and answers in the session, before any text: they are small, and
     /// a transfer waits on them.
     pub fn send_control(&mut self, secure: &mut Secure, now: Instant) {
+        self.finish_opening();
         self.start_offers();
         while let Some(message) = self.control.front() {
             match secure.send_bytes(now, message_id(message), message) {
@@ -1319,7 +1394,7 @@ impl Incoming {
         name: &str,
     ) -> io::Result<Incoming> {
         fs::create_dir_all(dir)?;
-        let part = dir.join(format!(".{name}.{}{PART_SUFFIX}", hex(&tag_of(&id))));
+        let part = part_path(dir, name, &id);
         let mut file = system_files::no_follow(
             fs::OpenOptions::new()
                 .read(true)
@@ -1355,6 +1430,11 @@ impl Incoming {
             reported: Instant::now(),
         })
     }
+}
+
+/// Where the partial data of file `id`, saved as `name` in `dir`, lives until complete.
+fn part_path(dir: &Path, name: &str, id: &FileId) -> PathBuf {
+    dir.join(format!(".{name}.{}{PART_SUFFIX}", hex(&tag_of(id))))
 }
 
 /// The id a file message travels with in the session (the session needs one; nothing
@@ -1699,6 +1779,67 @@ mod test {
         offer(&mut files, bytes, "../notes.txt");
         assert_eq!(replies(&mut files), [format!("Have {{ id: {id:?} }}")]);
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Until the thread reading an offer's partial file is done, looked at as the loop
+    /// does; bounded.
+    fn until_opened(files: &mut Files) {
+        for _ in 0..5000 {
+            files.finish_opening();
+            if files.hashing_since().is_none() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("the partial file was not read within 5 s");
+    }
+
+    #[test]
+    fn a_partial_file_is_read_on_a_thread_and_the_offer_answered_once_it_is() {
+        let dir = temp_dir("partial");
+        let bytes = b"0123456789abcdefghij";
+        let id: FileId = Sha256::digest(bytes).into();
+        fs::write(part_path(&dir, "notes.txt", &id), &bytes[..7]).unwrap();
+        let mut files = receiving(&dir, 1000);
+        offer(&mut files, bytes, "notes.txt");
+        // Offered again meanwhile (the sender retransmits or asks again): one answer.
+        offer(&mut files, bytes, "notes.txt");
+        until_opened(&mut files);
+        assert_eq!(
+            replies(&mut files),
+            [format!("Accept {{ id: {id:?}, from: 7 }}")]
+        );
+        assert!(matches!(
+            files.next_event(),
+            Some(FileEvent::Incoming { resumed_at: 7, .. })
+        ));
+        // The hash goes on from what was there: the whole file checks.
+        chunk(&mut files, &id, 7, &bytes[7..]);
+        assert_eq!(files.prepare_commit().len(), 1);
+        files.committed();
+        assert_eq!(replies(&mut files), [format!("Saved {{ id: {id:?} }}")]);
+        assert_eq!(fs::read(dir.join("notes.txt")).unwrap(), bytes);
+    }
+
+    #[test]
+    fn another_offer_while_a_partial_file_is_read_is_answered_for_itself() {
+        let dir = temp_dir("partial-other");
+        let first = b"the first file, partly here";
+        let first_id: FileId = Sha256::digest(first).into();
+        fs::write(part_path(&dir, "a.txt", &first_id), &first[..5]).unwrap();
+        let mut files = receiving(&dir, 1000);
+        offer(&mut files, first, "a.txt");
+        let second = offer(&mut files, b"another", "b.txt");
+        until_opened(&mut files);
+        // Only the second is answered; the first's partial data is still there for later.
+        assert_eq!(
+            replies(&mut files),
+            [format!("Accept {{ id: {second:?}, from: 0 }}")]
+        );
+        assert_eq!(
+            fs::read(part_path(&dir, "a.txt", &first_id)).unwrap(),
+            &first[..5]
+        );
     }
 
     #[test]
