@@ -136,6 +136,10 @@ impl Iptux {
                 .arg(format!("HOME={}", home.display()))
                 .arg(format!("DISPLAY={display}"))
                 .args([
+                    // iptux shows, and xdotool matches, Chinese window titles in a UTF-8
+                    // locale, whatever the caller's is.
+                    "LANG=C.UTF-8",
+                    "LC_ALL=C.UTF-8",
                     "NO_AT_BRIDGE=1",
                     "dbus-run-session",
                     "--",
@@ -163,6 +167,8 @@ impl Iptux {
             .args(["netns", "exec", &self.ns, "timeout", &secs, "xdotool"])
             .args(args)
             .env("DISPLAY", &self.display)
+            .env("LANG", "C.UTF-8")
+            .env("LC_ALL", "C.UTF-8")
             .output()
             .expect("cannot run xdotool");
         assert!(
