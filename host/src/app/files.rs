@@ -535,14 +535,24 @@ struct Incoming {
     reported: Instant,
 }
 
-/// An offer whose partial file is read and hashed on a thread.
+/// An offer whose files are read and hashed on a thread before it is answered.
 struct Opening {
     id: FileId,
+    from: Option<PeerKey>,
+    size: u64,
     /// The safe name it is saved under, and where.
     name: String,
     dir: PathBuf,
-    handle: JoinHandle<io::Result<Incoming>>,
+    handle: JoinHandle<Opened>,
     since: Instant,
+}
+
+/// What the thread of an [`Opening`] found.
+enum Opened {
+    /// The file under the name it would get has its contents: answer HAVE.
+    Have(PathBuf),
+    /// Its partial file, opened and hashed (or why not): answer ACCEPT (or REFUSE).
+    Part(Box<io::Result<Incoming>>),
 }
 
 /// Where a file of ours is.
@@ -772,17 +782,8 @@ impl Files {
             return;
         };
         // The same file again (the sender never heard it was saved): nothing to send.
-        if let Some(path) = self.saved_before(&id, size, &dir, &name, store) {
-            self.reply(FileMessage::Have { id });
-            self.events.push_back(FileEvent::Received {
-                from,
-                name: path
-                    .file_name()
-                    .map_or(name.clone(), |n| n.to_string_lossy().into_owned()),
-                size,
-                path,
-                already: true,
-            });
+        if let Some(path) = saved_here(store, &id, size) {
+            self.have(from, id, size, path);
             return;
         }
         if self.incoming.as_ref().is_some_and(|i| i.id == id) {
@@ -795,26 +796,35 @@ impl Files {
             return;
         }
         if self.opening.as_ref().is_some_and(|o| o.id == id) {
-            // Offered again while its partial data is read: the answer comes when it is.
+            // Offered again while it is read: the answer comes when it is.
             return;
         }
         // Another file replaces the one in progress, which keeps its partial file.
         self.drop_incoming();
-        // A thread still reading another offer's partial file finishes on its own; what it
-        // read is dropped (the partial file stays, for that file's next offer).
+        // A thread still reading for another offer finishes on its own; what it read is
+        // dropped (a partial file stays, for that file's next offer).
         self.opening = None;
+        // A file under the name it would get, of its size, may be this one (HAVE), and a
+        // partial file with data must be hashed to go on from it. Reading a large file takes
+        // long, and the chat (and this transfer's acknowledgements) must not wait for it:
+        // both are done on a thread.
+        let named = dir.join(&name);
+        let same_size = fs::symlink_metadata(&named).is_ok_and(|m| m.is_file() && m.len() == size);
         let part = part_path(&dir, &name, &id);
         let partial =
             fs::symlink_metadata(&part).map_or(0, |m| if m.is_file() { m.len() } else { 0 });
-        if partial > 0 && partial <= size {
-            // Going on needs the hash of what is there: reading a large file takes long, and
-            // the chat (and this transfer's acknowledgements) must not wait for it.
-            let owned = dir.clone();
-            let file_name = name.clone();
-            let handle =
-                std::thread::spawn(move || Incoming::open(from, id, size, &owned, &file_name));
+        if same_size || (partial > 0 && partial <= size) {
+            let (owned, file_name) = (dir.clone(), name.clone());
+            let handle = std::thread::spawn(move || {
+                if same_size && same_content(&named, size, &id) {
+                    return Opened::Have(named);
+                }
+                Opened::Part(Box::new(Incoming::open(from, id, size, &owned, &file_name)))
+            });
             self.opening = Some(Opening {
                 id,
+                from,
+                size,
                 name,
                 dir,
                 handle,
@@ -824,6 +834,20 @@ impl Files {
         }
         let opened = Incoming::open(from, id, size, &dir, &name);
         self.opened(id, &name, &dir, opened);
+    }
+
+    /// Answer an offer of a file that is here already with HAVE, and show where it is.
+    fn have(&mut self, from: Option<PeerKey>, id: FileId, size: u64, path: PathBuf) {
+        self.reply(FileMessage::Have { id });
+        self.events.push_back(FileEvent::Received {
+            from,
+            name: path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            size,
+            path,
+            already: true,
+        });
     }
 
     /// The partial file of an offer, opened: accept the offer from where its data ends, or
@@ -888,30 +912,16 @@ impl Files {
         let Some(opening) = self.opening.take() else {
             return;
         };
-        let opened = opening
-            .handle
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("reading the partial file failed")));
-        self.opened(opening.id, &opening.name, &opening.dir, opened);
-    }
-
-    /// Where this file is saved already, if it is: recorded with its hash and still there at
-    /// its size, or lying under the name it would get with the same content.
-    fn saved_before(
-        &self,
-        id: &FileId,
-        size: u64,
-        dir: &Path,
-        name: &str,
-        store: Option<&Store>,
-    ) -> Option<PathBuf> {
-        if let Some(path) = store.and_then(|s| s.received_file(id).ok().flatten())
-            && fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == size)
-        {
-            return Some(path);
+        match opening.handle.join() {
+            Ok(Opened::Have(path)) => self.have(opening.from, opening.id, opening.size, path),
+            Ok(Opened::Part(opened)) => {
+                self.opened(opening.id, &opening.name, &opening.dir, *opened);
+            }
+            Err(_) => {
+                let failed = Err(io::Error::other("reading the partial file failed"));
+                self.opened(opening.id, &opening.name, &opening.dir, failed);
+            }
         }
-        let path = dir.join(name);
-        same_content(&path, size, id).then_some(path)
     }
 
     fn drop_incoming(&mut self) {
@@ -1432,6 +1442,15 @@ impl Incoming {
     }
 }
 
+/// Where file `id` of `size` bytes was saved before, if the history says so and it is still
+/// there at that size.
+fn saved_here(store: Option<&Store>, id: &FileId, size: u64) -> Option<PathBuf> {
+    let path = store.and_then(|s| s.received_file(id).ok().flatten())?;
+    fs::metadata(&path)
+        .is_ok_and(|m| m.is_file() && m.len() == size)
+        .then_some(path)
+}
+
 /// Where the partial data of file `id`, saved as `name` in `dir`, lives until complete.
 fn part_path(dir: &Path, name: &str, id: &FileId) -> PathBuf {
     dir.join(format!(".{name}.{}{PART_SUFFIX}", hex(&tag_of(id))))
@@ -1775,14 +1794,15 @@ mod test {
         ));
         assert_eq!(fs::read(dir.join("_notes.txt")).unwrap(), bytes);
         assert!(!part.exists());
-        // Offered again: the file that has it is named, nothing is sent.
+        // Offered again: the file that has it is named (once its contents are checked, on a
+        // thread), nothing is sent.
         offer(&mut files, bytes, "../notes.txt");
+        until_opened(&mut files);
         assert_eq!(replies(&mut files), [format!("Have {{ id: {id:?} }}")]);
         fs::remove_dir_all(dir).unwrap();
     }
 
-    /// Until the thread reading an offer's partial file is done, looked at as the loop
-    /// does; bounded.
+    /// Until the thread reading for an offer is done, looked at as the loop does; bounded.
     fn until_opened(files: &mut Files) {
         for _ in 0..5000 {
             files.finish_opening();
@@ -1791,7 +1811,7 @@ mod test {
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        panic!("the partial file was not read within 5 s");
+        panic!("the offer was not answered within 5 s");
     }
 
     #[test]
@@ -1819,6 +1839,26 @@ mod test {
         files.committed();
         assert_eq!(replies(&mut files), [format!("Saved {{ id: {id:?} }}")]);
         assert_eq!(fs::read(dir.join("notes.txt")).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_file_of_that_name_and_size_is_checked_on_a_thread_and_never_taken_for_another() {
+        let dir = temp_dir("same-size");
+        fs::write(dir.join("notes.txt"), b"aaaa").unwrap();
+        fs::write(dir.join("copy.txt"), b"cccc").unwrap();
+        let mut files = receiving(&dir, 1000);
+        // Same size, other contents: accepted as a new file (saved under another name).
+        let other = offer(&mut files, b"bbbb", "notes.txt");
+        until_opened(&mut files);
+        assert_eq!(
+            replies(&mut files),
+            [format!("Accept {{ id: {other:?}, from: 0 }}")]
+        );
+        // The same contents under that name: HAVE, nothing sent.
+        let copy = offer(&mut files, b"cccc", "copy.txt");
+        until_opened(&mut files);
+        assert_eq!(replies(&mut files), [format!("Have {{ id: {copy:?} }}")]);
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
