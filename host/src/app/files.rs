@@ -605,8 +605,8 @@ struct Done {
 pub struct Files {
     options: FileOptions,
     incoming: Option<Incoming>,
-    /// An offered file whose partial data from an earlier attempt is being read and hashed
-    /// on a thread: it is accepted (from where that data ends) once the thread is done.
+    /// An offer whose files are being read on a thread (a same-named file that may be this
+    /// one, a partial one from an earlier attempt): it is answered once the thread is done.
     opening: Option<Opening>,
     /// A finished file whose last bytes were taken: checked and placed at the next commit.
     complete: bool,
@@ -666,8 +666,8 @@ impl Files {
     }
 
     /// While a hash is computed on a thread (of a file of ours before its offer, or of the
-    /// partial data of an offered one before it goes on), when the most recent of those
-    /// started: the loop should look again soon.
+    /// files an offer needs read before its answer), when the most recent of those started:
+    /// the loop should look again soon.
     pub fn hashing_since(&self) -> Option<Instant> {
         self.outgoing
             .iter()
