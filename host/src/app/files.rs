@@ -20,6 +20,11 @@
 //! transfer got: a new OFFER of the same file (the sender was killed, or the receiver
 //! restarted) continues from there.
 //!
+//! Reading whole files never happens in the loop: a file of ours is hashed on a thread
+//! before its OFFER, and an offered file whose partial data (or a same-named file of its
+//! size) must be hashed before the answer is read on a thread too; [`Files::hashing_since`]
+//! tells the loop to look again soon.
+//!
 //! Durability follows the text's rule, "delivered means stored": chunks are written
 //! (`write(2)`, which survives a killed process) in the turn's commit before the session may
 //! acknowledge them ([`Files::prepare_commit`] runs before `confirm_received`), and the last
