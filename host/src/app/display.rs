@@ -14,8 +14,15 @@ use duet_core::text::{self, Encoding, Piece};
 /// visible characters outside ASCII (emoji sequences such as 👩‍💻, Persian and Indic
 /// words), where they are part of the text; anywhere else they only hide something.
 pub fn push_escaped(out: &mut String, text: &str) {
-    let mut chars = text.chars().peekable();
-    let mut before = None;
+    // Most text is printable ASCII, which is copied as it is; the rest goes character by
+    // character from the first byte that needs a look.
+    let plain = text
+        .bytes()
+        .position(|b| !(b' '..=b'~').contains(&b) || b == b'\\')
+        .unwrap_or(text.len());
+    out.push_str(&text[..plain]);
+    let mut before = text[..plain].chars().next_back();
+    let mut chars = text[plain..].chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '\n' => out.push_str("\\n"),
@@ -92,6 +99,11 @@ mod test {
     fn control_characters_cannot_break_lines_or_reach_the_terminal() {
         assert_eq!(escaped("a\nb\x1b[31mc\\"), "a\\nb\\u{1b}[31mc\\\\");
         assert_eq!(escaped("你好 🎉"), "你好 🎉");
+        // Printable ASCII is copied as it is, up to the first byte that needs a look.
+        assert_eq!(escaped("plain text ~!"), "plain text ~!");
+        assert_eq!(escaped("\\start"), "\\\\start");
+        assert_eq!(escaped("ascii then\x7f"), "ascii then\\u{7f}");
+        assert_eq!(escaped(""), "");
     }
 
     #[test]
