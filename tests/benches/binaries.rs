@@ -30,7 +30,8 @@
 //! Run: `cargo bench -p duet-tests --bench binaries`. Environment: `DUET_BENCH_ROUNDS`
 //! (default 3; the summary gives the median and the range over rounds), `DUET_BENCH_LINES`
 //! (default 20000, at most 99999), `DUET_BENCH_STRACE=0` to skip the system call profile,
-//! `DUET_BENCH_FILE_MIB` (default 64; 0 skips the file).
+//! `DUET_BENCH_FILE_MIB` (default 64; 0 skips the file), `DUET_BENCH_DUET` (a `duet` binary
+//! to time instead of building the release one: to compare two builds).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
@@ -91,7 +92,12 @@ fn main() {
 fn run() -> Res<()> {
     let rounds = env_usize("DUET_BENCH_ROUNDS", 3).max(1);
     let count = env_usize("DUET_BENCH_LINES", LINES).clamp(1, MAX_LINES);
-    let bin = cargo_bin_release("duet-host", "duet");
+    // Another build to compare with this one, run by the same bench (A/B on a noisy
+    // machine: alternate the two, one round each).
+    let bin = match std::env::var_os("DUET_BENCH_DUET") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => cargo_bin_release("duet-host", "duet"),
+    };
     if !use_duet_bin(bin.clone()) {
         return Err("another duet binary was chosen before the release build".into());
     }
