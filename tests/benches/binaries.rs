@@ -1195,7 +1195,7 @@ impl FileRun {
     }
     fn line(&self, round: usize) -> String {
         format!(
-            "file round {round} (load {}) | raw {} MB/s in {MAX_DATAGRAM} B datagrams (lost {:.1}%) | duet send --file {} MiB: {} MB/s to saved (÷ raw {:.3}), {} MB/s to send's exit; CPU send {:.2} s, listen {:.2} s",
+            "file round {round} (load {}) | raw {} MB/s in {MAX_DATAGRAM} B datagrams (lost {:.1}%) | duet send --file {} MiB: {} MB/s to saved (÷ raw {:.3}), {} MB/s to send's exit; CPU send {} s, listen {} s",
             self.load,
             thousands(self.raw_rate() / 1e6),
             self.raw.lost * 100.0,
@@ -1203,8 +1203,8 @@ impl FileRun {
             thousands(self.rate(self.to_saved) / 1e6),
             self.rate(self.to_saved) / self.raw_rate(),
             thousands(self.rate(self.to_exit) / 1e6),
-            self.sender_cpu.unwrap_or(f64::NAN),
-            self.receiver_cpu.unwrap_or(f64::NAN),
+            spread(vec![self.sender_cpu.unwrap_or(f64::NAN)], 2),
+            spread(vec![self.receiver_cpu.unwrap_or(f64::NAN)], 2),
         )
     }
 }
