@@ -68,6 +68,8 @@ fn windows_dir() -> &'static Path {
 /// A fresh Wine prefix for one test, stopped and removed on drop.
 struct Wine {
     prefix: PathBuf,
+    /// Whether a call ran duet in this prefix, which then holds its config.
+    ran: std::cell::Cell<bool>,
 }
 
 impl Wine {
@@ -80,7 +82,10 @@ impl Wine {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = fs::remove_dir_all(&prefix);
-        Wine { prefix }
+        Wine {
+            prefix,
+            ran: std::cell::Cell::new(false),
+        }
     }
 
     /// `duet.exe ARGS` under Wine, bounded by `timeout`.
@@ -94,6 +99,8 @@ impl Wine {
     }
 
     fn environment(&self, command: &mut Command) {
+        // Whatever runs in the prefix from here on may keep a config there.
+        self.ran.set(true);
         command
             .current_dir(windows_dir())
             .env("WINEPREFIX", &self.prefix)
@@ -114,9 +121,13 @@ impl Wine {
     /// duet never fails without saying why (its `main` prints every error), so a call that
     /// exits 1 having printed nothing at all did not get to run duet: Wine failed to start
     /// the process (seen once, in the first Wine calls on a fresh machine, with Wine's own
-    /// messages off). That call is made once more, and said so; any other failure is
-    /// duet's and is returned as it is.
+    /// messages off). So did a call whose Wine said it could not load `kernel32.dll`
+    /// (seen once on a fresh machine, in the first call of a prefix Wine had just set up:
+    /// its loader, not duet, failed). Such a call is made once more, and said so, the
+    /// second in a prefix set up anew; any other failure is duet's and is returned as it
+    /// is.
     fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let ran_before = self.ran.get();
         let once = || {
             let out = self
                 .command(args)
@@ -134,6 +145,14 @@ impl Wine {
             eprintln!(
                 "duet.exe {args:?} exited 1 without a word: Wine did not start it; once more"
             );
+            return once();
+        }
+        if first.2.contains("could not load kernel32.dll") && !ran_before {
+            eprintln!(
+                "duet.exe {args:?}: Wine's loader failed ({}); once more in a new prefix",
+                first.2.trim()
+            );
+            self.stop_and_remove();
             return once();
         }
         first
@@ -175,13 +194,20 @@ impl Wine {
     }
 }
 
-impl Drop for Wine {
-    fn drop(&mut self) {
+impl Wine {
+    /// Stop the prefix's wineserver and remove the prefix; the next call sets it up anew.
+    fn stop_and_remove(&self) {
         let _ = Command::new("timeout")
             .args(["20", WINESERVER, "-k"])
             .env("WINEPREFIX", &self.prefix)
             .status();
         let _ = fs::remove_dir_all(&self.prefix);
+    }
+}
+
+impl Drop for Wine {
+    fn drop(&mut self) {
+        self.stop_and_remove();
     }
 }
 
