@@ -522,9 +522,15 @@ impl Talk {
             // Waiting for a peer: typed messages wait too, a bounded number of them.
             return self.pending.len() < HOLD_FOR_PEER;
         }
-        // Several lines a turn (stored in one transaction, sent in one burst), as long as
-        // the session has room for more.
-        self.pending.len() < TURN_LINES && self.link.protocol.has_room()
+        // Several lines a turn (stored in one transaction, sent in one burst). A duet takes
+        // and stores them even while its session is full: stored ahead, they go out as soon
+        // as an acknowledgement makes room, without waiting for a commit (see `turn`).
+        match &self.link.protocol {
+            Conversation::Duet { .. } => self.pending.len() < TURN_LINES,
+            Conversation::Legacy(_) => {
+                self.pending.len() < TURN_LINES && self.link.protocol.has_room()
+            }
+        }
     }
 
     /// Messages typed and not yet acknowledged (or failed), and files not yet saved by
@@ -551,6 +557,15 @@ impl Talk {
         let polled = self.link.poll();
         let deadline = self.went_out(polled)?;
         self.collect();
+        // Typed lines stored by an earlier turn take the room the acknowledgements just
+        // made and go out now, before this turn's commit: the sender's store stays off the
+        // path of the window's round trip.
+        let offered = self.counts.total;
+        self.offer_text();
+        if self.counts.total != offered {
+            let early = self.link.transmit();
+            self.went_out(early)?;
+        }
         if let Some(reaching) = &mut self.reaching {
             if let Some((kind, addr)) = reaching.step(&mut self.link) {
                 self.events.push_back(Happened::Path { kind, addr });
