@@ -310,6 +310,14 @@ pub struct Talk {
     handoff_looked: Instant,
 }
 
+impl Drop for Talk {
+    /// However the front-end ends, what it showed is marked shown (a later start would
+    /// show it again otherwise).
+    fn drop(&mut self) {
+        self.flush_shown();
+    }
+}
+
 impl Talk {
     /// Run `link`'s conversation, storing history in `store` (duet mode) and typed messages
     /// for `outbox_peer` in its durable outbox.
