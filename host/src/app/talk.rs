@@ -3,7 +3,10 @@
 //! to show as [`Happened`] events.
 //!
 //! One turn ([`Talk::turn`]): run the core's driver once (receive, timers, transmit);
-//! take every event the conversation has; write the whole turn — messages received,
+//! take every event the conversation has; offer the session typed messages stored by an
+//! earlier turn (up to half a window is taken and stored ahead while the session is full)
+//! and send them at once, so an acknowledgement's room is used before this turn's commit;
+//! write the whole turn — messages received,
 //! messages typed, deliveries — in **one** SQLite transaction (group commit); only then
 //! confirm the received messages to the session, which is what lets it acknowledge them;
 //! then offer typed messages to the session, and send at once what that made due
