@@ -14,8 +14,8 @@
 //! [`Session::send_text`] and [`Session::close`] may be called at any point.
 //!
 //! What it guarantees: every message is split into parts of at most
-//! [`wire::frame::MAX_PAYLOAD`] bytes, text on character boundaries (a binary message of
-//! [`Session::send_bytes`] anywhere); every part is acknowledged
+//! [`crate::wire::frame::MAX_PAYLOAD`] bytes, text on character boundaries (a binary
+//! message of [`Session::send_bytes`] anywhere); every part is acknowledged
 //! (cumulative plus selective acks, piggybacked on data); parts are retransmitted on an
 //! RFC 6298 timeout with exponential backoff, or early when a later part was acknowledged
 //! (a simplified RACK); a message fails when any of its parts goes unacknowledged for

@@ -10,7 +10,7 @@
 //!
 //! Logging goes through `fmt`'s macros: defmt with the `defmt` feature, nothing without
 //! (the host tests). The `cortex-m` feature adds what every Cortex-M board shares: the
-//! SysTick clock ([`systick`]) and the stack and RAM figures of `/status` ([`memory`]).
+//! SysTick clock (`systick`) and the stack and RAM figures of `/status` (`memory`).
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

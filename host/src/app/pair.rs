@@ -34,7 +34,7 @@
 //! after DONE for repeats. Each side saves the other only once the exchange is proven: the
 //! inviter on a CONFIRM that opens (before sending DONE), the joiner on a DONE that opens.
 //!
-//! The two state machines, [`Inviter`] and [`Joiner`], do no I/O; `invite` and `join` move
+//! The two state machines, `Inviter` and `Joiner`, do no I/O; `invite` and `join` move
 //! their datagrams over a blocking std socket with read timeouts. Across the internet (a
 //! join without `--addr`), [`super::pair_reach`] finds the other side by the code's
 //! nameplate and opens the path; the exchange is the same.

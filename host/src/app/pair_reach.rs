@@ -289,8 +289,8 @@ impl PairReach {
         self.outbox.pop_front()
     }
 
-    /// When [`PairReach::step`] next has something to do (at most [`IDLE`] from `now`:
-    /// background results have no wake-up of their own; at least [`MIN_WAIT`]).
+    /// When [`PairReach::step`] next has something to do (at most `IDLE` from `now`:
+    /// background results have no wake-up of their own; at least `MIN_WAIT`).
     pub fn next_wake(&mut self, now: Instant) -> Instant {
         let mut wake = now + IDLE;
         if let Some(t) = self.relay.as_mut().and_then(|r| r.poll_timeout(now)) {

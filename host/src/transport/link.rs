@@ -1,8 +1,9 @@
 //! One bound socket, the core's driver and a protocol, plus the host's way of waiting.
 //!
-//! [`Link::turn`] is the host's whole event loop step: run the shared
-//! [`duet_core::Driver`] once, then sleep in poll(2) on the transport's descriptor (and,
-//! when the caller can take input, the input pipe) until the protocol's next deadline.
+//! The host's event loop step: [`Link::poll`] runs the shared [`duet_core::Driver`] once,
+//! [`Link::transmit`] sends what the application's turn made due, and [`Link::wait`]
+//! sleeps in poll(2) on the transport's descriptor (and, when the caller can take input,
+//! the input pipe) until the protocol's next deadline.
 //! Every mode (chat, send, listen; duet or legacy) and every host transport uses it.
 
 use std::io;
@@ -66,7 +67,7 @@ impl Transport for HostStack {
     }
 }
 
-/// What woke [`Link::turn`].
+/// What woke [`Link::wait`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Woke {
     /// The input pipe is readable.

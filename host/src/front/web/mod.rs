@@ -1,6 +1,6 @@
 //! `duet web`: the chat in a browser. The same application loop as the terminal chat
 //! ([`Talk`]: identity, pairing, history, outbox) runs on this thread; a web server
-//! ([`server`]) on another serves the page, which shows the latest history on load, then
+//! (`server`) on another serves the page, which shows the latest history on load, then
 //! every event live over a WebSocket, and sends what is typed in it. A page may also pair
 //! by code ([`pair::invite`] / [`pair::join`] on a thread of their own); the running
 //! conversation then accepts the new peer.
