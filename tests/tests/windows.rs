@@ -192,9 +192,7 @@ impl Wine {
             .find(|dir| dir.is_dir())
             .expect("no duet directory in any user's AppData\\Roaming")
     }
-}
 
-impl Wine {
     /// Stop the prefix's wineserver and remove the prefix; the next call sets it up anew.
     fn stop_and_remove(&self) {
         let _ = Command::new("timeout")

@@ -536,12 +536,9 @@ impl Talk {
         // Several lines a turn (stored in one transaction, sent in one burst). A duet takes
         // and stores them even while its session is full: stored ahead, they go out as soon
         // as an acknowledgement makes room, without waiting for a commit (see `turn`).
-        match &self.link.protocol {
-            Conversation::Duet { .. } => self.pending.len() < TURN_LINES,
-            Conversation::Legacy(_) => {
-                self.pending.len() < TURN_LINES && self.link.protocol.has_room()
-            }
-        }
+        self.pending.len() < TURN_LINES
+            && (matches!(self.link.protocol, Conversation::Duet { .. })
+                || self.link.protocol.has_room())
     }
 
     /// Messages typed and not yet acknowledged (or failed), and files not yet saved by
