@@ -41,7 +41,11 @@ use crate::MAX_DATAGRAM;
 use crate::driver::{Protocol, Transmit};
 use crate::text;
 use crate::time::{Duration, Instant};
-use crate::wire::frame::{ID_LEN, MAX_PAYLOAD, flags as frame_flags};
+#[cfg(feature = "bundle")]
+use crate::wire::frame::features;
+use crate::wire::frame::{
+    ID_LEN, MAX_PAYLOAD, RECORD_HEADER, flags as frame_flags, read_record, record_header,
+};
 use crate::wire::{AckInfo, Body, Frame, Payload, Repr};
 
 mod bytes;
@@ -108,7 +112,8 @@ impl Default for Config {
     }
 }
 
-/// Names one message this session sent: the sequence number of its first part.
+/// Names one message this session sent: they are numbered from 0 in the order they were
+/// queued (several may share a part, in a bundle, so this is not a sequence number).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct MessageId(pub u32);
@@ -225,11 +230,16 @@ pub struct Stats {
     pub messages_in: u32,
 }
 
-/// One part of an outgoing message; its text is in the session's outbox text, in part order.
+/// One part of an outgoing message, or a bundle of whole messages; its text (a bundle's
+/// records) is in the session's outbox text, in part order.
 #[derive(Debug)]
 struct OutPart {
     seq: u32,
+    /// Its message, or a bundle's first: the bundle holds `messages` messages numbered on.
     message: MessageId,
+    messages: u8,
+    /// A bundle ([`crate::wire::frame::Bundle`]): `len` bytes of records, `id` unused.
+    bundle: bool,
     /// The message's id on the wire (sent with the first part).
     id: u64,
     first: bool,
@@ -259,11 +269,41 @@ struct OutPart {
     done: bool,
 }
 
-/// An outcome waiting for [`Session::poll_event`].
+impl OutPart {
+    /// A whole message in one part, of no bytes yet, never sent.
+    fn new(seq: u32, message: MessageId, id: u64, now: Instant) -> Self {
+        OutPart {
+            seq,
+            message,
+            messages: 1,
+            bundle: false,
+            id,
+            first: true,
+            last: true,
+            binary: false,
+            len: 0,
+            first_sent: None,
+            last_sent: now,
+            due: now,
+            transmissions: 0,
+            backoff: 0,
+            early: false,
+            order: 0,
+            acked: false,
+            consumed: false,
+            done: false,
+        }
+    }
+}
+
+/// An outcome waiting for [`Session::poll_event`]: of `count` messages numbered from
+/// `first` (a bundle's are settled together).
 #[derive(Clone, Copy, Debug)]
-enum Outcome {
-    Delivered(MessageId),
-    Failed(MessageId, FailReason),
+struct Outcome {
+    first: MessageId,
+    count: u8,
+    /// `None`: delivered.
+    failed: Option<FailReason>,
 }
 
 /// A received part; its text is in [`Inbound::text`], in the order of [`Inbound::parts`].
@@ -280,6 +320,8 @@ struct InPart {
 
 /// [`InPart::bits`]: a part of a binary message, not text.
 const BINARY_PART: u8 = 0x80;
+/// [`InPart::bits`]: a bundle of whole text messages.
+const BUNDLE_PART: u8 = 0x40;
 
 impl InPart {
     fn first(&self) -> bool {
@@ -290,6 +332,10 @@ impl InPart {
     }
     fn binary(&self) -> bool {
         self.bits & BINARY_PART != 0
+    }
+    fn bundle(&self) -> bool {
+        // Constant false without the feature, so a board's build has no bundle code.
+        cfg!(feature = "bundle") && self.bits & BUNDLE_PART != 0
     }
 }
 
@@ -322,6 +368,9 @@ struct Inbound<const IN: usize> {
     message_id: u64,
     /// The current message is binary, not text (from its first part).
     message_binary: bool,
+    /// The current "message" is a bundle, whose messages are handed out one by one: the
+    /// one this many bytes into it is the current one.
+    bundle_at: Option<usize>,
     /// The seq of the current message's first part while it is being reassembled or waits
     /// for the application: the cumulative acknowledgement stops there, so a sender hears
     /// "delivered" only once the application took the message.
@@ -351,6 +400,7 @@ impl<const IN: usize> Inbound<IN> {
             message_len: 0,
             message_id: 0,
             message_binary: false,
+            bundle_at: None,
             message_start: None,
             unconfirmed_from: None,
             ready: false,
@@ -387,6 +437,7 @@ impl<const IN: usize> Inbound<IN> {
 
     fn insert(&mut self, seq: u32, id: u64, first: bool, last: bool, payload: Payload) -> Received {
         let binary = matches!(payload, Payload::Binary(_));
+        let bundle = payload.is_bundle();
         let text = payload.as_bytes();
         if seq < self.next_deliver {
             return Received::Duplicate;
@@ -426,6 +477,9 @@ impl<const IN: usize> Inbound<IN> {
         }
         if binary {
             bits |= BINARY_PART;
+        }
+        if bundle {
+            bits |= BUNDLE_PART;
         }
         let part = InPart {
             seq,
@@ -489,7 +543,11 @@ impl<const IN: usize> Inbound<IN> {
 
     /// The current message: its text, or its bytes when binary.
     fn message(&self) -> Event<'_> {
-        let bytes = self.text.get(0, self.message_len);
+        let mut bytes = self.text.get(0, self.message_len);
+        if let Some(at) = self.bundle_at() {
+            // Checked when it arrived (`Bundle::new_checked`): the record is there.
+            bytes = read_record(bytes, at).map_or(&[], |(_, text, _)| text);
+        }
         if self.message_binary {
             Event::Data(bytes)
         } else {
@@ -507,6 +565,26 @@ impl<const IN: usize> Inbound<IN> {
         self.message_parts = 0;
         self.message_len = 0;
         self.message_start = None;
+        self.bundle_at = None;
+    }
+
+    /// Where the current record is, if the current message is a bundle (always `None`
+    /// without the feature, so a board's build has no bundle code).
+    fn bundle_at(&self) -> Option<usize> {
+        self.bundle_at.filter(|_| cfg!(feature = "bundle"))
+    }
+
+    /// Make the bundle's record at `at` the current message; `false` if there is none.
+    fn select_record(&mut self, at: usize) -> bool {
+        let bytes = self.text.get(0, self.message_len);
+        match read_record(bytes, at) {
+            Some((id, _, _)) => {
+                self.message_id = id;
+                self.bundle_at = Some(at);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Drop the first held part (that is, the first after the current message).
@@ -518,20 +596,27 @@ impl<const IN: usize> Inbound<IN> {
         }
     }
 
-    /// Clear a message the application has been handed; returns whether there was one. With
-    /// `hold`, its acknowledgement waits for [`Self::confirm`]; otherwise it can go out now.
+    /// Clear a message the application has been handed; returns whether its part(s) went
+    /// with it. With `hold`, their acknowledgement waits for [`Self::confirm`]; otherwise it
+    /// can go out now. A bundle's part goes only with its last message: until then the
+    /// next one is ready, and the cumulative acknowledgement stays below the bundle.
     fn release_taken(&mut self, hold: bool) -> bool {
-        if self.taken {
-            if hold {
-                self.unconfirmed_from = self.unconfirmed_from.or(self.message_start);
-            }
-            self.taken = false;
-            self.ready = false;
-            self.drop_message();
-            true
-        } else {
-            false
+        if !self.taken {
+            return false;
         }
+        self.taken = false;
+        if let Some(at) = self.bundle_at() {
+            let next = read_record(self.text.get(0, self.message_len), at).map(|(_, _, next)| next);
+            if next.is_some_and(|at| self.select_record(at)) {
+                return false;
+            }
+        }
+        if hold {
+            self.unconfirmed_from = self.unconfirmed_from.or(self.message_start);
+        }
+        self.ready = false;
+        self.drop_message();
+        true
     }
 
     /// Let the acknowledgement cover every message handed out; returns whether it moved.
@@ -540,18 +625,17 @@ impl<const IN: usize> Inbound<IN> {
     }
 
     /// Add in-order parts to the current message until it is whole or a part is missing.
-    /// Returns whether a message became ready.
-    fn deliver(&mut self) -> bool {
+    fn deliver(&mut self) {
         // Each round consumes a part or skips a missing seq; after WINDOW skips with no
         // parts held the window jumps, so 2 * WINDOW + 2 rounds always suffice.
         for _ in 0..2 * WINDOW + 2 {
             if self.ready {
-                return false;
+                return;
             }
             let seq = self.next_deliver;
             let Some(part) = self.held().first().filter(|p| p.seq == seq).copied() else {
                 if seq >= self.skip_to {
-                    return false;
+                    return;
                 }
                 // The sender gave up on this part: the message it belonged to is lost.
                 self.drop_message();
@@ -569,6 +653,7 @@ impl<const IN: usize> Inbound<IN> {
                 self.drop_message();
                 self.message_id = part.id;
                 self.message_binary = part.binary();
+                self.bundle_at = part.bundle().then_some(0);
                 self.message_start = Some(seq);
                 self.discarding = false;
             } else if self.message_parts == 0 {
@@ -594,11 +679,15 @@ impl<const IN: usize> Inbound<IN> {
             self.message_parts += 1;
             self.message_len += len;
             if part.last() {
+                // A bundle's first record (`Bundle::new_checked` saw at least one).
+                if self.bundle_at().is_some() && !self.select_record(0) {
+                    self.drop_message();
+                    continue;
+                }
                 self.ready = true;
-                return true;
+                return;
             }
         }
-        false
     }
 }
 
@@ -641,6 +730,11 @@ pub struct Session<const OUT: usize = OUTBOX_BYTES, const IN: usize = INBOX_BYTE
     outbox_text: ByteQueue<OUT>,
     outcomes: Deque<Outcome, OUTBOX_PARTS>,
     next_seq: u32,
+    /// The number of the next message queued.
+    next_message: u32,
+    /// What the peer's current epoch accepts, and whether it has our FEATURES.
+    #[cfg(feature = "bundle")]
+    features: Features,
     transmissions: u32,
     srtt: Option<Duration>,
     rttvar: Duration,
@@ -650,6 +744,18 @@ pub struct Session<const OUT: usize = OUTBOX_BYTES, const IN: usize = INBOX_BYTE
     /// The peer's earlier epochs: their late frames must not reset the receiver again.
     retired: Deque<u32, RETIRED_EPOCHS>,
     stats: Stats,
+}
+
+/// What the peer's current epoch said it accepts, and what it was told.
+#[cfg(feature = "bundle")]
+#[derive(Clone, Copy, Debug, Default)]
+struct Features {
+    /// Its [`features`] bits; 0 until it said.
+    peer: u8,
+    /// It sent its FEATURES.
+    heard: bool,
+    /// Ours are owed to it: it is new, or it asked.
+    owed: bool,
 }
 
 /// How many earlier epochs of the peer a session remembers.
@@ -700,6 +806,9 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             outbox_text: ByteQueue::new(),
             outcomes: Deque::new(),
             next_seq: 0,
+            next_message: 0,
+            #[cfg(feature = "bundle")]
+            features: Features::default(),
             transmissions: 0,
             srtt: None,
             rttvar: Duration::ZERO,
@@ -732,6 +841,7 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             self.peer_up = false;
             self.last_heard = None;
             self.inbound.reset(0, 0);
+            self.forget_features();
             self.next_ping = now;
         }
     }
@@ -762,7 +872,32 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
 
     /// Messages queued or in flight, not yet reported delivered or failed.
     pub fn pending(&self) -> usize {
-        self.outbox.iter().filter(|p| p.last && !p.done).count()
+        self.outbox
+            .iter()
+            .filter(|p| p.last && !p.done)
+            .map(|p| usize::from(p.messages))
+            .sum()
+    }
+
+    /// Whether the peer's current epoch accepts bundles: short text messages queued while
+    /// this is so share parts.
+    pub fn peer_takes_bundles(&self) -> bool {
+        #[cfg(feature = "bundle")]
+        return self.features.peer & features::BUNDLE != 0;
+        #[cfg(not(feature = "bundle"))]
+        false
+    }
+
+    /// A new peer epoch, or a new peer: what it accepts is unknown until it says, and it
+    /// gets our FEATURES (with the feature; a build without it has none to tell).
+    fn forget_features(&mut self) {
+        #[cfg(feature = "bundle")]
+        {
+            self.features = Features {
+                owed: self.inbound.epoch != 0,
+                ..Features::default()
+            };
+        }
     }
 
     /// Whether every message was reported and no event waits.
@@ -782,7 +917,31 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
 
     /// Whether [`Self::send_text`] would find room for `text` now.
     pub fn has_room(&self, text: &str) -> bool {
-        self.has_room_for(text::split(text, PART_TEXT).count(), text.len())
+        self.bundle_room(text.len()).is_some()
+            || self.has_room_for(text::split(text, PART_TEXT).count(), text.len())
+    }
+
+    /// Where a text message of `len` bytes can go in a bundle: `Some(true)` at the end of the
+    /// last part (a bundle not yet sent, with room), `Some(false)` in a new bundle part.
+    /// `None` if it is not bundled: the peer does not take bundles, the message is too long
+    /// for one, or there is no room.
+    fn bundle_room(&self, len: usize) -> Option<bool> {
+        let bytes = RECORD_HEADER.checked_add(len)?;
+        if !self.peer_takes_bundles() || bytes > MAX_PAYLOAD || bytes > self.outbox_text.free() {
+            return None;
+        }
+        let appendable = self.outbox.back().is_some_and(|p| {
+            p.bundle
+                && p.transmissions == 0
+                && !p.done
+                && p.messages < u8::MAX
+                && usize::from(p.len) + bytes <= MAX_PAYLOAD
+        });
+        if appendable {
+            Some(true)
+        } else {
+            self.has_room_for(1, bytes).then_some(false)
+        }
     }
 
     /// Whether [`Self::send_bytes`] would find room for a binary message of `len` bytes now.
@@ -805,7 +964,7 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
     /// named again by exactly one `Delivered` or `Failed` event. Its id on the wire is made
     /// from this session's epoch and sequence numbers, unique for this run.
     pub fn send_text(&mut self, now: Instant, text: &str) -> Result<MessageId, SendError> {
-        let id = (u64::from(self.epoch) << 32) | u64::from(self.next_seq);
+        let id = (u64::from(self.epoch) << 32) | u64::from(self.next_message);
         self.send_message(now, id, text)
     }
 
@@ -818,9 +977,61 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
         id: u64,
         text: &str,
     ) -> Result<MessageId, SendError> {
+        // (Closed, or empty: `queue` gives the error.)
+        if !(self.closed || self.close_pending || text.is_empty())
+            && let Some(append) = self.bundle_room(text.len())
+        {
+            return self.queue_in_bundle(now, id, text, append);
+        }
         let parts = text::split(text, PART_TEXT);
         let count = parts.clone().count();
         self.queue(now, id, count, text.len(), false, parts.map(str::as_bytes))
+    }
+
+    /// Queue a short text message as a record of a bundle: at the end of the last part,
+    /// or in a new one ([`Self::bundle_room`] said which, and that it fits).
+    fn queue_in_bundle(
+        &mut self,
+        now: Instant,
+        id: u64,
+        text: &str,
+        append: bool,
+    ) -> Result<MessageId, SendError> {
+        let message = MessageId(self.next_message);
+        // bundle_room() checked that the record fits a payload, so its length fits a u16.
+        let len = text.len() as u16;
+        let record = RECORD_HEADER as u16 + len;
+        if self.outbox_text.free() < usize::from(record) {
+            return Err(SendError::OutboxFull);
+        }
+        if !append {
+            let seq = self.next_seq;
+            let next = seq.checked_add(1).ok_or(SendError::Exhausted)?;
+            let part = OutPart {
+                messages: 0,
+                bundle: true,
+                len: 0,
+                ..OutPart::new(seq, message, id, now)
+            };
+            if self.outbox.push_back(part).is_err() {
+                return Err(SendError::OutboxFull);
+            }
+            self.next_seq = next;
+        }
+        // bundle_room() checked the bytes, so both pushes fit (and one alone never happens).
+        if self.outbox_text.free() < usize::from(record)
+            || !self.outbox_text.push_back(&record_header(id, len))
+            || !self.outbox_text.push_back(text.as_bytes())
+        {
+            return Err(SendError::OutboxFull);
+        }
+        let Some(part) = self.outbox.back_mut() else {
+            return Err(SendError::OutboxFull);
+        };
+        part.len += record;
+        part.messages += 1;
+        self.next_message = self.next_message.wrapping_add(1);
+        Ok(message)
     }
 
     /// Queue a binary message of at most [`MAX_MESSAGE`] bytes with the id `id`, as
@@ -863,27 +1074,15 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
         let end = first_seq
             .checked_add(count as u32)
             .ok_or(SendError::Exhausted)?;
-        let message = MessageId(first_seq);
+        let message = MessageId(self.next_message);
         for (i, part_text) in parts.enumerate() {
             let part = OutPart {
-                seq: first_seq + i as u32,
-                message,
-                id,
                 first: i == 0,
                 last: i + 1 == count,
                 binary,
                 // A part is at most PART_TEXT bytes.
                 len: part_text.len() as u16,
-                first_sent: None,
-                last_sent: now,
-                due: now,
-                transmissions: 0,
-                backoff: 0,
-                early: false,
-                order: 0,
-                acked: false,
-                consumed: false,
-                done: false,
+                ..OutPart::new(first_seq + i as u32, message, id, now)
             };
             // has_room_for() checked the space above.
             if self.outbox.push_back(part).is_err() || !self.outbox_text.push_back(part_text) {
@@ -891,7 +1090,8 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             }
         }
         self.next_seq = end;
-        debug!("queued message {} in {} parts", first_seq, count);
+        self.next_message = self.next_message.wrapping_add(1);
+        debug!("queued message {} in {} parts", message.0, count);
         Ok(message)
     }
 
@@ -973,10 +1173,15 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             Body::Ping => self.ack_pending = true,
             Body::Ack => {}
             Body::Close => self.peer_up = false,
+            #[cfg(feature = "bundle")]
+            Body::Features(bits) => {
+                self.features.peer = bits & !features::HEARD;
+                self.features.heard = true;
+                // It has not heard ours: its first FEATURES crossed ours, or ours was lost.
+                self.features.owed |= bits & features::HEARD == 0;
+            }
         }
-        if self.inbound.deliver() {
-            bump(&mut self.stats.messages_in);
-        }
+        self.inbound.deliver();
     }
 
     /// Whether a valid frame may speak for the peer (see the module docs' peer rules).
@@ -998,6 +1203,7 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
                 crate::secure::remember(&mut self.retired, self.inbound.epoch);
             }
             self.inbound.reset(repr.epoch, repr.base);
+            self.forget_features();
             // Whatever the old run acknowledged of a message it never saw whole died with
             // it: send every part of an unfinished message again.
             for part in self
@@ -1085,7 +1291,7 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
                 end += 1;
             }
             if all_acked && !done {
-                self.finish(index..end, Outcome::Delivered(message));
+                self.finish(index..end, None);
             }
             index = end.max(index + 1);
         }
@@ -1100,7 +1306,18 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
         }
     }
 
-    fn finish(&mut self, parts: core::ops::Range<usize>, outcome: Outcome) {
+    /// Settle the parts of one message (or one bundle): delivered, or failed.
+    fn finish(&mut self, parts: core::ops::Range<usize>, failed: Option<FailReason>) {
+        // Every part of a message says one message; a bundle is one part.
+        let (first, count) = self
+            .outbox
+            .get(parts.start)
+            .map_or((MessageId(0), 1), |p| (p.message, p.messages));
+        let outcome = Outcome {
+            first,
+            count,
+            failed,
+        };
         for i in parts {
             if let Some(p) = self.outbox.get_mut(i) {
                 p.done = true;
@@ -1132,7 +1349,7 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             }
             if expired {
                 warn!("message {} failed: no acknowledgement", message.0);
-                self.finish(index..end, Outcome::Failed(message, FailReason::Timeout));
+                self.finish(index..end, Some(FailReason::Timeout));
             }
             index = end.max(index + 1);
         }
@@ -1164,6 +1381,10 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
                 at(Instant::ZERO);
             }
             at(self.next_ping);
+            #[cfg(feature = "bundle")]
+            if self.features.owed {
+                at(Instant::ZERO);
+            }
             let window_end = self.base().saturating_add(WINDOW as u32);
             for p in self.outbox.iter().filter(|p| !p.done) {
                 match p.first_sent {
@@ -1201,6 +1422,8 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             self.close_pending = false;
             self.closed = true;
             Body::Close
+        } else if let Some(body) = self.features_due() {
+            body
         } else if let Some((part, at)) = next_part_due(&mut self.outbox, now, base) {
             let bytes = self.outbox_text.get(at, usize::from(part.len));
             self.transmissions = self.transmissions.wrapping_add(1);
@@ -1219,17 +1442,17 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             part.first_sent.get_or_insert(now);
             part.due = now + rto;
             self.next_ping = self.next_ping.max(now + self.config.keepalive);
+            let payload = part_payload(part, bytes);
             Body::Data {
                 seq: part.seq,
                 first: part.first,
-                id: if part.first { part.id } else { 0 },
-                last: part.last,
-                payload: if part.binary {
-                    Payload::Binary(bytes)
+                id: if part.first && !payload.is_bundle() {
+                    part.id
                 } else {
-                    // The text went in as a `&str`, whole parts at a time.
-                    Payload::Text(core::str::from_utf8(bytes).unwrap_or_default())
+                    0
                 },
+                last: part.last,
+                payload,
             }
         } else if self.ack_due() {
             Body::Ack
@@ -1287,8 +1510,8 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
     /// the acknowledgement waits longer, for [`Self::confirm_received`]: take several
     /// messages, store them together, then confirm.
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
-        if self.release_taken() && self.inbound.deliver() {
-            bump(&mut self.stats.messages_in);
+        if self.release_taken() {
+            self.inbound.deliver();
         }
         let state = (self.peer_up, self.peer);
         if state != self.reported {
@@ -1300,14 +1523,23 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
                 _ => {}
             }
         }
-        if let Some(outcome) = self.outcomes.pop_front() {
-            return Some(match outcome {
-                Outcome::Delivered(id) => Event::Delivered(id),
-                Outcome::Failed(id, why) => Event::Failed(id, why),
+        if let Some(outcome) = self.outcomes.front_mut() {
+            let id = outcome.first;
+            let failed = outcome.failed;
+            // A bundle's messages are reported one by one, in order.
+            outcome.first = MessageId(id.0.wrapping_add(1));
+            outcome.count = outcome.count.saturating_sub(1);
+            if outcome.count == 0 {
+                self.outcomes.pop_front();
+            }
+            return Some(match failed {
+                None => Event::Delivered(id),
+                Some(why) => Event::Failed(id, why),
             });
         }
         if self.inbound.ready && !self.inbound.taken {
             self.inbound.taken = true;
+            bump(&mut self.stats.messages_in);
             if self.config.confirm_receipt {
                 self.unconfirmed = self.unconfirmed.saturating_add(1);
             }
@@ -1335,8 +1567,8 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             self.ack_pending = true;
             self.confirmation_owed = true;
         }
-        if released && self.inbound.deliver() {
-            bump(&mut self.stats.messages_in);
+        if released {
+            self.inbound.deliver();
         }
     }
 
@@ -1358,11 +1590,42 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
         released
     }
 
+    /// Our FEATURES, if owed (once per peer epoch, and again if it asks): it carries the
+    /// acknowledgement too.
+    fn features_due(&mut self) -> Option<Body<'static>> {
+        #[cfg(feature = "bundle")]
+        if self.features.owed {
+            self.features.owed = false;
+            let heard = if self.features.heard {
+                features::HEARD
+            } else {
+                0
+            };
+            return Some(Body::Features(features::BUNDLE | heard));
+        }
+        None
+    }
+
     /// Whether an acknowledgement must go out now. While a message waits for the application
     /// an owed acknowledgement waits too: it could say nothing new, and goes out as soon as
     /// the message is taken; unless the application confirmed messages since.
     fn ack_due(&self) -> bool {
         self.ack_pending && (!self.inbound.ready || self.confirmation_owed)
+    }
+}
+
+/// What a part carries on the wire: its text, bytes, or a bundle's records.
+fn part_payload<'b>(part: &OutPart, bytes: &'b [u8]) -> Payload<'b> {
+    #[cfg(feature = "bundle")]
+    if part.bundle {
+        // Written by queue_in_bundle: whole records.
+        return Payload::Bundle(crate::wire::frame::Bundle::new_unchecked(bytes));
+    }
+    if part.binary {
+        Payload::Binary(bytes)
+    } else {
+        // The text went in as a `&str`, whole parts at a time.
+        Payload::Text(core::str::from_utf8(bytes).unwrap_or_default())
     }
 }
 
@@ -1451,14 +1714,18 @@ mod tests {
         messages
     }
 
-    /// The next frame the session sends at `now`: its kind and what it acknowledges.
+    /// The next frame the session sends at `now`: its kind (FEATURES counted as an ACK) and
+    /// what it acknowledges.
     fn sent(session: &mut Session, now: Instant) -> Option<(Body<'static>, AckInfo)> {
         let mut buf = [0u8; MAX_DATAGRAM];
         let transmit = session.poll_transmit(now, &mut buf)?;
         let frame = Frame::new_checked(&buf[..transmit.len]).expect("a whole frame");
         let repr = Repr::parse(&frame).expect("a valid frame");
         let body = match repr.body {
+            // The FEATURES a new peer epoch gets once carries the acknowledgement an ACK would.
             Body::Ack => Body::Ack,
+            #[cfg(feature = "bundle")]
+            Body::Features(_) => Body::Ack,
             Body::Ping => Body::Ping,
             other => panic!("expected an acknowledgement, sent {other:?}"),
         };
@@ -1522,6 +1789,9 @@ mod tests {
         for (seq, text) in [(0, "m0"), (1, "m1"), (2, "m2")] {
             arrive(&mut session, now, seq, text);
         }
+        // A new peer epoch gets our FEATURES at once, acknowledging nothing taken yet.
+        #[cfg(feature = "bundle")]
+        assert_eq!(sent(&mut session, now), Some((Body::Ack, ack(0, 0))));
         // The application takes a batch of two and stops, m1 still in hand.
         let mut batch = Vec::new();
         while batch.len() < 2 {
@@ -1669,5 +1939,180 @@ mod tests {
         session.confirm_received();
         assert_eq!(sent(&mut session, now), None);
         assert_eq!(session.poll_timeout().filter(|t| *t <= now), None);
+    }
+
+    #[cfg(feature = "bundle")]
+    /// Two sessions that heard each other's FEATURES: each sends the other bundles.
+    fn bundling_pair(confirm_receipt: bool) -> (Session, Session, Instant) {
+        let now = Instant::from_millis(10);
+        let config = Config {
+            confirm_receipt,
+            ..Config::default()
+        };
+        let mut alice = Session::new(now, config, 7, Some(peer()));
+        let mut bob = Session::new(now, config, 8, Some(peer()));
+        for _ in 0..4 {
+            deliver_all(&mut alice, &mut bob, now);
+            deliver_all(&mut bob, &mut alice, now);
+        }
+        assert!(alice.peer_takes_bundles() && bob.peer_takes_bundles());
+        // Their PeerUp events.
+        while alice.poll_event().is_some() || bob.poll_event().is_some() {}
+        (alice, bob, now)
+    }
+
+    /// Every datagram `from` sends at `now`, parsed: (seq, Some(records) for a bundle).
+    fn data_sent(from: &mut Session, now: Instant) -> Vec<(u32, Option<usize>)> {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut out = Vec::new();
+        while let Some(t) = from.poll_transmit(now, &mut buf) {
+            let frame = Frame::new_checked(&buf[..t.len]).expect("a whole frame");
+            if let Body::Data { seq, payload, .. } = Repr::parse(&frame).expect("valid").body {
+                let records = match payload {
+                    #[cfg(feature = "bundle")]
+                    Payload::Bundle(b) => Some(b.messages().count()),
+                    _ => None,
+                };
+                out.push((seq, records));
+            }
+        }
+        out
+    }
+
+    #[cfg(feature = "bundle")]
+    #[test]
+    fn short_messages_queued_together_share_one_part() {
+        let (mut alice, mut bob, now) = bundling_pair(false);
+        // The first goes out alone; the four queued behind it share the next part.
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut ids = vec![alice.send_text(now, "one").unwrap()];
+        let t = alice.poll_transmit(now, &mut buf).unwrap();
+        bob.handle_datagram(now, peer(), &buf[..t.len]);
+        for text in ["two 你好", "three", "four"] {
+            ids.push(alice.send_text(now, text).unwrap());
+        }
+        ids.push(alice.send_message(now, 55, "five").unwrap());
+        assert_eq!(alice.pending(), 5);
+        let rest = data_sent(&mut alice, now);
+        assert_eq!(rest, [(1, Some(4))], "one part, a bundle of four");
+        assert_eq!(ids, (0..5).map(MessageId).collect::<Vec<_>>());
+
+        // Lost (and the first part's acknowledgement not yet sent): both parts again, whole,
+        // on the next timeout; the receiver shows each message once.
+        let later = now + alice.rto();
+        alice.handle_timeout(later);
+        let mut again = Vec::new();
+        for _ in 0..2 {
+            while let Some(t) = alice.poll_transmit(later, &mut buf) {
+                again.push(t.len);
+                bob.handle_datagram(later, peer(), &buf[..t.len]);
+            }
+        }
+        assert_eq!(again.len(), 2);
+        let mut got = Vec::new();
+        while let Some(event) = bob.poll_event() {
+            if let Event::Message(text) = event {
+                got.push((text.to_owned(), bob.message_id()));
+            }
+        }
+        let epoch = 7u64 << 32;
+        assert_eq!(
+            got,
+            [
+                ("one".to_owned(), epoch),
+                ("two 你好".to_owned(), epoch | 1),
+                ("three".to_owned(), epoch | 2),
+                ("four".to_owned(), epoch | 3),
+                ("five".to_owned(), 55),
+            ]
+        );
+        assert_eq!(bob.stats().messages_in, 5);
+        deliver_all(&mut bob, &mut alice, later);
+        let mut delivered = Vec::new();
+        while let Some(event) = alice.poll_event() {
+            if let Event::Delivered(id) = event {
+                delivered.push(id.0);
+            }
+        }
+        assert_eq!(delivered, [0, 1, 2, 3, 4]);
+        assert_eq!(alice.pending(), 0);
+    }
+
+    #[cfg(feature = "bundle")]
+    #[test]
+    fn a_bundle_is_acknowledged_only_once_every_message_in_it_is_confirmed() {
+        let (mut alice, mut bob, now) = bundling_pair(true);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        for text in ["a", "b", "c"] {
+            alice.send_text(now, text).unwrap();
+        }
+        assert_eq!(data_sent(&mut alice, now), [(0, Some(3))]);
+        // Sent again by hand (data_sent swallowed it): the bundle arrives.
+        alice.handle_timeout(now + alice.rto());
+        let t = alice.poll_transmit(now + alice.rto(), &mut buf).unwrap();
+        bob.handle_datagram(now, peer(), &buf[..t.len]);
+        // Two of three taken and confirmed: nothing is acknowledged yet.
+        assert!(matches!(bob.poll_event(), Some(Event::Message("a"))));
+        assert!(matches!(bob.poll_event(), Some(Event::Message("b"))));
+        bob.confirm_received();
+        deliver_all(&mut bob, &mut alice, now);
+        assert_eq!(alice.pending(), 3);
+        // The last one taken but not confirmed: still nothing.
+        assert!(matches!(bob.poll_event(), Some(Event::Message("c"))));
+        assert!(bob.poll_event().is_none());
+        deliver_all(&mut bob, &mut alice, now);
+        assert_eq!(alice.pending(), 3);
+        // Confirmed: all three are delivered.
+        bob.confirm_received();
+        deliver_all(&mut bob, &mut alice, now);
+        assert_eq!(alice.pending(), 0);
+    }
+
+    #[test]
+    fn without_the_peers_features_every_message_has_its_own_part() {
+        let now = Instant::from_millis(10);
+        let mut alice = Session::new(now, Config::default(), 7, Some(peer()));
+        for text in ["one", "two", "three"] {
+            alice.send_text(now, text).unwrap();
+        }
+        assert!(!alice.peer_takes_bundles());
+        assert_eq!(
+            data_sent(&mut alice, now),
+            [(0, None), (1, None), (2, None)]
+        );
+    }
+
+    #[cfg(feature = "bundle")]
+    #[test]
+    fn features_are_told_once_per_peer_epoch_and_answered_once() {
+        let now = Instant::from_millis(10);
+        let mut alice = Session::new(now, Config::default(), 7, Some(peer()));
+        let mut bob = Session::new(now, Config::default(), 8, Some(peer()));
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let kinds = |from: &mut Session, to: &mut Session, buf: &mut [u8; MAX_DATAGRAM]| {
+            let mut kinds = Vec::new();
+            while let Some(t) = from.poll_transmit(now, buf) {
+                kinds.push(buf[3]);
+                to.handle_datagram(now, peer(), &buf[..t.len]);
+            }
+            kinds
+        };
+        use crate::wire::frame::kind;
+        // Alice's PING (her first frame) tells Bob her epoch; he answers with FEATURES,
+        // which she answers once (HEARD set), and then neither says it again.
+        assert_eq!(kinds(&mut alice, &mut bob, &mut buf), [kind::PING]);
+        assert_eq!(kinds(&mut bob, &mut alice, &mut buf), [kind::FEATURES]);
+        assert_eq!(kinds(&mut alice, &mut bob, &mut buf), [kind::FEATURES]);
+        assert_eq!(kinds(&mut bob, &mut alice, &mut buf), []);
+        assert_eq!(kinds(&mut alice, &mut bob, &mut buf), []);
+        assert!(alice.peer_takes_bundles() && bob.peer_takes_bundles());
+        // Bob restarts: a new epoch, whose features Alice learns anew.
+        let mut bob = Session::new(now, Config::default(), 9, Some(peer()));
+        assert_eq!(kinds(&mut bob, &mut alice, &mut buf), [kind::PING]);
+        assert!(!alice.peer_takes_bundles());
+        assert_eq!(kinds(&mut alice, &mut bob, &mut buf), [kind::FEATURES]);
+        assert_eq!(kinds(&mut bob, &mut alice, &mut buf), [kind::FEATURES]);
+        assert_eq!(kinds(&mut alice, &mut bob, &mut buf), []);
+        assert!(alice.peer_takes_bundles() && bob.peer_takes_bundles());
     }
 }

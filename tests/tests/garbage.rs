@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use duet_core::session::Config;
-use duet_core::wire::frame::{HEADER_LEN, MAX_PAYLOAD};
+use duet_core::wire::frame::{
+    Bundle, HEADER_LEN, MAX_PAYLOAD, RECORD_HEADER, features, record_header,
+};
 use duet_core::wire::{AckInfo, Body, Frame, Payload, Repr};
 use duet_core::{Duration, Event, Instant, MAX_DATAGRAM, Session, Stats};
 use duet_tests::sim::{Link, Pair, Rng, SeedOnPanic, Wire, a_addr, addr, b_addr, seeds};
@@ -48,6 +50,21 @@ fn corpus(seed: u64) -> (Vec<Wire>, u32) {
     }
     pair.drive_until("all shown", Duration::from_secs(10), |p| {
         p.b.log.messages().len() == texts.len() && p.a.log.messages().len() == texts.len()
+    });
+    // Once A has B's FEATURES, a burst of short lines goes as one bundle.
+    pair.drive_until("B's FEATURES heard", Duration::from_secs(10), |p| {
+        p.a.session.peer_takes_bundles()
+    });
+    for text in ["one", "two", "three"] {
+        pair.a.session.send_text(pair.now, text).unwrap();
+    }
+    pair.drive_until("the bundle shown", Duration::from_secs(10), |p| {
+        p.b.log.messages().len() == texts.len() + 3
+    });
+    // B speaks last, so A's keepalive is the first due and A sends the PING below.
+    pair.b.session.send_text(pair.now, "last").unwrap();
+    pair.drive_until("B's last shown", Duration::from_secs(10), |p| {
+        p.a.log.messages().len() == texts.len() + 1
     });
     pair.advance(Duration::from_secs(6)); // a round of keepalive pings
     pair.a.session.close();
@@ -82,13 +99,24 @@ impl Victim {
     /// Feed one datagram and do what a driver does after it. Returns the counters just
     /// before and just after `handle_datagram`.
     fn feed(&mut self, from: SocketAddr, bytes: &[u8]) -> (Stats, Stats) {
-        if let Some(Body::Data {
-            payload: Payload::Text(text),
-            ..
-        }) = parse(bytes).map(|r| r.body)
-        {
-            self.texts.insert(text.to_owned());
-            self.lengths.insert(text.len());
+        match parse(bytes).map(|r| r.body) {
+            Some(Body::Data {
+                payload: Payload::Text(text),
+                ..
+            }) => {
+                self.texts.insert(text.to_owned());
+                self.lengths.insert(text.len());
+            }
+            Some(Body::Data {
+                payload: Payload::Bundle(bundle),
+                ..
+            }) => {
+                for (_, text) in bundle.messages() {
+                    self.texts.insert(text.to_owned());
+                    self.lengths.insert(text.len());
+                }
+            }
+            _ => {}
         }
         let before = self.session.stats();
         self.session.handle_datagram(self.now, from, bytes);
@@ -413,10 +441,29 @@ fn every_valid_repr_survives_emit_then_parse() {
                 next: rng.next_u64() as u32,
                 bits: rng.next_u64() as u32,
             });
-            let body = match rng.below(4) {
+            // A bundle of up to five records of random text, filling at most a payload.
+            let mut records = Vec::new();
+            for _ in 0..1 + rng.below(5) {
+                let room = MAX_PAYLOAD.saturating_sub(records.len() + RECORD_HEADER);
+                if room == 0 {
+                    break;
+                }
+                let text = random_text(&mut rng, room);
+                records.extend_from_slice(&record_header(rng.next_u64(), text.len() as u16));
+                records.extend_from_slice(text.as_bytes());
+            }
+            let body = match rng.below(6) {
                 0 => Body::Ack,
                 1 => Body::Ping,
                 2 => Body::Close,
+                3 => Body::Features(rng.below(256) as u8 & features::ALL),
+                4 => Body::Data {
+                    seq: base.saturating_add(rng.below(100) as u32),
+                    first: true,
+                    last: true,
+                    id: 0,
+                    payload: Payload::Bundle(Bundle::new_checked(&records).expect("records")),
+                },
                 _ => {
                     let first = rng.chance(0.5);
                     Body::Data {
@@ -452,6 +499,10 @@ fn the_corpus_is_the_conversation_it_claims() {
         .filter_map(|w| parse(&w.bytes))
         .map(|r| match r.body {
             Body::Data {
+                payload: Payload::Bundle(_),
+                ..
+            } => "bundle",
+            Body::Data {
                 first: true,
                 last: true,
                 ..
@@ -460,9 +511,12 @@ fn the_corpus_is_the_conversation_it_claims() {
             Body::Ack => "ack",
             Body::Ping => "ping",
             Body::Close => "close",
+            Body::Features(_) => "features",
         })
         .collect();
-    for kind in ["single", "part", "ack", "ping", "close"] {
+    for kind in [
+        "single", "part", "bundle", "ack", "ping", "close", "features",
+    ] {
         assert!(kinds.contains(kind), "no {kind} frame in {kinds:?}");
     }
     assert!(frames.iter().all(|w| w.to == b_addr()));

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use duet_core::session::{Config, MAX_MESSAGE, OUTBOX_PARTS, WINDOW};
 use duet_core::wire::frame::MAX_PAYLOAD;
-use duet_core::wire::{Body, Frame, Repr};
+use duet_core::wire::{Body, Frame, Payload, Repr};
 use duet_core::{Duration, FailReason, Instant, MessageId, SendError, Session, text};
 use duet_tests::sim::{Endpoint, Happened, Link, Pair, Side, a_addr, addr, b_addr, epoch, seeds};
 
@@ -199,7 +199,14 @@ fn thousand_messages_each_way_arrive_once_in_order_over_a_lossy_link() {
     const COUNT: usize = 1000;
     for seed in seeds(&[1, 2, 3, 4, 5]) {
         let mut pair = Pair::connected(seed, Link::lossy(0.3), Config::default());
+        let bundles = count_bundles(&mut pair);
         exchange_all(&mut pair, Script::new("A", COUNT), Script::new("B", COUNT));
+        // Most messages went several to a part, in bundles, lost and resent whole.
+        assert!(
+            bundles.get() > 100,
+            "{pair}: {} bundles sent",
+            bundles.get()
+        );
         // The link really lost, duplicated and reordered: otherwise this proves little.
         let (a, b) = (pair.a.session.stats(), pair.b.session.stats());
         assert!(
@@ -219,8 +226,14 @@ fn thousand_messages_each_way_arrive_once_in_order_over_a_lossy_link() {
 fn small_buffers_still_deliver_every_message_once_in_order_over_a_lossy_link() {
     const COUNT: usize = 300;
     for seed in seeds(&[11, 12, 13]) {
-        let mut pair =
-            Pair::<8192, 4096>::connected_sized(seed, Link::lossy(0.3), Config::default());
+        // A part can go unacknowledged for longer than the default 30 s here (a third of
+        // everything is lost, and a small receiver drops parts far ahead): a message that
+        // fails would be a lost message in this test, so the timeout is out of the way.
+        let config = Config {
+            delivery_timeout: Duration::from_secs(600),
+            ..Config::default()
+        };
+        let mut pair = Pair::<8192, 4096>::connected_sized(seed, Link::lossy(0.3), config);
         exchange_all(
             &mut pair,
             Script::long("A", COUNT),
@@ -467,6 +480,29 @@ fn cut_link_fails_messages_within_the_delivery_timeout() {
 }
 
 /// Parses a datagram as a DATA frame: `(sender epoch, seq)`.
+/// Count the bundles either side sends from now on (a filter that lets everything through).
+fn count_bundles<const O: usize, const I: usize>(pair: &mut Pair<O, I>) -> Rc<Cell<usize>> {
+    let bundles = Rc::new(Cell::new(0));
+    let seen = Rc::clone(&bundles);
+    pair.filter = Some(Box::new(move |w| {
+        let bundle = Frame::new_checked(&w.bytes[..])
+            .ok()
+            .and_then(|f| Repr::parse(&f).ok())
+            .is_some_and(|r| {
+                matches!(
+                    r.body,
+                    Body::Data {
+                        payload: Payload::Bundle(_),
+                        ..
+                    }
+                )
+            });
+        seen.set(seen.get() + usize::from(bundle));
+        true
+    }));
+    bundles
+}
+
 fn data_seq(bytes: &[u8]) -> Option<(u32, u32)> {
     let repr = Repr::parse(&Frame::new_checked(bytes).ok()?).ok()?;
     match repr.body {

@@ -18,6 +18,8 @@
 //! |           text (UTF-8), or opaque bytes (encoding 2) ...      |
 //! +---------------------------------------------------------------+
 //! ```
+//! A bundle (encoding 3, [`Bundle`]) carries several whole short messages in one part
+//! instead: no leading id, a record of id, length and text for each message.
 //! All integers are big-endian. `docs/PROTOCOL.md` gives every field's meaning and the
 //! test vectors checked at the bottom of this file.
 //!
@@ -73,6 +75,21 @@ pub mod kind {
     pub const PING: u8 = 3;
     /// The sender is leaving; not answered.
     pub const CLOSE: u8 = 4;
+    /// What the sender accepts beyond version 1 ([`super::features`]); not acknowledged.
+    /// A duet from before it, or a build without the `bundle` feature, rejects it as
+    /// malformed, which is all it takes to tell it has none of them.
+    pub const FEATURES: u8 = 5;
+}
+
+/// Bits of a FEATURES frame's `flags` byte.
+pub mod features {
+    /// The sender accepts bundles ([`super::TextEncoding::Bundle`]).
+    pub const BUNDLE: u8 = 0x01;
+    /// The sender has the recipient's FEATURES of the recipient's current epoch (the ack
+    /// epoch): no answer is needed.
+    pub const HEARD: u8 = 0x80;
+    /// Every bit this version defines.
+    pub const ALL: u8 = BUNDLE | HEARD;
 }
 
 /// Flag bits (the `flags` byte); only DATA frames may set them.
@@ -97,6 +114,80 @@ pub enum TextEncoding {
     /// Not text: opaque bytes of the application's own (files, in the host program). Every
     /// part of one message has the same encoding.
     Binary = 2,
+    /// A bundle: several whole UTF-8 messages, each with its id, in one part that is both
+    /// FIRST and LAST ([`Bundle`]). Sent only to a peer whose FEATURES said it accepts them.
+    Bundle = 3,
+}
+
+/// Bytes before each message's text in a bundle: its id and its length.
+pub const RECORD_HEADER: usize = ID_LEN + 2;
+
+/// The payload of a bundle: one or more records of `id (8) | length (2) | text`, each text
+/// at least one byte of valid UTF-8, filling the payload exactly. Once checked, reading it
+/// never fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Bundle<'a>(&'a [u8]);
+
+impl<'a> Bundle<'a> {
+    /// Check that `bytes` are whole, valid records.
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Bundle<'a>> {
+        if bytes.is_empty() {
+            return Err(Error);
+        }
+        let mut at = 0;
+        // Each record is at least RECORD_HEADER + 1 bytes, so this bounds the loop.
+        for _ in 0..=bytes.len() / (RECORD_HEADER + 1) {
+            if at == bytes.len() {
+                return Ok(Bundle(bytes));
+            }
+            let (_, text, next) = read_record(bytes, at).ok_or(Error)?;
+            core::str::from_utf8(text).map_err(|_| Error)?;
+            at = next;
+        }
+        Err(Error)
+    }
+
+    /// Wrap records written by [`write_record`] without checking them again.
+    pub const fn new_unchecked(bytes: &'a [u8]) -> Bundle<'a> {
+        Bundle(bytes)
+    }
+
+    /// The records as they go on the wire.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The messages: (id, text) in order.
+    pub fn messages(&self) -> impl Iterator<Item = (u64, &'a str)> + 'a {
+        let bytes = self.0;
+        let mut at = 0;
+        core::iter::from_fn(move || {
+            let (id, text, next) = read_record(bytes, at)?;
+            at = next;
+            Some((id, core::str::from_utf8(text).unwrap_or_default()))
+        })
+    }
+}
+
+/// The record at `at` in a bundle's bytes: its id, its text and where the next one starts.
+/// `None` if no whole record with at least one byte of text starts there.
+pub fn read_record(bytes: &[u8], at: usize) -> Option<(u64, &[u8], usize)> {
+    let header = bytes.get(at..at.checked_add(RECORD_HEADER)?)?;
+    let mut id = [0u8; ID_LEN];
+    id.copy_from_slice(&header[..ID_LEN]);
+    let len = usize::from(read_u16(&header[ID_LEN..]));
+    let start = at + RECORD_HEADER;
+    let text = bytes.get(start..start.checked_add(len)?)?;
+    (len > 0).then_some((u64::from_be_bytes(id), text, start + len))
+}
+
+/// The header of a record of `text_len` bytes of text with the id `id`; the text follows it.
+pub fn record_header(id: u64, text_len: u16) -> [u8; RECORD_HEADER] {
+    let mut header = [0; RECORD_HEADER];
+    header[..ID_LEN].copy_from_slice(&id.to_be_bytes());
+    write_u16(&mut header[ID_LEN..], text_len);
+    header
 }
 
 /// What a DATA part carries: text, or opaque bytes.
@@ -107,6 +198,9 @@ pub enum Payload<'a> {
     Text(&'a str),
     /// A part of a binary message: any bytes.
     Binary(&'a [u8]),
+    /// Several whole text messages with their ids, in one part.
+    #[cfg(feature = "bundle")]
+    Bundle(Bundle<'a>),
 }
 
 impl<'a> Payload<'a> {
@@ -115,10 +209,21 @@ impl<'a> Payload<'a> {
         match *self {
             Payload::Text(text) => text.as_bytes(),
             Payload::Binary(bytes) => bytes,
+            #[cfg(feature = "bundle")]
+            Payload::Bundle(bundle) => bundle.as_bytes(),
         }
     }
 
-    /// Bytes of payload (without the message id).
+    /// Whether it is a bundle (never, without the `bundle` feature).
+    pub fn is_bundle(&self) -> bool {
+        match self {
+            #[cfg(feature = "bundle")]
+            Payload::Bundle(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Bytes of payload (without the message id of a FIRST part that is not a bundle).
     pub fn len(&self) -> usize {
         self.as_bytes().len()
     }
@@ -133,6 +238,8 @@ impl<'a> Payload<'a> {
         match self {
             Payload::Text(_) => TextEncoding::Utf8,
             Payload::Binary(_) => TextEncoding::Binary,
+            #[cfg(feature = "bundle")]
+            Payload::Bundle(_) => TextEncoding::Bundle,
         }
     }
 }
@@ -343,12 +450,14 @@ pub enum Body<'a> {
     Data {
         /// The part's sequence number in the sender's epoch.
         seq: u32,
-        /// This part starts a message (its payload begins with the message id).
+        /// This part starts a message (its payload begins with the message id, unless it is
+        /// a bundle, whose records carry their own).
         first: bool,
         /// This part ends a message.
         last: bool,
         /// The message's id, chosen by its sender and the same in every retransmission,
-        /// also across restarts; carried by the first part only (zero in the others).
+        /// also across restarts; carried by the first part only (zero in the others, and in
+        /// a bundle).
         id: u64,
         /// The part's text or bytes: never empty; with the id at most [`MAX_PAYLOAD`] bytes.
         payload: Payload<'a>,
@@ -359,6 +468,9 @@ pub enum Body<'a> {
     Ping,
     /// The sender is leaving.
     Close,
+    /// What the sender accepts: [`features`] bits.
+    #[cfg(feature = "bundle")]
+    Features(u8),
 }
 
 /// A parsed, validated duet frame.
@@ -414,17 +526,37 @@ impl<'a> Repr<'a> {
         let body = match kind {
             kind::DATA => {
                 let f = frame.flags();
-                let binary = match frame.encoding() {
-                    e if e == TextEncoding::Utf8 as u8 => false,
-                    e if e == TextEncoding::Binary as u8 => true,
-                    _ => return Err(Error),
-                };
+                let encoding = frame.encoding();
                 if f & !flags::ALL != 0 || frame.payload_len() == 0 || frame.seq() < frame.base() {
                     return Err(Error);
                 }
                 let buffer: &'a T = frame.buffer;
                 let payload: &'a [u8] = &buffer.as_ref()[HEADER_LEN..total];
                 let first = f & flags::FIRST != 0;
+                #[cfg(feature = "bundle")]
+                if encoding == TextEncoding::Bundle as u8 {
+                    // A bundle is never split: it is a whole part of whole messages.
+                    if f != flags::ALL {
+                        return Err(Error);
+                    }
+                    return Ok(Repr {
+                        epoch: frame.epoch(),
+                        base: frame.base(),
+                        ack,
+                        body: Body::Data {
+                            seq: frame.seq(),
+                            first: true,
+                            last: true,
+                            id: 0,
+                            payload: Payload::Bundle(Bundle::new_checked(payload)?),
+                        },
+                    });
+                }
+                let binary = match encoding {
+                    e if e == TextEncoding::Utf8 as u8 => false,
+                    e if e == TextEncoding::Binary as u8 => true,
+                    _ => return Err(Error),
+                };
                 let (id, data) = if first {
                     // The id, then at least one byte of text or bytes.
                     if payload.len() <= ID_LEN {
@@ -452,6 +584,21 @@ impl<'a> Repr<'a> {
             kind::ACK => control(Body::Ack)?,
             kind::PING => control(Body::Ping)?,
             kind::CLOSE => control(Body::Close)?,
+            #[cfg(feature = "bundle")]
+            kind::FEATURES => {
+                // A control frame whose flags byte holds the feature bits.
+                let bits = frame.flags();
+                if bits & !features::ALL != 0 {
+                    return Err(Error);
+                }
+                if frame.encoding() != TextEncoding::None as u8
+                    || frame.payload_len() != 0
+                    || frame.seq() != 0
+                {
+                    return Err(Error);
+                }
+                Body::Features(bits)
+            }
             _ => return Err(Error),
         };
         Ok(Repr {
@@ -471,7 +618,7 @@ impl<'a> Repr<'a> {
         match self.body {
             Body::Data {
                 first: true,
-                payload,
+                payload: payload @ (Payload::Text(_) | Payload::Binary(_)),
                 ..
             } => ID_LEN + payload.len(),
             Body::Data { payload, .. } => payload.len(),
@@ -504,6 +651,8 @@ impl<'a> Repr<'a> {
             Body::Ack => (kind::ACK, 0, 0, TextEncoding::None),
             Body::Ping => (kind::PING, 0, 0, TextEncoding::None),
             Body::Close => (kind::CLOSE, 0, 0, TextEncoding::None),
+            #[cfg(feature = "bundle")]
+            Body::Features(bits) => (kind::FEATURES, bits, 0, TextEncoding::None),
         };
         frame.set_magic(MAGIC);
         frame.set_version(VERSION);
@@ -528,7 +677,7 @@ impl<'a> Repr<'a> {
         {
             let bytes = payload;
             let payload = frame.payload_mut();
-            let text_at = if first {
+            let text_at = if first && !bytes.is_bundle() {
                 payload[..ID_LEN].copy_from_slice(&id.to_be_bytes());
                 ID_LEN
             } else {
