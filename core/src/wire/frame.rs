@@ -874,7 +874,7 @@ mod test {
         assert!(parse_bytes(&mutate(3, 9)).is_err(), "kind");
         assert!(parse_bytes(&mutate(4, 0x04)).is_err(), "unknown flag");
         assert!(parse_bytes(&mutate(5, 0)).is_err(), "data without encoding");
-        assert!(parse_bytes(&mutate(5, 3)).is_err(), "unknown encoding");
+        assert!(parse_bytes(&mutate(5, 4)).is_err(), "unknown encoding");
         assert!(parse_bytes(&mutate(43, 0xff)).is_err(), "invalid UTF-8");
         assert!(parse_bytes(&mutate(19, 8)).is_err(), "base above seq");
         let mut zero_epoch = DATA_BYTES;
@@ -902,6 +902,147 @@ mod test {
             parse_bytes(&id_only[..40]).is_err(),
             "a first part with an id and no text"
         );
+    }
+
+    /// docs/PROTOCOL.md, test vector 4: FEATURES saying "bundles welcome, yours heard".
+    #[cfg(feature = "bundle")]
+    static FEATURES_BYTES: [u8; 32] = [
+        0x64, 0x75, 0x01, 0x05, 0x81, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x05, 0x0a, 0x0b, 0x0c, 0x0d, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00,
+        0x00, 0x05,
+    ];
+
+    /// docs/PROTOCOL.md, test vector 5: a bundle of "hi" (id 0x1122334455667788) and "你好"
+    /// (id 0x1122334455667789).
+    #[cfg(feature = "bundle")]
+    static BUNDLE_BYTES: [u8; 60] = [
+        0x64, 0x75, 0x01, 0x01, 0x03, 0x03, 0x00, 0x1c, 0x01, 0x02, 0x03, 0x04, 0x00, 0x00, 0x00,
+        0x09, 0x00, 0x00, 0x00, 0x05, 0x0a, 0x0b, 0x0c, 0x0d, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00,
+        0x00, 0x05, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x00, 0x02, 0x68, 0x69, 0x11,
+        0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x89, 0x00, 0x06, 0xe4, 0xbd, 0xa0, 0xe5, 0xa5, 0xbd,
+    ];
+
+    #[cfg(feature = "bundle")]
+    fn ack_3_5() -> Option<AckInfo> {
+        Some(AckInfo {
+            epoch: 0x0a0b_0c0d,
+            next: 3,
+            bits: 0b101,
+        })
+    }
+
+    #[cfg(feature = "bundle")]
+    #[test]
+    fn test_features_and_bundle_vectors() {
+        let features = Repr {
+            epoch: 0x0102_0304,
+            base: 5,
+            ack: ack_3_5(),
+            body: Body::Features(features::BUNDLE | features::HEARD),
+        };
+        assert_eq!(parse_bytes(&FEATURES_BYTES), Ok(features));
+        let mut out = [0u8; 32];
+        features.emit(&mut Frame::new_unchecked(&mut out[..]));
+        assert_eq!(out, FEATURES_BYTES);
+
+        let repr = parse_bytes(&BUNDLE_BYTES).expect("a valid bundle");
+        let Body::Data {
+            seq: 9,
+            first: true,
+            last: true,
+            id: 0,
+            payload: Payload::Bundle(bundle),
+        } = repr.body
+        else {
+            panic!("not the bundle of test vector 5: {repr:?}");
+        };
+        let messages: heapless::Vec<(u64, &str), 4> = bundle.messages().collect();
+        assert_eq!(
+            messages,
+            [
+                (0x1122_3344_5566_7788, "hi"),
+                (0x1122_3344_5566_7789, "你好")
+            ]
+        );
+        let mut out = [0u8; 60];
+        repr.emit(&mut Frame::new_unchecked(&mut out[..]));
+        assert_eq!(out, BUNDLE_BYTES);
+        // The records as a sender writes them.
+        let mut records = heapless::Vec::<u8, 28>::new();
+        for (id, text) in messages {
+            let _ = records.extend_from_slice(&record_header(id, text.len() as u16));
+            let _ = records.extend_from_slice(text.as_bytes());
+        }
+        assert_eq!(records, BUNDLE_BYTES[32..]);
+    }
+
+    #[cfg(feature = "bundle")]
+    #[test]
+    fn test_bundles_and_features_reject_nonsense() {
+        let mutate = |at: usize, value: u8| {
+            let mut b = BUNDLE_BYTES;
+            b[at] = value;
+            b
+        };
+        assert!(
+            parse_bytes(&mutate(4, flags::FIRST)).is_err(),
+            "a split bundle"
+        );
+        assert!(
+            parse_bytes(&mutate(41, 3)).is_err(),
+            "a length into the next record"
+        );
+        assert!(
+            parse_bytes(&mutate(55, 7)).is_err(),
+            "a length past the end"
+        );
+        let mut trailing = [0u8; 61];
+        trailing[..60].copy_from_slice(&BUNDLE_BYTES);
+        trailing[7] = 0x1d;
+        assert!(
+            parse_bytes(&trailing).is_err(),
+            "a byte after the last record"
+        );
+        assert!(parse_bytes(&mutate(53, 0)).is_err(), "an empty record");
+        assert!(
+            parse_bytes(&mutate(56, 0xff)).is_err(),
+            "a record not UTF-8"
+        );
+        let mut short = BUNDLE_BYTES;
+        short[7] = 5;
+        assert!(
+            parse_bytes(&short[..37]).is_err(),
+            "a record header cut short"
+        );
+        let feature = |at: usize, value: u8| {
+            let mut b = FEATURES_BYTES;
+            b[at] = value;
+            b
+        };
+        assert!(
+            parse_bytes(&feature(4, 0x02)).is_err(),
+            "an unknown feature"
+        );
+        assert!(
+            parse_bytes(&feature(5, 1)).is_err(),
+            "an encoding on FEATURES"
+        );
+        assert!(parse_bytes(&feature(15, 1)).is_err(), "a seq on FEATURES");
+        let mut with_payload = [0u8; 33];
+        with_payload[..32].copy_from_slice(&FEATURES_BYTES);
+        with_payload[7] = 1;
+        assert!(parse_bytes(&with_payload).is_err(), "a payload on FEATURES");
+    }
+
+    #[cfg(not(feature = "bundle"))]
+    #[test]
+    fn test_without_the_feature_bundles_and_features_are_malformed() {
+        let mut features = PING_BYTES;
+        features[3] = kind::FEATURES;
+        assert!(parse_bytes(&features).is_err());
+        let mut bundle = DATA_BYTES;
+        bundle[5] = TextEncoding::Bundle as u8;
+        assert!(parse_bytes(&bundle).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! One turn ([`Talk::turn`]): run the core's driver once (receive, timers, transmit);
 //! take every event the conversation has; offer the session typed messages stored by an
-//! earlier turn (up to half a window is taken and stored ahead while the session is full)
+//! earlier turn (up to 256 lines are taken and stored ahead while the session is full)
 //! and send them at once, so an acknowledgement's room is used before this turn's commit;
 //! write the whole turn — messages received,
 //! messages typed, deliveries — in **one** SQLite transaction (group commit); only then
@@ -45,9 +45,12 @@ use crate::platform::ipc::{LocalListener, LocalStream};
 use crate::platform::wait::WaitHandle;
 use crate::transport::{self, Link, Stack, Woke};
 
-/// Typed messages one turn takes at most: half a window, so the next half is typed, stored
-/// and sent while the peer stores and acknowledges the first (the two sides overlap).
-const TURN_LINES: usize = duet_core::session::WINDOW / 2;
+/// Typed messages one turn takes at most, stored in its one commit. To a peer that takes
+/// bundles, a burst of short lines goes ~20 to a part, so the session has room for several
+/// hundred and the commit is what each line pays for: 256 a turn made chat line mode about
+/// 1.7 times as fast as 16 (docs/PERFORMANCE.md), and more gained nothing. To an older peer
+/// the session's 32 parts bound what goes out; the rest waits, stored, for room.
+const TURN_LINES: usize = 256;
 /// Typed messages held while no peer is known yet.
 const HOLD_FOR_PEER: usize = 64;
 /// How often a conversation with internet reach looks at its background work.
