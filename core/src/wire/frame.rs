@@ -148,7 +148,8 @@ impl<'a> Bundle<'a> {
         Err(Error)
     }
 
-    /// Wrap records written by [`write_record`] without checking them again.
+    /// Wrap records laid out as [`record_header`] and [`read_record`] say, without checking
+    /// them again.
     pub const fn new_unchecked(bytes: &'a [u8]) -> Bundle<'a> {
         Bundle(bytes)
     }
