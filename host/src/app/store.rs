@@ -36,11 +36,18 @@ pub const WAL_FILE: &str = "history.sqlite3-wal";
 /// SQLite's shared-memory index of the log.
 pub const SHM_FILE: &str = "history.sqlite3-shm";
 
-/// The schema; `user_version` says which one a file has.
+/// The schema. A history from before `peers` has `messages.peer` as the key's text; it is
+/// migrated when it is opened ([`PEERS_AS_IDS`]).
 const SCHEMA: &str = "
+-- Every peer key (base64) once; messages name their peer by its id here, so the rows and
+-- the unique index of messages hold a small integer instead of a 44-character key.
+CREATE TABLE IF NOT EXISTS peers (
+    id         INTEGER PRIMARY KEY,
+    key        TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS messages (
     seq        INTEGER PRIMARY KEY,
-    peer       TEXT NOT NULL,
+    peer       INTEGER NOT NULL REFERENCES peers (id),
     direction  TEXT NOT NULL CHECK (direction IN ('in', 'out')),
     uid        INTEGER NOT NULL,
     text       TEXT NOT NULL,
@@ -77,6 +84,33 @@ CREATE TABLE IF NOT EXISTS plain (
 /// shown (it is stored before it is shown, so a kill in between leaves it unshown, and
 /// the next run shows it).
 const ADD_SHOWN: &str = "ALTER TABLE messages ADD COLUMN shown INTEGER NOT NULL DEFAULT 1;";
+
+/// For a history whose `messages.peer` is the key's text: the same rows, with the peer
+/// as its id in `peers`. Run in one transaction ([`migrate_peers`]), so a kill leaves
+/// either the old table or the new.
+const PEERS_AS_IDS: &str = "
+INSERT OR IGNORE INTO peers (key) SELECT DISTINCT peer FROM messages ORDER BY peer;
+CREATE TABLE messages_by_id (
+    seq        INTEGER PRIMARY KEY,
+    peer       INTEGER NOT NULL REFERENCES peers (id),
+    direction  TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    uid        INTEGER NOT NULL,
+    text       TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'received')),
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    shown      INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (peer, direction, uid)
+);
+INSERT INTO messages_by_id
+    (seq, peer, direction, uid, text, state, created_ms, updated_ms, shown)
+    SELECT m.seq, p.id, m.direction, m.uid, m.text, m.state, m.created_ms, m.updated_ms,
+           m.shown
+    FROM messages m JOIN peers p ON p.key = m.peer;
+DROP TABLE messages;
+ALTER TABLE messages_by_id RENAME TO messages;
+CREATE INDEX messages_queued ON messages (peer, seq) WHERE state = 'queued';
+";
 
 /// Which way a message went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -352,18 +386,62 @@ fn id_runs(ids: &[(PeerKey, u64)]) -> Vec<(PeerKey, i64, i64)> {
     runs
 }
 
-/// The text form of the peer keys of one commit's rows, remembered for the next row.
-#[derive(Default)]
-struct PeerNames {
-    last: Option<(PeerKey, String)>,
+/// Give a history from before `peers` its peers as ids ([`PEERS_AS_IDS`]), unless another
+/// duet did it first.
+fn migrate_peers(conn: &Connection) -> rusqlite::Result<()> {
+    let peer_type = || {
+        conn.query_row(
+            "SELECT type FROM pragma_table_info('messages') WHERE name = 'peer'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+    };
+    if peer_type()?.eq_ignore_ascii_case("INTEGER") {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    // Looked at again under the write lock: another duet on the same history may have
+    // migrated it while this one waited.
+    let migrated = peer_type().and_then(|t| {
+        if t.eq_ignore_ascii_case("INTEGER") {
+            Ok(())
+        } else {
+            conn.execute_batch(PEERS_AS_IDS)
+        }
+    });
+    match migrated.and_then(|()| conn.execute_batch("COMMIT")) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(e)
+        }
+    }
 }
 
-impl PeerNames {
-    fn of(&mut self, peer: &PeerKey) -> &str {
-        if self.last.as_ref().is_none_or(|(key, _)| key != peer) {
-            self.last = Some((*peer, peer.to_string()));
+/// The ids in `peers` of one commit's peers, each looked up (and added if new) once per
+/// commit: the commit may roll back, and an id it added with it.
+#[derive(Default)]
+struct PeerIds {
+    last: Option<(PeerKey, i64)>,
+}
+
+impl PeerIds {
+    fn of(&mut self, tx: &Connection, peer: &PeerKey) -> rusqlite::Result<i64> {
+        match self.last {
+            Some((key, id)) if key == *peer => Ok(id),
+            _ => {
+                let name = peer.to_string();
+                tx.prepare_cached("INSERT OR IGNORE INTO peers (key) VALUES (?1)")?
+                    .execute(params![name])?;
+                let id = tx
+                    .prepare_cached("SELECT id FROM peers WHERE key = ?1")?
+                    .query_row(params![name], |r| r.get(0))?;
+                self.last = Some((*peer, id));
+                Ok(id)
+            }
         }
-        self.last.as_ref().map_or("", |(_, name)| name)
     }
 }
 
@@ -455,6 +533,7 @@ impl Store {
         if !has_shown {
             conn.execute_batch(ADD_SHOWN).map_err(fail)?;
         }
+        migrate_peers(&conn).map_err(fail)?;
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| Error::Other(format!("no randomness: {e}")))?;
         Ok(Store {
@@ -480,9 +559,9 @@ impl Store {
             .and_then(|mut begin| begin.execute([]))
             .map_err(|e| explain(&self.path, e))?;
         let result = (|| -> rusqlite::Result<()> {
-            // A turn's rows are nearly always one peer's: its key is written out (base64)
-            // once, not once a row.
-            let mut names = PeerNames::default();
+            // A turn's rows are nearly always one peer's: its id is looked up once, not once
+            // a row.
+            let mut ids = PeerIds::default();
             let mut uid = first_uid;
             let mut queue = tx.prepare_cached(
                 "INSERT INTO messages (peer, direction, uid, text, state, created_ms, updated_ms)
@@ -490,7 +569,7 @@ impl Store {
             )?;
             for (peer, text) in &writes.queue {
                 // Stored as SQLite's signed 64-bit integer; the bits are the id.
-                queue.execute(params![names.of(peer), uid as i64, text, now])?;
+                queue.execute(params![ids.of(tx, peer)?, uid as i64, text, now])?;
                 committed.queued.push(uid);
                 uid = uid.wrapping_add(1);
             }
@@ -499,7 +578,8 @@ impl Store {
                  VALUES (?1, 'in', ?2, ?3, 'received', ?4, ?4, 0)",
             )?;
             for (peer, uid, text) in &writes.received {
-                let inserted = receive.execute(params![names.of(peer), *uid as i64, text, now])?;
+                let inserted =
+                    receive.execute(params![ids.of(tx, peer)?, *uid as i64, text, now])?;
                 committed.fresh.push(inserted == 1);
             }
             // By runs of consecutive ids (a peer's ids count up, and messages are delivered
@@ -510,14 +590,14 @@ impl Store {
                  WHERE peer = ?1 AND direction = 'out' AND uid BETWEEN ?2 AND ?3",
             )?;
             for (peer, first, last) in id_runs(&writes.delivered) {
-                deliver.execute(params![names.of(&peer), first, last, now])?;
+                deliver.execute(params![ids.of(tx, &peer)?, first, last, now])?;
             }
             let mut shown = tx.prepare_cached(
                 "UPDATE messages SET shown = 1
                  WHERE peer = ?1 AND direction = 'in' AND uid BETWEEN ?2 AND ?3",
             )?;
             for (peer, first, last) in id_runs(&writes.shown) {
-                shown.execute(params![names.of(&peer), first, last])?;
+                shown.execute(params![ids.of(tx, &peer)?, first, last])?;
             }
             let mut plain = tx.prepare_cached(
                 "INSERT INTO plain (addr, direction, text, created_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -554,7 +634,8 @@ impl Store {
                     path,
                     now
                 ])?;
-                line.execute(params![peer, way, row.uid() as i64, row.text(), state, now])?;
+                let id = ids.of(tx, &row.peer)?;
+                line.execute(params![id, way, row.uid() as i64, row.text(), state, now])?;
             }
             Ok(())
         })();
@@ -657,8 +738,9 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT peer, uid, text FROM messages
-                 WHERE direction = 'in' AND shown = 0 AND (?1 IS NULL OR peer = ?1) ORDER BY seq",
+                "SELECT p.key, m.uid, m.text FROM messages m JOIN peers p ON p.id = m.peer
+                 WHERE m.direction = 'in' AND m.shown = 0 AND (?1 IS NULL OR p.key = ?1)
+                 ORDER BY m.seq",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -686,7 +768,9 @@ impl Store {
             .conn
             .prepare(
                 "SELECT uid, text FROM messages
-                 WHERE peer = ?1 AND direction = 'out' AND state = 'queued' ORDER BY seq",
+                 WHERE peer = (SELECT id FROM peers WHERE key = ?1) AND direction = 'out'
+                   AND state = 'queued'
+                 ORDER BY seq",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -728,9 +812,12 @@ impl Store {
             .conn
             .prepare(
                 "SELECT created_ms, peer, direction, state, text, uid, plain FROM (
-                    SELECT created_ms, peer, direction, state, text, uid, seq, 0 AS plain
-                    FROM messages
-                    WHERE (?1 IS NULL OR peer = ?1) AND (?2 IS NULL OR text LIKE ?2 ESCAPE '\\')
+                    SELECT m.created_ms AS created_ms, p.key AS peer, m.direction AS direction,
+                           m.state AS state, m.text AS text, m.uid AS uid, m.seq AS seq,
+                           0 AS plain
+                    FROM messages m JOIN peers p ON p.id = m.peer
+                    WHERE (?1 IS NULL OR p.key = ?1)
+                      AND (?2 IS NULL OR m.text LIKE ?2 ESCAPE '\\')
                     UNION ALL
                     SELECT created_ms, addr, direction,
                            CASE direction WHEN 'in' THEN 'received' ELSE 'sent' END,
@@ -849,6 +936,121 @@ mod test {
             .collect();
         assert_eq!(unshown, [12]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A history as duet wrote it before `peers`: the peer's key in every row. `shown`
+    /// says whether it had the `shown` column yet.
+    fn old_history(dir: &Path, shown: bool) {
+        fs::create_dir_all(dir).unwrap();
+        let conn = Connection::open(dir.join(STORE_FILE)).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE messages (
+                 seq        INTEGER PRIMARY KEY,
+                 peer       TEXT NOT NULL,
+                 direction  TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+                 uid        INTEGER NOT NULL,
+                 text       TEXT NOT NULL,
+                 state      TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'received')),
+                 created_ms INTEGER NOT NULL,
+                 updated_ms INTEGER NOT NULL,
+                 UNIQUE (peer, direction, uid)
+             );
+             CREATE INDEX messages_queued ON messages (peer, seq) WHERE state = 'queued';
+             CREATE TABLE files (
+                 seq INTEGER PRIMARY KEY, peer TEXT NOT NULL, direction TEXT NOT NULL,
+                 sha256 BLOB NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL,
+                 path TEXT NOT NULL, created_ms INTEGER NOT NULL
+             );
+             CREATE TABLE plain (
+                 seq INTEGER PRIMARY KEY, addr TEXT NOT NULL, direction TEXT NOT NULL,
+                 text TEXT NOT NULL, created_ms INTEGER NOT NULL
+             );",
+        )
+        .unwrap();
+        if shown {
+            conn.execute_batch(ADD_SHOWN).unwrap();
+        }
+        let (bob, carol) = (PeerKey([2; 32]).to_string(), PeerKey([3; 32]).to_string());
+        let rows: [(&str, &str, i64, &str, &str); 4] = [
+            (&bob, "out", 1, "delivered to bob", "delivered"),
+            (&carol, "in", 7, "from carol", "received"),
+            (&bob, "out", 2, "queued for bob", "queued"),
+            (&carol, "out", 1, "queued for carol", "queued"),
+        ];
+        for (i, (peer, way, uid, text, state)) in rows.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO messages (peer, direction, uid, text, state, created_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![peer, way, uid, text, state, 1000 + i as i64],
+            )
+            .unwrap();
+        }
+        if shown {
+            conn.execute("UPDATE messages SET shown = 0 WHERE uid = 7", [])
+                .unwrap();
+        }
+        conn.close().unwrap();
+    }
+
+    #[test]
+    fn a_history_with_keys_in_its_rows_is_migrated_whole_and_keeps_working() {
+        for shown in [false, true] {
+            let dir = temp_dir(if shown { "migrate-shown" } else { "migrate" });
+            old_history(&dir, shown);
+            let (bob, carol) = (PeerKey([2; 32]), PeerKey([3; 32]));
+            let mut store = Store::open(&dir).unwrap();
+            let texts: Vec<(String, Direction, String)> = store
+                .history(None, None, 100)
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.peer, e.direction, e.text))
+                .collect();
+            assert_eq!(
+                texts,
+                [
+                    (
+                        bob.to_string(),
+                        Direction::Out,
+                        "delivered to bob".to_owned()
+                    ),
+                    (carol.to_string(), Direction::In, "from carol".to_owned()),
+                    (bob.to_string(), Direction::Out, "queued for bob".to_owned()),
+                    (
+                        carol.to_string(),
+                        Direction::Out,
+                        "queued for carol".to_owned()
+                    ),
+                ]
+            );
+            assert_eq!(
+                store.unsent(&bob).unwrap(),
+                [(2, "queued for bob".to_owned())]
+            );
+            assert_eq!(
+                store.unsent(&carol).unwrap(),
+                [(1, "queued for carol".to_owned())]
+            );
+            let unshown: Vec<u64> = store
+                .unshown(None)
+                .unwrap()
+                .into_iter()
+                .map(|(_, uid, _)| uid)
+                .collect();
+            assert_eq!(unshown, if shown { vec![7] } else { vec![] });
+            // The same (peer, id) is still recognised; a new one is stored.
+            assert!(!store.receive(&carol, 7, "from carol").unwrap());
+            assert!(store.receive(&carol, 8, "new from carol").unwrap());
+            store.mark_delivered(&bob, 2).unwrap();
+            assert!(store.unsent(&bob).unwrap().is_empty());
+            assert_eq!(store.history(Some(&carol), None, 100).unwrap().len(), 3);
+            assert_eq!(store.integrity().unwrap(), "ok");
+            drop(store);
+            // Opened again: nothing to migrate, nothing lost.
+            let store = Store::open(&dir).unwrap();
+            assert_eq!(store.history(None, None, 100).unwrap().len(), 5);
+            std::fs::remove_dir_all(dir).unwrap();
+        }
     }
 
     #[test]
