@@ -37,7 +37,7 @@ pub const WAL_FILE: &str = "history.sqlite3-wal";
 pub const SHM_FILE: &str = "history.sqlite3-shm";
 
 /// The schema. A history from before `peers` has `messages.peer` as the key's text; it is
-/// migrated when it is opened ([`PEERS_AS_IDS`]).
+/// migrated when it is opened ([`KEYED_ASIDE`]).
 const SCHEMA: &str = "
 -- Every peer key (base64) once; messages name their peer by its id here, so the rows and
 -- the unique index of messages hold a small integer instead of a 44-character key.
@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS messages (
     state      TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'received')),
     created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL,
+    shown      INTEGER NOT NULL DEFAULT 1,
     UNIQUE (peer, direction, uid)
 );
 -- Only queued messages are looked up by peer (the outbox); a partial index keeps the rest
@@ -80,36 +81,29 @@ CREATE TABLE IF NOT EXISTS plain (
 );
 ";
 
-/// Added to the first schema, for files made before it: whether a received message was
-/// shown (it is stored before it is shown, so a kill in between leaves it unshown, and
-/// the next run shows it).
+/// Added to the first schema, for files made before it (the schema has it now): whether a
+/// received message was shown (it is stored before it is shown, so a kill in between
+/// leaves it unshown, and the next run shows it).
 const ADD_SHOWN: &str = "ALTER TABLE messages ADD COLUMN shown INTEGER NOT NULL DEFAULT 1;";
 
-/// For a history whose `messages.peer` is the key's text: the same rows, with the peer
-/// as its id in `peers`. Run in one transaction ([`migrate_peers`]), so a kill leaves
+/// For a history whose `messages.peer` is the key's text: the old table is set aside,
+/// [`SCHEMA`] makes the new one, and [`PEERS_AS_IDS`] copies the rows over with the peer
+/// as its id in `peers`. All in one transaction ([`migrate_peers`]), so a kill leaves
 /// either the old table or the new.
+const KEYED_ASIDE: &str = "
+DROP INDEX IF EXISTS messages_queued;
+ALTER TABLE messages RENAME TO messages_keyed;
+";
+
+/// See [`KEYED_ASIDE`].
 const PEERS_AS_IDS: &str = "
-INSERT OR IGNORE INTO peers (key) SELECT DISTINCT peer FROM messages ORDER BY peer;
-CREATE TABLE messages_by_id (
-    seq        INTEGER PRIMARY KEY,
-    peer       INTEGER NOT NULL REFERENCES peers (id),
-    direction  TEXT NOT NULL CHECK (direction IN ('in', 'out')),
-    uid        INTEGER NOT NULL,
-    text       TEXT NOT NULL,
-    state      TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'received')),
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL,
-    shown      INTEGER NOT NULL DEFAULT 1,
-    UNIQUE (peer, direction, uid)
-);
-INSERT INTO messages_by_id
+INSERT OR IGNORE INTO peers (key) SELECT DISTINCT peer FROM messages_keyed ORDER BY peer;
+INSERT INTO messages
     (seq, peer, direction, uid, text, state, created_ms, updated_ms, shown)
     SELECT m.seq, p.id, m.direction, m.uid, m.text, m.state, m.created_ms, m.updated_ms,
            m.shown
-    FROM messages m JOIN peers p ON p.key = m.peer;
-DROP TABLE messages;
-ALTER TABLE messages_by_id RENAME TO messages;
-CREATE INDEX messages_queued ON messages (peer, seq) WHERE state = 'queued';
+    FROM messages_keyed m JOIN peers p ON p.key = m.peer;
+DROP TABLE messages_keyed;
 ";
 
 /// Which way a message went.
@@ -386,7 +380,7 @@ fn id_runs(ids: &[(PeerKey, u64)]) -> Vec<(PeerKey, i64, i64)> {
     runs
 }
 
-/// Give a history from before `peers` its peers as ids ([`PEERS_AS_IDS`]), unless another
+/// Give a history from before `peers` its peers as ids ([`KEYED_ASIDE`]), unless another
 /// duet did it first.
 fn migrate_peers(conn: &Connection) -> rusqlite::Result<()> {
     let peer_type = || {
@@ -406,6 +400,8 @@ fn migrate_peers(conn: &Connection) -> rusqlite::Result<()> {
         if t.eq_ignore_ascii_case("INTEGER") {
             Ok(())
         } else {
+            conn.execute_batch(KEYED_ASIDE)?;
+            conn.execute_batch(SCHEMA)?;
             conn.execute_batch(PEERS_AS_IDS)
         }
     });
