@@ -199,7 +199,7 @@ fn thousand_messages_each_way_arrive_once_in_order_over_a_lossy_link() {
     const COUNT: usize = 1000;
     for seed in seeds(&[1, 2, 3, 4, 5]) {
         let mut pair = Pair::connected(seed, Link::lossy(0.3), Config::default());
-        let bundles = count_bundles(&mut pair);
+        let bundles = count_bundles(&mut pair, false);
         exchange_all(&mut pair, Script::new("A", COUNT), Script::new("B", COUNT));
         // Most messages went several to a part, in bundles, lost and resent whole.
         assert!(
@@ -214,6 +214,20 @@ fn thousand_messages_each_way_arrive_once_in_order_over_a_lossy_link() {
             "{pair}: {a:?} {b:?}"
         );
         assert!(a.duplicates > 0 && b.duplicates > 0, "{pair}: {a:?} {b:?}");
+    }
+}
+
+/// With a peer that never says it takes bundles (an older duet, or the board), every
+/// message goes in parts of its own, and all of them arrive as before.
+#[test]
+fn a_peer_that_never_sends_features_gets_no_bundle() {
+    const COUNT: usize = 300;
+    for seed in seeds(&[6, 7]) {
+        let mut pair = Pair::connected(seed, Link::lossy(0.2), Config::default());
+        let bundles = count_bundles(&mut pair, true);
+        exchange_all(&mut pair, Script::new("A", COUNT), Script::new("B", COUNT));
+        assert_eq!(bundles.get(), 0, "{pair}");
+        assert!(!pair.a.session.peer_takes_bundles() && !pair.b.session.peer_takes_bundles());
     }
 }
 
@@ -479,9 +493,13 @@ fn cut_link_fails_messages_within_the_delivery_timeout() {
     }
 }
 
-/// Parses a datagram as a DATA frame: `(sender epoch, seq)`.
-/// Count the bundles either side sends from now on (a filter that lets everything through).
-fn count_bundles<const O: usize, const I: usize>(pair: &mut Pair<O, I>) -> Rc<Cell<usize>> {
+/// Count the bundles either side sends from now on (a filter that lets everything through,
+/// or, with `older_peer`, everything but FEATURES frames, as if the other side were a duet
+/// from before them).
+fn count_bundles<const O: usize, const I: usize>(
+    pair: &mut Pair<O, I>,
+    older_peer: bool,
+) -> Rc<Cell<usize>> {
     let bundles = Rc::new(Cell::new(0));
     let seen = Rc::clone(&bundles);
     pair.filter = Some(Box::new(move |w| {
@@ -498,11 +516,12 @@ fn count_bundles<const O: usize, const I: usize>(pair: &mut Pair<O, I>) -> Rc<Ce
                 )
             });
         seen.set(seen.get() + usize::from(bundle));
-        true
+        !(older_peer && w.bytes.get(3) == Some(&duet_core::wire::frame::kind::FEATURES))
     }));
     bundles
 }
 
+/// Parses a datagram as a DATA frame: `(sender epoch, seq)`.
 fn data_seq(bytes: &[u8]) -> Option<(u32, u32)> {
     let repr = Repr::parse(&Frame::new_checked(bytes).ok()?).ok()?;
     match repr.body {
