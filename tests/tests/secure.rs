@@ -335,6 +335,44 @@ fn nothing_forged_or_repeated_is_shown_and_every_message_arrives_once_in_order()
 }
 
 #[test]
+fn sealed_peers_learn_each_others_features_and_a_burst_shares_datagrams() {
+    let mut rng = Rng::new(31);
+    let (a, b) = pair(&mut rng, SecureConfig::default());
+    let mut net = Net::new(31, Hostility::default(), vec![a, b]);
+    net.nodes[0]
+        .secure
+        .send_text(net.now, "hello")
+        .expect("room");
+    net.run_until(Duration::from_secs(10), |n| {
+        n.nodes[0].delivered.len() == 1
+            && n.nodes[0].secure.session().peer_takes_bundles()
+            && n.nodes[1].secure.session().peer_takes_bundles()
+    });
+    assert!(
+        net.nodes[0].secure.session().peer_takes_bundles()
+            && net.nodes[1].secure.session().peer_takes_bundles(),
+        "the FEATURES frames did not get through the sealed layer"
+    );
+    // Fifty short lines (text() makes its 0th long, so from 1): a few sealed datagrams.
+    let before = net.nodes[0].secure.session().stats().datagrams_out;
+    for i in 1..=50 {
+        net.nodes[0]
+            .secure
+            .send_text(net.now, &text("a", i))
+            .expect("room");
+    }
+    net.run_until(Duration::from_secs(10), |n| {
+        n.nodes[0].delivered.len() == 51
+    });
+    let sent = net.nodes[0].secure.session().stats().datagrams_out - before;
+    assert!(sent <= 6, "{sent} datagrams for 50 short lines");
+    let want: Vec<String> = std::iter::once("hello".to_owned())
+        .chain((1..=50).map(|i| text("a", i)))
+        .collect();
+    assert_eq!(net.nodes[1].shown, want);
+}
+
+#[test]
 fn a_stranger_gets_no_reply_at_all() {
     let mut rng = Rng::new(7);
     let (_a, mut b) = pair(&mut rng, SecureConfig::default());
