@@ -15,7 +15,9 @@
 //!
 //! What it guarantees: every message is split into parts of at most
 //! [`crate::wire::frame::MAX_PAYLOAD`] bytes, text on character boundaries (a binary
-//! message of [`Session::send_bytes`] anywhere); every part is acknowledged
+//! message of [`Session::send_bytes`] anywhere), or, to a peer whose FEATURES frame said it
+//! takes them, several short text messages share one part as a bundle (`docs/PROTOCOL.md`,
+//! section 13.1; the `bundle` feature); every part is acknowledged
 //! (cumulative plus selective acks, piggybacked on data); parts are retransmitted on an
 //! RFC 6298 timeout with exponential backoff, or early when a later part was acknowledged
 //! (a simplified RACK); a message fails when any of its parts goes unacknowledged for
@@ -960,9 +962,10 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             && bytes <= self.outbox_text.free()
     }
 
-    /// Queue a message. It is split into parts on character boundaries; the returned id is
-    /// named again by exactly one `Delivered` or `Failed` event. Its id on the wire is made
-    /// from this session's epoch and sequence numbers, unique for this run.
+    /// Queue a message. It is split into parts on character boundaries (or, if short and
+    /// the peer takes bundles, goes in a bundle); the returned id is named again by exactly
+    /// one `Delivered` or `Failed` event. Its id on the wire is made from this session's
+    /// epoch and the message's number, unique for this run.
     pub fn send_text(&mut self, now: Instant, text: &str) -> Result<MessageId, SendError> {
         let id = (u64::from(self.epoch) << 32) | u64::from(self.next_message);
         self.send_message(now, id, text)
@@ -1018,9 +1021,8 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             }
             self.next_seq = next;
         }
-        // bundle_room() checked the bytes, so both pushes fit (and one alone never happens).
-        if self.outbox_text.free() < usize::from(record)
-            || !self.outbox_text.push_back(&record_header(id, len))
+        // Room for the whole record was checked above, so both pushes fit.
+        if !self.outbox_text.push_back(&record_header(id, len))
             || !self.outbox_text.push_back(text.as_bytes())
         {
             return Err(SendError::OutboxFull);
