@@ -43,7 +43,11 @@ const SCHEMA: &str = "
 -- the unique index of messages hold a small integer instead of a 44-character key.
 CREATE TABLE IF NOT EXISTS peers (
     id         INTEGER PRIMARY KEY,
-    key        TEXT NOT NULL UNIQUE
+    key        TEXT NOT NULL UNIQUE,
+    -- Every message of this peer whose seq is below this one is settled: sent and
+    -- delivered, or received and shown. Only those from here on can be waiting, so the
+    -- outbox and the unshown are found by a scan of the newest rows (see `settle`).
+    settled    INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS messages (
     seq        INTEGER PRIMARY KEY,
@@ -57,10 +61,11 @@ CREATE TABLE IF NOT EXISTS messages (
     shown      INTEGER NOT NULL DEFAULT 1,
     UNIQUE (peer, direction, uid)
 );
--- Only queued messages are looked up by peer (the outbox); a partial index keeps the rest
--- (every received and delivered message) out of it, so storing one costs one index less.
+-- No index but the unique one: the outbox and the unshown are found from `peers.settled`.
+-- An index of queued rows (kept by earlier duets) cost every message sent an index entry
+-- written and another removed: a sixth of a chatting duet's CPU.
 DROP INDEX IF EXISTS messages_by_peer;
-CREATE INDEX IF NOT EXISTS messages_queued ON messages (peer, seq) WHERE state = 'queued';
+DROP INDEX IF EXISTS messages_queued;
 CREATE TABLE IF NOT EXISTS files (
     seq        INTEGER PRIMARY KEY,
     peer       TEXT NOT NULL,
@@ -85,6 +90,52 @@ CREATE TABLE IF NOT EXISTS plain (
 /// received message was shown (it is stored before it is shown, so a kill in between
 /// leaves it unshown, and the next run shows it).
 const ADD_SHOWN: &str = "ALTER TABLE messages ADD COLUMN shown INTEGER NOT NULL DEFAULT 1;";
+
+/// Added to `peers` for files made before it (the schema has it now): the peer's first
+/// message that may be unsettled. 0, the start, until [`SETTLE`] moves it on.
+const ADD_SETTLED: &str = "ALTER TABLE peers ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;";
+
+/// Move each peer's `settled` up to its first message still queued (sent) or unshown
+/// (received), or past the last message if none is. Rows only ever become settled (queued
+/// to delivered, unshown to shown) and a new row's seq is above every other (nothing is
+/// deleted; should rows have been deleted by hand, [`BACK_TO_THE_END`] runs when the
+/// history is opened), so what lies below stays settled. The scan starts at the old mark:
+/// it reads only the rows written since, by rowid (`+m.peer` keeps SQLite off the index by
+/// peer, which would read every message of the peer).
+const SETTLE: &str = "
+UPDATE peers SET settled = (
+    SELECT coalesce(min(m.seq), (SELECT coalesce(max(seq), 0) + 1 FROM messages))
+    FROM messages m
+    WHERE m.seq >= peers.settled AND +m.peer = peers.id
+      AND ((m.direction = 'out' AND m.state = 'queued') OR (m.direction = 'in' AND m.shown = 0))
+);";
+
+/// Whether a mark is past the end of `messages`: rows were deleted (duet never does), and
+/// the next rows written would get seqs below the mark. See [`BACK_TO_THE_END`].
+const PAST_THE_END: &str = "
+SELECT EXISTS (SELECT 1 FROM peers WHERE settled > (SELECT coalesce(max(seq), 0) + 1 FROM messages))";
+
+/// Bring every mark past the end back to it, before anything new is written.
+const BACK_TO_THE_END: &str = "
+UPDATE peers SET settled = (SELECT coalesce(max(seq), 0) + 1 FROM messages)
+WHERE settled > (SELECT coalesce(max(seq), 0) + 1 FROM messages)";
+
+/// The outbox of peer `?1`, oldest first: the newest rows, from its mark on.
+const UNSENT: &str = "
+SELECT uid, text FROM messages
+WHERE seq >= (SELECT settled FROM peers WHERE key = ?1)
+  AND +peer = (SELECT id FROM peers WHERE key = ?1)
+  AND direction = 'out' AND state = 'queued'
+ORDER BY seq";
+
+/// Received messages not shown, of peer `?1` or (NULL) every peer, oldest first: the
+/// newest rows, from the lowest mark on (CROSS JOIN keeps SQLite reading `messages` by
+/// rowid, and each row's peer by its id).
+const UNSHOWN: &str = "
+SELECT p.key, m.uid, m.text FROM messages m CROSS JOIN peers p
+WHERE m.seq >= (SELECT min(settled) FROM peers) AND p.id = m.peer AND m.seq >= p.settled
+  AND m.direction = 'in' AND m.shown = 0 AND (?1 IS NULL OR p.key = ?1)
+ORDER BY m.seq";
 
 /// For a history whose `messages.peer` is the key's text: the old table is set aside,
 /// [`SCHEMA`] makes the new one, and [`PEERS_AS_IDS`] copies the rows over with the peer
@@ -380,6 +431,26 @@ fn id_runs(ids: &[(PeerKey, u64)]) -> Vec<(PeerKey, i64, i64)> {
     runs
 }
 
+/// Run `add` (an `ALTER TABLE … ADD COLUMN`) unless `table` has `column` already, or got it
+/// meanwhile from another duet opening the same history.
+fn add_column(conn: &Connection, table: &str, column: &str, add: &str) -> rusqlite::Result<()> {
+    let has = || -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+            params![table, column],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+    };
+    if has()? {
+        return Ok(());
+    }
+    match conn.execute_batch(add) {
+        Err(_) if has()? => Ok(()),
+        other => other,
+    }
+}
+
 /// Give a history from before `peers` its peers as ids ([`KEYED_ASIDE`]), unless another
 /// duet did it first.
 fn migrate_peers(conn: &Connection) -> rusqlite::Result<()> {
@@ -518,18 +589,16 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)
             .map_err(fail)?;
         conn.execute_batch(SCHEMA).map_err(fail)?;
-        let has_shown: bool = conn
-            .query_row(
-                "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'shown'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(fail)?
-            > 0;
-        if !has_shown {
-            conn.execute_batch(ADD_SHOWN).map_err(fail)?;
-        }
+        add_column(&conn, "messages", "shown", ADD_SHOWN).map_err(fail)?;
+        add_column(&conn, "peers", "settled", ADD_SETTLED).map_err(fail)?;
         migrate_peers(&conn).map_err(fail)?;
+        // A look first, so that opening a history to read it writes nothing.
+        if conn
+            .query_row(PAST_THE_END, [], |r| r.get::<_, bool>(0))
+            .map_err(fail)?
+        {
+            conn.execute_batch(BACK_TO_THE_END).map_err(fail)?;
+        }
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| Error::Other(format!("no randomness: {e}")))?;
         Ok(Store {
@@ -731,14 +800,8 @@ impl Store {
     /// Received messages stored but never shown (duet stopped between the two), oldest
     /// first: from `peer` only, if given. Each is the peer's key, the id and the text.
     pub fn unshown(&self, peer: Option<&PeerKey>) -> Result<Vec<(PeerKey, u64, String)>, Error> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT p.key, m.uid, m.text FROM messages m JOIN peers p ON p.id = m.peer
-                 WHERE m.direction = 'in' AND m.shown = 0 AND (?1 IS NULL OR p.key = ?1)
-                 ORDER BY m.seq",
-            )
-            .map_err(|e| self.err(e))?;
+        self.settle()?;
+        let mut stmt = self.conn.prepare(UNSHOWN).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![peer.map(|p| p.to_string())], |r| {
                 Ok((
@@ -760,21 +823,20 @@ impl Store {
 
     /// Outgoing messages to `peer` not yet delivered, oldest first.
     pub fn unsent(&self, peer: &PeerKey) -> Result<Vec<(u64, String)>, Error> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT uid, text FROM messages
-                 WHERE peer = (SELECT id FROM peers WHERE key = ?1) AND direction = 'out'
-                   AND state = 'queued'
-                 ORDER BY seq",
-            )
-            .map_err(|e| self.err(e))?;
+        self.settle()?;
+        let mut stmt = self.conn.prepare(UNSENT).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![peer.to_string()], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Move every peer's mark past the messages settled since ([`SETTLE`]), so the look-ups
+    /// of what waits read only the newest rows.
+    fn settle(&self) -> Result<(), Error> {
+        self.conn.execute_batch(SETTLE).map_err(|e| self.err(e))
     }
 
     /// Store an incoming message; false if it was stored before (a retransmission across a
@@ -934,6 +996,139 @@ mod test {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// How SQLite runs `sql`: the details of its query plan, one per step.
+    fn plan(store: &Store, sql: &str) -> Vec<String> {
+        let mut stmt = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let params: Vec<Option<String>> = vec![None; stmt.parameter_count()];
+        stmt.query_map(rusqlite::params_from_iter(params), |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    #[test]
+    fn what_waits_is_found_among_the_newest_rows_only() {
+        let dir = temp_dir("settled");
+        let (bob, carol) = (PeerKey([2; 32]), PeerKey([3; 32]));
+        let mut store = Store::open(&dir).unwrap();
+        // A settled past: delivered and shown, both ways, with both peers.
+        let mut writes = Writes::default();
+        for i in 0..50u64 {
+            writes.queue.push((bob, format!("to bob {i}")));
+            writes.received.push((carol, i, format!("from carol {i}")));
+        }
+        let done = store.commit(&writes).unwrap();
+        store
+            .commit(&Writes {
+                delivered: done.queued.iter().map(|&u| (bob, u)).collect(),
+                shown: (0..50).map(|i| (carol, i)).collect(),
+                ..Writes::default()
+            })
+            .unwrap();
+        // Then one message left queued, one left unshown, and settled ones after them.
+        let waiting = store.queue_out(&bob, "still queued").unwrap();
+        assert!(store.receive(&carol, 100, "not shown yet").unwrap());
+        let later = store.queue_out(&bob, "delivered later").unwrap();
+        store.mark_delivered(&bob, later).unwrap();
+        let marks = |store: &Store| -> Vec<i64> {
+            let mut stmt = store
+                .conn
+                .prepare("SELECT settled FROM peers ORDER BY key")
+                .unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let first_waiting = |store: &Store, sql: &str| -> i64 {
+            store.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                store.unsent(&bob).unwrap(),
+                [(waiting, "still queued".to_owned())]
+            );
+            assert_eq!(
+                store.unshown(None).unwrap(),
+                [(carol, 100, "not shown yet".to_owned())]
+            );
+            assert_eq!(store.unshown(Some(&bob)).unwrap(), []);
+            // Each mark is the peer's first waiting row: everything below is settled.
+            assert_eq!(
+                marks(&store),
+                [
+                    first_waiting(
+                        &store,
+                        "SELECT seq FROM messages WHERE text = 'still queued'"
+                    ),
+                    first_waiting(
+                        &store,
+                        "SELECT seq FROM messages WHERE text = 'not shown yet'"
+                    ),
+                ]
+            );
+            drop(store);
+            store = Store::open(&dir).unwrap();
+        }
+        // Once nothing waits, the marks pass the end, and a new row is above them.
+        store.mark_delivered(&bob, waiting).unwrap();
+        store
+            .commit(&Writes {
+                shown: vec![(carol, 100)],
+                ..Writes::default()
+            })
+            .unwrap();
+        assert!(store.unsent(&bob).unwrap().is_empty());
+        assert!(store.unshown(None).unwrap().is_empty());
+        let end = first_waiting(&store, "SELECT max(seq) + 1 FROM messages");
+        assert_eq!(marks(&store), [end, end]);
+        let newest = store.queue_out(&bob, "newest").unwrap();
+        assert_eq!(store.unsent(&bob).unwrap(), [(newest, "newest".to_owned())]);
+        // Rows deleted by hand from the end while duet did not run: the mark past the end
+        // comes back to it when the history is opened, and the rows written after are found.
+        store.mark_delivered(&bob, newest).unwrap();
+        assert!(store.unsent(&bob).unwrap().is_empty());
+        store
+            .conn
+            .execute_batch("DELETE FROM messages WHERE seq > (SELECT max(seq) - 3 FROM messages)")
+            .unwrap();
+        drop(store);
+        let mut store = Store::open(&dir).unwrap();
+        let again = store.queue_out(&bob, "after a deletion").unwrap();
+        assert_eq!(
+            store.unsent(&bob).unwrap(),
+            [(again, "after a deletion".to_owned())]
+        );
+        // SQLite reads the messages by rowid from the mark on, never all of them; "SEARCH
+        // messages" alone is its one look at the largest rowid, for max(seq).
+        for sql in [SETTLE, UNSENT, UNSHOWN, BACK_TO_THE_END] {
+            let plan = plan(&store, sql);
+            let messages: Vec<&String> = plan
+                .iter()
+                .filter(|step| step.contains("messages") || step.contains(" m "))
+                .collect();
+            assert!(
+                messages
+                    .iter()
+                    .all(|s| s.contains("(rowid>?)") || *s == "SEARCH messages"),
+                "{sql}\n{plan:#?}"
+            );
+        }
+        for sql in [SETTLE, UNSENT, UNSHOWN] {
+            assert!(
+                plan(&store, sql).iter().any(|s| s.contains("(rowid>?)")),
+                "{sql}"
+            );
+        }
+        assert_eq!(store.integrity().unwrap(), "ok");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// A history as duet wrote it before `peers`: the peer's key in every row. `shown`
     /// says whether it had the `shown` column yet.
     fn old_history(dir: &Path, shown: bool) {
@@ -1047,6 +1242,78 @@ mod test {
             assert_eq!(store.history(None, None, 100).unwrap().len(), 5);
             std::fs::remove_dir_all(dir).unwrap();
         }
+    }
+
+    #[test]
+    fn a_history_with_peers_but_no_marks_gets_them_and_loses_the_queued_index() {
+        let dir = temp_dir("marks");
+        fs::create_dir_all(&dir).unwrap();
+        let (bob, carol) = (PeerKey([2; 32]), PeerKey([3; 32]));
+        // As the duet before marks wrote it: `peers` without `settled`, an index of queued
+        // rows, one message waiting each way among settled ones.
+        let conn = Connection::open(dir.join(STORE_FILE)).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE peers (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
+             CREATE TABLE messages (
+                 seq        INTEGER PRIMARY KEY,
+                 peer       INTEGER NOT NULL REFERENCES peers (id),
+                 direction  TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+                 uid        INTEGER NOT NULL,
+                 text       TEXT NOT NULL,
+                 state      TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'received')),
+                 created_ms INTEGER NOT NULL,
+                 updated_ms INTEGER NOT NULL,
+                 shown      INTEGER NOT NULL DEFAULT 1,
+                 UNIQUE (peer, direction, uid)
+             );
+             CREATE INDEX messages_queued ON messages (peer, seq) WHERE state = 'queued';",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO peers (key) VALUES (?1), (?2)",
+            params![bob.to_string(), carol.to_string()],
+        )
+        .unwrap();
+        let rows: [(i64, &str, i64, &str, &str, i64); 5] = [
+            (1, "out", 1, "delivered to bob", "delivered", 1),
+            (2, "in", 7, "shown from carol", "received", 1),
+            (1, "out", 2, "queued for bob", "queued", 1),
+            (2, "in", 8, "unshown from carol", "received", 0),
+            (1, "out", 3, "delivered to bob after", "delivered", 1),
+        ];
+        for (peer, way, uid, text, state, shown) in rows {
+            conn.execute(
+                "INSERT INTO messages
+                     (peer, direction, uid, text, state, created_ms, updated_ms, shown)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1000, 1000, ?6)",
+                params![peer, way, uid, text, state, shown],
+            )
+            .unwrap();
+        }
+        conn.close().unwrap();
+        let mut store = Store::open(&dir).unwrap();
+        let index: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'messages_queued'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 0);
+        assert_eq!(
+            store.unsent(&bob).unwrap(),
+            [(2, "queued for bob".to_owned())]
+        );
+        assert_eq!(
+            store.unshown(None).unwrap(),
+            [(carol, 8, "unshown from carol".to_owned())]
+        );
+        store.mark_delivered(&bob, 2).unwrap();
+        assert!(store.unsent(&bob).unwrap().is_empty());
+        assert_eq!(store.integrity().unwrap(), "ok");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
