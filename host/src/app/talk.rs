@@ -1228,13 +1228,18 @@ fn mine_of(sent: Option<&InFlight>) -> Mine {
     }
 }
 
-/// A short quote of a message for status lines.
+/// A short quote of a message for status lines: its first 40 characters, escaped.
 pub fn snippet(text: &str) -> String {
-    let mut s: String = text.chars().take(40).collect();
-    if s.len() < text.len() {
-        s.push('…');
+    // Cut at the 41st character's byte offset: one allocation, where collecting the
+    // characters one by one and escaping the copy took two and a few per cent of a
+    // chatting duet's CPU.
+    let cut = text.char_indices().nth(40).map_or(text.len(), |(at, _)| at);
+    let mut quote = String::with_capacity(cut + 3);
+    display::push_escaped(&mut quote, &text[..cut]);
+    if cut < text.len() {
+        quote.push('…');
     }
-    display::escaped(&s)
+    quote
 }
 
 /// When to look again at a hash that has run for `hashing`: at first every millisecond (a
@@ -1247,6 +1252,18 @@ fn hash_tick(hashing: Duration) -> Duration {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn a_snippet_is_the_first_forty_characters_escaped() {
+        assert_eq!(snippet("short"), "short");
+        assert_eq!(snippet(""), "");
+        let forty = "x".repeat(40);
+        assert_eq!(snippet(&forty), forty);
+        assert_eq!(snippet(&format!("{forty}y")), format!("{forty}…"));
+        let wide = "你".repeat(41);
+        assert_eq!(snippet(&wide), format!("{}…", "你".repeat(40)));
+        assert_eq!(snippet("a\nb\x1b"), "a\\nb\\u{1b}");
+    }
 
     #[test]
     fn a_hash_is_looked_at_soon_then_less_often() {

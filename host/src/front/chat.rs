@@ -15,7 +15,7 @@ use duet_core::time::{Duration, Instant};
 use super::ChatOptions;
 use super::input::{Input, InputPipe};
 use super::ui::Output;
-use super::{banner, counters, file_line, sender};
+use super::{SenderLabel, banner, counters, file_line};
 use crate::app::Error;
 use crate::app::contacts::Contacts;
 use crate::app::conversation::Conversation;
@@ -210,6 +210,7 @@ pub fn chat(args: ChatOptions, dir: &Path) -> Result<(), Error> {
         heard: false,
         interactive,
         looking: looking.map(|name| (name, None)),
+        label: SenderLabel::default(),
     };
     chat.set_outbox_peer(&mut talk, outbox_peer, &mut out);
     chat.run(&mut talk, &mut out, &mut input)
@@ -348,6 +349,8 @@ struct ChatState {
     interactive: bool,
     /// The peer looked for on the LAN and where it was last found.
     looking: Option<(String, Option<SocketAddr>)>,
+    /// Who received messages come from, as shown.
+    label: SenderLabel,
 }
 
 const HELP: &str = "commands: /peer NAME or NAME@HOST:PORT (talk to someone else), /file PATH (send a file), /nick NAME, /status, /quit, /help; \
@@ -429,11 +432,11 @@ impl ChatState {
             match happened {
                 Happened::Message { from, who, text, .. } => {
                     self.heard = true;
-                    out.line(&format!("{}: {text}", sender(who, from)));
+                    out.line_fmt(format_args!("{}: {text}", self.label.of(who, from)));
                 }
                 Happened::Delivered { id, quote, .. } => {
                     self.heard = true;
-                    out.line(&format!("* {id} delivered: {quote}"));
+                    out.line_fmt(format_args!("* {id} delivered: {quote}"));
                 }
                 Happened::NotDelivered { id, why, quote, kept, .. } => {
                     if kept {

@@ -8,7 +8,7 @@ use duet_core::time::{Duration, Instant};
 
 use super::ListenOptions;
 use super::ui::Output;
-use super::{banner, counters, file_line, sender};
+use super::{SenderLabel, banner, counters, file_line};
 use crate::app::Error;
 use crate::app::contacts::Contacts;
 use crate::app::conversation::Conversation;
@@ -56,6 +56,7 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
         talk.show_unshown(None, |k| contacts.peers.by_key(k).map(|p| p.name.clone()))?;
     }
     let mut received = 0u64;
+    let mut label = SenderLabel::default();
     let mut linger_since: Option<(Instant, u32)> = None;
     let mut linger_start = None;
     loop {
@@ -67,7 +68,7 @@ pub fn listen(args: ListenOptions, dir: &Path) -> Result<(), Error> {
                 // is a retransmission and does not come out again.
                 Happened::Message { from, who, text, .. } => {
                     received += 1;
-                    out.line(&format!("{}: {text}", sender(who, from)));
+                    out.line_fmt(format_args!("{}: {text}", label.of(who, from)));
                 }
                 Happened::Oversized { from } => out.line(&format!(
                     "* dropped a datagram of more than {MAX_DATAGRAM} bytes from {from} (duet reads at most {MAX_DATAGRAM})"

@@ -200,6 +200,30 @@ pub(crate) fn sender(who: Option<String>, from: Option<SocketAddr>) -> String {
     }
 }
 
+/// [`sender`], made again only when it changes: a burst of messages comes from one sender,
+/// and formatting its address for each of them was a few per cent of a receiver's CPU.
+#[derive(Default)]
+pub(crate) struct SenderLabel {
+    /// The sender the label is of, once there is one.
+    of: Option<(Option<String>, Option<SocketAddr>)>,
+    label: String,
+}
+
+impl SenderLabel {
+    /// The label of `who` at `from`.
+    pub(crate) fn of(&mut self, who: Option<String>, from: Option<SocketAddr>) -> &str {
+        let same = self
+            .of
+            .as_ref()
+            .is_some_and(|(w, f)| *w == who && *f == from);
+        if !same {
+            self.label = sender(who.clone(), from);
+            self.of = Some((who, from));
+        }
+        &self.label
+    }
+}
+
 /// The one line a file event shows as, for the chat, `listen` and `send`: `from` is the
 /// peer's address, `None` for events that are not about a file.
 pub(crate) fn file_line(happened: &Happened, from: Option<SocketAddr>) -> Option<String> {
