@@ -33,8 +33,9 @@
 //! `DUET_BENCH_FILE_MIB` (default 64; 0 skips the file), `DUET_BENCH_DUET` (a `duet` binary
 //! to time instead of building the release one: to compare two builds).
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{Read, Write as _};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -385,30 +386,52 @@ struct Exit {
 struct Running {
     child: Child,
     stdin: Option<ChildStdin>,
-    lines: Receiver<Stamped>,
+    lines: Receiver<Vec<Stamped>>,
+    /// Lines received and not read yet.
+    unread: VecDeque<Stamped>,
     /// The last lines read, for error messages.
-    recent: Vec<String>,
+    recent: VecDeque<String>,
     name: String,
 }
 
-/// Send each line of `from`, stamped as it is read, until it ends.
-fn forward_lines(from: impl std::io::Read, prefix: &str, to: &Sender<Stamped>) {
-    let mut reader = BufReader::new(from);
-    let mut buf = Vec::new();
+/// Send the complete lines of each read of `from`, stamped with the time of that read, until
+/// it ends. A batch per read, not a message per line: the bench shares the machine's two
+/// CPUs with the processes it measures, and a wake-up of the reading thread for each of
+/// 20,000 lines took CPU from them.
+fn forward_lines(mut from: impl Read, prefix: &str, to: &Sender<Vec<Stamped>>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut partial: Vec<u8> = Vec::new();
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let at = Instant::now();
-                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    buf.pop();
-                }
-                let line = format!("{prefix}{}", String::from_utf8_lossy(&buf));
-                if to.send((at, line)).is_err() {
-                    return;
-                }
-            }
+        let n = match from.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        let at = Instant::now();
+        let ended = n == 0;
+        partial.extend_from_slice(&buf[..n]);
+        let complete = if ended {
+            partial.len()
+        } else {
+            partial
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)
+        };
+        let mut batch = Vec::new();
+        let mut rest = &partial[..complete];
+        while !rest.is_empty() {
+            let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            batch.push((at, format!("{prefix}{}", String::from_utf8_lossy(line))));
+            rest = next;
+        }
+        partial.drain(..complete);
+        if (!batch.is_empty() && to.send(batch).is_err()) || ended {
+            return;
         }
     }
 }
@@ -449,7 +472,8 @@ impl Running {
             stdin: child.stdin.take(),
             child,
             lines,
-            recent: Vec::new(),
+            unread: VecDeque::new(),
+            recent: VecDeque::new(),
             name,
         })
     }
@@ -458,7 +482,18 @@ impl Running {
         format!(
             "{}: {what}; its last output:\n{}",
             self.name,
-            self.recent.join("\n")
+            self.recent
+                .iter()
+                .map(|line| {
+                    // A message of `send` is a few kilobytes: the start says enough.
+                    let mut shown: String = line.chars().take(SHOWN_CHARS).collect();
+                    if shown.len() < line.len() {
+                        shown.push('…');
+                    }
+                    shown
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     }
 
@@ -470,23 +505,25 @@ impl Running {
 
     /// The next output line, or an error at `deadline` or when the output ended.
     fn next_line(&mut self, deadline: Instant) -> Res<Stamped> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.lines.recv_timeout(left) {
-            Ok((at, line)) => {
-                if self.recent.len() == SHOWN_ON_FAILURE {
-                    self.recent.remove(0);
+        if self.unread.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(batch) => self.unread.extend(batch),
+                Err(RecvTimeoutError::Timeout) => return Err(self.failure("no output in time")),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(self.failure("its output ended"));
                 }
-                // A message of `send` is a few kilobytes: the start says enough.
-                let mut shown: String = line.chars().take(SHOWN_CHARS).collect();
-                if shown.len() < line.len() {
-                    shown.push('…');
-                }
-                self.recent.push(shown);
-                Ok((at, line))
             }
-            Err(RecvTimeoutError::Timeout) => Err(self.failure("no output in time")),
-            Err(RecvTimeoutError::Disconnected) => Err(self.failure("its output ended")),
         }
+        let (at, line) = self
+            .unread
+            .pop_front()
+            .ok_or_else(|| self.failure("an empty batch of output"))?;
+        if self.recent.len() == SHOWN_ON_FAILURE {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(line.clone());
+        Ok((at, line))
     }
 
     /// Read lines until one contains `needle`.
