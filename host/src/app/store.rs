@@ -12,6 +12,10 @@
 //! - An incoming message is stored *before* it is shown (and before the session is asked
 //!   for the next event, which is what lets it be acknowledged). A message whose
 //!   (peer, id) is already stored is a retransmission across a restart: not shown again.
+//! - What waits (messages queued, and messages received but not shown) is found from a
+//!   mark per peer (`peers.settled`) below which every message is settled: the look-ups at
+//!   the start of a conversation read only the newest rows, and sending a message writes no
+//!   index entry for the outbox.
 //! - A file received or sent ([`super::files`]) is one row in `files` (its SHA-256, name,
 //!   size and where it is) and one line in the history (`file NAME (SIZE bytes) saved to
 //!   PATH`), written in the turn's transaction before the file's last chunk is acknowledged.
