@@ -758,7 +758,22 @@ struct Features {
     heard: bool,
     /// Ours are owed to it: it is new, or it asked.
     owed: bool,
+    /// Its FEATURES said HEARD: it has ours.
+    confirmed: bool,
+    /// How many FEATURES we sent it.
+    told: u8,
+    /// Whether the last one we sent said HEARD.
+    told_heard: bool,
+    /// When ours go again if it has not confirmed them (a lost FEATURES would otherwise
+    /// leave the pair without bundles until one side restarts).
+    again_at: Option<Instant>,
 }
+
+/// How many times a session sends its FEATURES to a peer epoch that does not confirm them:
+/// the first and three more, one, two and four retransmission timeouts apart. A peer that
+/// never answers (an older duet, the board) gets no more than these.
+#[cfg(feature = "bundle")]
+const FEATURES_TELLS: u8 = 4;
 
 /// How many earlier epochs of the peer a session remembers.
 const RETIRED_EPOCHS: usize = 4;
@@ -1177,10 +1192,16 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             Body::Close => self.peer_up = false,
             #[cfg(feature = "bundle")]
             Body::Features(bits) => {
-                self.features.peer = bits & !features::HEARD;
-                self.features.heard = true;
+                let f = &mut self.features;
+                f.peer = bits & !features::HEARD;
+                f.heard = true;
+                if bits & features::HEARD != 0 {
+                    f.confirmed = true;
+                    f.again_at = None;
+                }
                 // It has not heard ours: its first FEATURES crossed ours, or ours was lost.
-                self.features.owed |= bits & features::HEARD == 0;
+                // Or it has, but ours did not say we heard its: it waits for that word.
+                f.owed |= bits & features::HEARD == 0 || (f.told > 0 && !f.told_heard);
             }
         }
         self.inbound.deliver();
@@ -1387,6 +1408,10 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             if self.features.owed {
                 at(Instant::ZERO);
             }
+            #[cfg(feature = "bundle")]
+            if let Some(again) = self.features.again_at {
+                at(again);
+            }
             let window_end = self.base().saturating_add(WINDOW as u32);
             for p in self.outbox.iter().filter(|p| !p.done) {
                 match p.first_sent {
@@ -1424,7 +1449,7 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
             self.close_pending = false;
             self.closed = true;
             Body::Close
-        } else if let Some(body) = self.features_due() {
+        } else if let Some(body) = self.features_due(now) {
             body
         } else if let Some((part, at)) = next_part_due(&mut self.outbox, now, base) {
             let bytes = self.outbox_text.get(at, usize::from(part.len));
@@ -1592,19 +1617,32 @@ impl<const OUT: usize, const IN: usize> Session<OUT, IN> {
         released
     }
 
-    /// Our FEATURES, if owed (once per peer epoch, and again if it asks): it carries the
+    /// Our FEATURES, if owed (once per peer epoch, again if it asks, and again while it
+    /// does not confirm them, up to [`FEATURES_TELLS`] times): it carries the
     /// acknowledgement too.
-    fn features_due(&mut self) -> Option<Body<'static>> {
+    fn features_due(&mut self, now: Instant) -> Option<Body<'static>> {
         #[cfg(feature = "bundle")]
-        if self.features.owed {
-            self.features.owed = false;
-            let heard = if self.features.heard {
-                features::HEARD
-            } else {
-                0
-            };
-            return Some(Body::Features(features::BUNDLE | heard));
+        {
+            let rto = self.rto;
+            let f = &mut self.features;
+            if f.again_at.is_some_and(|t| now >= t) {
+                f.again_at = None;
+                f.owed |= !f.confirmed;
+            }
+            if f.owed {
+                f.owed = false;
+                f.told = f.told.saturating_add(1);
+                f.told_heard = f.heard;
+                if !f.confirmed && f.told < FEATURES_TELLS {
+                    let backoff = 1u32 << (f.told - 1).min(8);
+                    f.again_at = Some(now + rto.saturating_mul(backoff.into()));
+                }
+                let heard = if f.heard { features::HEARD } else { 0 };
+                return Some(Body::Features(features::BUNDLE | heard));
+            }
         }
+        #[cfg(not(feature = "bundle"))]
+        let _ = now;
         None
     }
 
@@ -2084,37 +2122,165 @@ mod tests {
         );
     }
 
+    /// The kinds of the frames `from` sends at `now`, each handed to `to` unless `drop`
+    /// says so (by its index among them).
+    #[cfg(feature = "bundle")]
+    fn kinds_between(
+        from: &mut Session,
+        to: &mut Session,
+        now: Instant,
+        drop: &dyn Fn(usize) -> bool,
+    ) -> Vec<u8> {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut kinds = Vec::new();
+        while let Some(t) = from.poll_transmit(now, &mut buf) {
+            if !drop(kinds.len()) {
+                to.handle_datagram(now, peer(), &buf[..t.len]);
+            }
+            kinds.push(buf[3]);
+        }
+        kinds
+    }
+
     #[cfg(feature = "bundle")]
     #[test]
-    fn features_are_told_once_per_peer_epoch_and_answered_once() {
+    fn features_are_told_per_peer_epoch_and_each_side_hears_that_the_other_has_them() {
+        use crate::wire::frame::kind;
         let now = Instant::from_millis(10);
         let mut alice = Session::new(now, Config::default(), 7, Some(peer()));
         let mut bob = Session::new(now, Config::default(), 8, Some(peer()));
-        let mut buf = [0u8; MAX_DATAGRAM];
-        let kinds = |from: &mut Session, to: &mut Session, buf: &mut [u8; MAX_DATAGRAM]| {
-            let mut kinds = Vec::new();
-            while let Some(t) = from.poll_transmit(now, buf) {
-                kinds.push(buf[3]);
-                to.handle_datagram(now, peer(), &buf[..t.len]);
-            }
-            kinds
-        };
-        use crate::wire::frame::kind;
-        // Alice's PING (her first frame) tells Bob her epoch; he answers with FEATURES,
-        // which she answers once (HEARD set), and then neither says it again.
-        assert_eq!(kinds(&mut alice, &mut bob, &mut buf), [kind::PING]);
-        assert_eq!(kinds(&mut bob, &mut alice, &mut buf), [kind::FEATURES]);
-        assert_eq!(kinds(&mut alice, &mut bob, &mut buf), [kind::FEATURES]);
-        assert_eq!(kinds(&mut bob, &mut alice, &mut buf), []);
-        assert_eq!(kinds(&mut alice, &mut bob, &mut buf), []);
+        let all = &|_| false;
+        // Alice's PING (her first frame) tells Bob her epoch; he tells her his FEATURES,
+        // she answers with hers (HEARD), he says he heard them (HEARD), and then neither
+        // says it again, however long they talk.
+        assert_eq!(kinds_between(&mut alice, &mut bob, now, all), [kind::PING]);
+        assert_eq!(
+            kinds_between(&mut bob, &mut alice, now, all),
+            [kind::FEATURES]
+        );
+        assert_eq!(
+            kinds_between(&mut alice, &mut bob, now, all),
+            [kind::FEATURES]
+        );
+        assert_eq!(
+            kinds_between(&mut bob, &mut alice, now, all),
+            [kind::FEATURES]
+        );
+        assert_eq!(kinds_between(&mut alice, &mut bob, now, all), []);
         assert!(alice.peer_takes_bundles() && bob.peer_takes_bundles());
+        assert_eq!(alice.poll_timeout(), bob.poll_timeout());
+        let later = now + Duration::from_secs(20);
+        alice.handle_timeout(later);
+        bob.handle_timeout(later);
+        let features = |k: &Vec<u8>| k.iter().filter(|&&k| k == kind::FEATURES).count();
+        assert_eq!(
+            features(&kinds_between(&mut alice, &mut bob, later, all)),
+            0
+        );
+        assert_eq!(
+            features(&kinds_between(&mut bob, &mut alice, later, all)),
+            0
+        );
         // Bob restarts: a new epoch, whose features Alice learns anew.
         let mut bob = Session::new(now, Config::default(), 9, Some(peer()));
-        assert_eq!(kinds(&mut bob, &mut alice, &mut buf), [kind::PING]);
+        assert_eq!(kinds_between(&mut bob, &mut alice, now, all), [kind::PING]);
         assert!(!alice.peer_takes_bundles());
-        assert_eq!(kinds(&mut alice, &mut bob, &mut buf), [kind::FEATURES]);
-        assert_eq!(kinds(&mut bob, &mut alice, &mut buf), [kind::FEATURES]);
-        assert_eq!(kinds(&mut alice, &mut bob, &mut buf), []);
+        assert_eq!(
+            kinds_between(&mut alice, &mut bob, now, all),
+            [kind::FEATURES]
+        );
+        assert_eq!(
+            kinds_between(&mut bob, &mut alice, now, all),
+            [kind::FEATURES]
+        );
+        assert_eq!(
+            kinds_between(&mut alice, &mut bob, now, all),
+            [kind::FEATURES]
+        );
+        assert_eq!(kinds_between(&mut bob, &mut alice, now, all), []);
         assert!(alice.peer_takes_bundles() && bob.peer_takes_bundles());
+    }
+
+    /// Every way the first FEATURES frames of a pair can be lost: the pair still ends with
+    /// each side knowing the other takes bundles, by the retransmission timeouts.
+    #[cfg(feature = "bundle")]
+    #[test]
+    fn lost_features_are_told_again_until_heard() {
+        // Which of the first frames (in the order they go, both ways) are lost.
+        for lost in 0u32..1 << 6 {
+            let start = Instant::from_millis(10);
+            let mut alice = Session::new(start, Config::default(), 7, Some(peer()));
+            let mut bob = Session::new(start, Config::default(), 8, Some(peer()));
+            let mut n = 0usize;
+            let mut now = start;
+            for _ in 0..40 {
+                for turn in 0..2 {
+                    let (from, to) = if turn == 0 {
+                        (&mut alice, &mut bob)
+                    } else {
+                        (&mut bob, &mut alice)
+                    };
+                    let mut buf = [0u8; MAX_DATAGRAM];
+                    while let Some(t) = from.poll_transmit(now, &mut buf) {
+                        if n >= 6 || lost & (1 << n) == 0 {
+                            to.handle_datagram(now, peer(), &buf[..t.len]);
+                        }
+                        n += 1;
+                    }
+                }
+                let next = [alice.poll_timeout(), bob.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(now);
+                now = next.max(now + Duration::from_millis(1));
+                alice.handle_timeout(now);
+                bob.handle_timeout(now);
+                if alice.peer_takes_bundles() && bob.peer_takes_bundles() && now > start {
+                    break;
+                }
+            }
+            assert!(
+                alice.peer_takes_bundles() && bob.peer_takes_bundles(),
+                "lost {lost:06b}: alice {}, bob {}",
+                alice.peer_takes_bundles(),
+                bob.peer_takes_bundles()
+            );
+            // The retries come 1, 2 and 4 s (the initial RTO, doubled) after a FEATURES,
+            // and lost PINGs delay the first: 12 s at most, found over all 64 patterns.
+            assert!(
+                now < start + Duration::from_secs(16),
+                "lost {lost:06b}: {:?}",
+                now - start
+            );
+        }
+    }
+
+    /// A peer that never answers FEATURES (an older duet, the board) gets them at most
+    /// FEATURES_TELLS times.
+    #[cfg(feature = "bundle")]
+    #[test]
+    fn a_peer_that_never_answers_gets_features_a_few_times_only() {
+        use crate::wire::frame::kind;
+        let start = Instant::from_millis(10);
+        let mut alice = Session::new(start, Config::default(), 7, Some(peer()));
+        let mut bob = Session::new(start, Config::default(), 8, Some(peer()));
+        // Bob's PING tells Alice his epoch; nothing of Alice's reaches him after that.
+        kinds_between(&mut bob, &mut alice, start, &|_| false);
+        let mut told = 0;
+        let mut now = start;
+        for _ in 0..200 {
+            told += kinds_between(&mut alice, &mut bob, now, &|_| true)
+                .iter()
+                .filter(|&&k| k == kind::FEATURES)
+                .count();
+            now = alice.poll_timeout().map_or(now, |t| t.max(now)) + Duration::from_millis(1);
+            alice.handle_timeout(now);
+            if now > start + Duration::from_secs(60) {
+                break;
+            }
+        }
+        assert_eq!(told, usize::from(FEATURES_TELLS));
+        assert!(!alice.peer_takes_bundles());
     }
 }
