@@ -2142,62 +2142,56 @@ mod tests {
         kinds
     }
 
+    /// Frames between `alice` and `bob` at `now`, in turns: each step says who sends
+    /// (true: Alice) and the kinds of the frames expected.
+    #[cfg(feature = "bundle")]
+    fn expect_turns(alice: &mut Session, bob: &mut Session, now: Instant, steps: &[(bool, &[u8])]) {
+        for (i, (from_alice, kinds)) in steps.iter().enumerate() {
+            let sent = if *from_alice {
+                kinds_between(alice, bob, now, &|_| false)
+            } else {
+                kinds_between(bob, alice, now, &|_| false)
+            };
+            assert_eq!(sent, *kinds, "step {i}");
+        }
+    }
+
     #[cfg(feature = "bundle")]
     #[test]
     fn features_are_told_per_peer_epoch_and_each_side_hears_that_the_other_has_them() {
-        use crate::wire::frame::kind;
+        use crate::wire::frame::kind::{FEATURES, PING};
+        let (alice_first, bob_first) = (true, false);
         let now = Instant::from_millis(10);
         let mut alice = Session::new(now, Config::default(), 7, Some(peer()));
         let mut bob = Session::new(now, Config::default(), 8, Some(peer()));
-        let all = &|_| false;
         // Alice's PING (her first frame) tells Bob her epoch; he tells her his FEATURES,
         // she answers with hers (HEARD), he says he heard them (HEARD), and then neither
         // says it again, however long they talk.
-        assert_eq!(kinds_between(&mut alice, &mut bob, now, all), [kind::PING]);
-        assert_eq!(
-            kinds_between(&mut bob, &mut alice, now, all),
-            [kind::FEATURES]
-        );
-        assert_eq!(
-            kinds_between(&mut alice, &mut bob, now, all),
-            [kind::FEATURES]
-        );
-        assert_eq!(
-            kinds_between(&mut bob, &mut alice, now, all),
-            [kind::FEATURES]
-        );
-        assert_eq!(kinds_between(&mut alice, &mut bob, now, all), []);
+        let exchange: [(bool, &[u8]); 5] = [
+            (alice_first, &[PING]),
+            (bob_first, &[FEATURES]),
+            (alice_first, &[FEATURES]),
+            (bob_first, &[FEATURES]),
+            (alice_first, &[]),
+        ];
+        expect_turns(&mut alice, &mut bob, now, &exchange);
         assert!(alice.peer_takes_bundles() && bob.peer_takes_bundles());
-        assert_eq!(alice.poll_timeout(), bob.poll_timeout());
         let later = now + Duration::from_secs(20);
         alice.handle_timeout(later);
         bob.handle_timeout(later);
-        let features = |k: &Vec<u8>| k.iter().filter(|&&k| k == kind::FEATURES).count();
-        assert_eq!(
-            features(&kinds_between(&mut alice, &mut bob, later, all)),
-            0
-        );
-        assert_eq!(
-            features(&kinds_between(&mut bob, &mut alice, later, all)),
-            0
-        );
-        // Bob restarts: a new epoch, whose features Alice learns anew.
+        for sent in [
+            kinds_between(&mut alice, &mut bob, later, &|_| false),
+            kinds_between(&mut bob, &mut alice, later, &|_| false),
+        ] {
+            assert!(!sent.contains(&FEATURES), "{sent:?}");
+        }
+        // Bob restarts: a new epoch, whose features Alice learns anew; this time Bob's
+        // PING comes first.
         let mut bob = Session::new(now, Config::default(), 9, Some(peer()));
-        assert_eq!(kinds_between(&mut bob, &mut alice, now, all), [kind::PING]);
+        let swapped = exchange.map(|(alice_sends, kinds)| (!alice_sends, kinds));
+        expect_turns(&mut alice, &mut bob, now, &swapped[..1]);
         assert!(!alice.peer_takes_bundles());
-        assert_eq!(
-            kinds_between(&mut alice, &mut bob, now, all),
-            [kind::FEATURES]
-        );
-        assert_eq!(
-            kinds_between(&mut bob, &mut alice, now, all),
-            [kind::FEATURES]
-        );
-        assert_eq!(
-            kinds_between(&mut alice, &mut bob, now, all),
-            [kind::FEATURES]
-        );
-        assert_eq!(kinds_between(&mut bob, &mut alice, now, all), []);
+        expect_turns(&mut alice, &mut bob, now, &swapped[1..]);
         assert!(alice.peer_takes_bundles() && bob.peer_takes_bundles());
     }
 
