@@ -13,9 +13,10 @@
 //!   for the next event, which is what lets it be acknowledged). A message whose
 //!   (peer, id) is already stored is a retransmission across a restart: not shown again.
 //! - What waits (messages queued, and messages received but not shown) is found from a
-//!   mark per peer (`peers.settled`) below which every message is settled: the look-ups at
-//!   the start of a conversation read only the newest rows, and sending a message writes no
-//!   index entry for the outbox.
+//!   mark per peer and direction (`peers.sent_settled`, `received_settled`) below which
+//!   every message is settled (delivered, shown): the look-ups at the start of a
+//!   conversation read only the newest rows, and sending a message writes no index entry
+//!   for the outbox.
 //! - A file received or sent ([`super::files`]) is one row in `files` (its SHA-256, name,
 //!   size and where it is) and one line in the history (`file NAME (SIZE bytes) saved to
 //!   PATH`), written in the turn's transaction before the file's last chunk is acknowledged.
@@ -48,10 +49,12 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS peers (
     id         INTEGER PRIMARY KEY,
     key        TEXT NOT NULL UNIQUE,
-    -- Every message of this peer whose seq is below this one is settled: sent and
-    -- delivered, or received and shown. Only those from here on can be waiting, so the
-    -- outbox and the unshown are found by a scan of the newest rows (see `settle`).
-    settled    INTEGER NOT NULL DEFAULT 0
+    -- Every message sent to this peer whose seq is below `sent_settled` is delivered,
+    -- and every one received from it below `received_settled` is shown. Only those from
+    -- there on can be waiting, so the outbox and the unshown are found by a scan of the
+    -- newest rows (see SETTLE in the source).
+    sent_settled     INTEGER NOT NULL DEFAULT 0,
+    received_settled INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS messages (
     seq        INTEGER PRIMARY KEY,
@@ -65,7 +68,8 @@ CREATE TABLE IF NOT EXISTS messages (
     shown      INTEGER NOT NULL DEFAULT 1,
     UNIQUE (peer, direction, uid)
 );
--- No index but the unique one: the outbox and the unshown are found from `peers.settled`.
+-- No index but the unique one: the outbox and the unshown are found from the marks in
+-- `peers`.
 -- An index of queued rows (kept by earlier duets) cost every message sent an index entry
 -- written and another removed: a sixth of a chatting duet's CPU.
 DROP INDEX IF EXISTS messages_by_peer;
@@ -95,39 +99,58 @@ CREATE TABLE IF NOT EXISTS plain (
 /// leaves it unshown, and the next run shows it).
 const ADD_SHOWN: &str = "ALTER TABLE messages ADD COLUMN shown INTEGER NOT NULL DEFAULT 1;";
 
-/// Added to `peers` for files made before it (the schema has it now): the peer's first
-/// message that may be unsettled. 0, the start, until [`SETTLE`] moves it on.
-const ADD_SETTLED: &str = "ALTER TABLE peers ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;";
+/// Added to `peers` for files made before them (the schema has them now): where the
+/// peer's messages that may still wait begin, each way. 0, the start, until [`SETTLE`]
+/// moves them on.
+const ADD_SENT_SETTLED: &str =
+    "ALTER TABLE peers ADD COLUMN sent_settled INTEGER NOT NULL DEFAULT 0;";
+/// See [`ADD_SENT_SETTLED`].
+const ADD_RECEIVED_SETTLED: &str =
+    "ALTER TABLE peers ADD COLUMN received_settled INTEGER NOT NULL DEFAULT 0;";
 
-/// Move each peer's `settled` up to its first message still queued (sent) or unshown
-/// (received), or past the last message if none is. Rows only ever become settled (queued
-/// to delivered, unshown to shown) and a new row's seq is above every other (nothing is
-/// deleted; should rows have been deleted by hand, [`BACK_TO_THE_END`] runs when the
-/// history is opened), so what lies below stays settled. The scan starts at the old mark:
-/// it reads only the rows written since, by rowid (`+m.peer` keeps SQLite off the index by
-/// peer, which would read every message of the peer).
+/// Move each peer's marks up to its first message still queued (`sent_settled`) and its
+/// first received message not shown (`received_settled`), or past the last message if
+/// none is. Rows only ever become settled (queued to delivered, unshown to shown) and a new
+/// row's seq is above every other (nothing is deleted; should rows have been deleted by
+/// hand, [`BACK_TO_THE_END`] runs when the history is opened), so what lies below stays
+/// settled. Each scan starts at the old mark: it reads only the rows written since, by
+/// rowid (`+m.peer` keeps SQLite off the index by peer, which would read every message of
+/// the peer), and stops at the first waiting row. A mark each way: a message queued for a
+/// peer that never comes back holds back only the look-ups of that peer's outbox.
 const SETTLE: &str = "
-UPDATE peers SET settled = (
-    SELECT coalesce(min(m.seq), (SELECT coalesce(max(seq), 0) + 1 FROM messages))
-    FROM messages m
-    WHERE m.seq >= peers.settled AND +m.peer = peers.id
-      AND ((m.direction = 'out' AND m.state = 'queued') OR (m.direction = 'in' AND m.shown = 0))
-);";
+UPDATE peers SET
+    sent_settled = (
+        SELECT coalesce(min(m.seq), (SELECT coalesce(max(seq), 0) + 1 FROM messages))
+        FROM messages m
+        WHERE m.seq >= peers.sent_settled AND +m.peer = peers.id
+          AND m.direction = 'out' AND m.state = 'queued'
+    ),
+    received_settled = (
+        SELECT coalesce(min(m.seq), (SELECT coalesce(max(seq), 0) + 1 FROM messages))
+        FROM messages m
+        WHERE m.seq >= peers.received_settled AND +m.peer = peers.id
+          AND m.direction = 'in' AND m.shown = 0
+    );";
 
 /// Whether a mark is past the end of `messages`: rows were deleted (duet never does), and
 /// the next rows written would get seqs below the mark. See [`BACK_TO_THE_END`].
 const PAST_THE_END: &str = "
-SELECT EXISTS (SELECT 1 FROM peers WHERE settled > (SELECT coalesce(max(seq), 0) + 1 FROM messages))";
+SELECT EXISTS (
+    SELECT 1 FROM peers
+    WHERE max(sent_settled, received_settled) > (SELECT coalesce(max(seq), 0) + 1 FROM messages)
+)";
 
 /// Bring every mark past the end back to it, before anything new is written.
 const BACK_TO_THE_END: &str = "
-UPDATE peers SET settled = (SELECT coalesce(max(seq), 0) + 1 FROM messages)
-WHERE settled > (SELECT coalesce(max(seq), 0) + 1 FROM messages)";
+UPDATE peers SET
+    sent_settled = min(sent_settled, (SELECT coalesce(max(seq), 0) + 1 FROM messages)),
+    received_settled = min(received_settled, (SELECT coalesce(max(seq), 0) + 1 FROM messages))
+WHERE max(sent_settled, received_settled) > (SELECT coalesce(max(seq), 0) + 1 FROM messages)";
 
 /// The outbox of peer `?1`, oldest first: the newest rows, from its mark on.
 const UNSENT: &str = "
 SELECT uid, text FROM messages
-WHERE seq >= (SELECT settled FROM peers WHERE key = ?1)
+WHERE seq >= (SELECT sent_settled FROM peers WHERE key = ?1)
   AND +peer = (SELECT id FROM peers WHERE key = ?1)
   AND direction = 'out' AND state = 'queued'
 ORDER BY seq";
@@ -137,7 +160,8 @@ ORDER BY seq";
 /// rowid, and each row's peer by its id).
 const UNSHOWN: &str = "
 SELECT p.key, m.uid, m.text FROM messages m CROSS JOIN peers p
-WHERE m.seq >= (SELECT min(settled) FROM peers) AND p.id = m.peer AND m.seq >= p.settled
+WHERE m.seq >= (SELECT min(received_settled) FROM peers) AND p.id = m.peer
+  AND m.seq >= p.received_settled
   AND m.direction = 'in' AND m.shown = 0 AND (?1 IS NULL OR p.key = ?1)
 ORDER BY m.seq";
 
@@ -634,7 +658,8 @@ impl Store {
             .map_err(fail)?;
         conn.execute_batch(SCHEMA).map_err(fail)?;
         add_column(&conn, "messages", "shown", ADD_SHOWN).map_err(fail)?;
-        add_column(&conn, "peers", "settled", ADD_SETTLED).map_err(fail)?;
+        add_column(&conn, "peers", "sent_settled", ADD_SENT_SETTLED).map_err(fail)?;
+        add_column(&conn, "peers", "received_settled", ADD_RECEIVED_SETTLED).map_err(fail)?;
         migrate_peers(&conn).map_err(fail)?;
         // A look first, so that opening a history to read it writes nothing.
         if conn
@@ -1129,12 +1154,13 @@ mod test {
         assert!(store.receive(&carol, 100, "not shown yet").unwrap());
         let later = store.queue_out(&bob, "delivered later").unwrap();
         store.mark_delivered(&bob, later).unwrap();
-        let marks = |store: &Store| -> Vec<i64> {
+        // Each peer's (sent_settled, received_settled): Bob's first, then Carol's.
+        let marks = |store: &Store| -> Vec<(i64, i64)> {
             let mut stmt = store
                 .conn
-                .prepare("SELECT settled FROM peers ORDER BY key")
+                .prepare("SELECT sent_settled, received_settled FROM peers ORDER BY key")
                 .unwrap();
-            stmt.query_map([], |r| r.get(0))
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap()
@@ -1152,23 +1178,37 @@ mod test {
                 [(carol, 100, "not shown yet".to_owned())]
             );
             assert_eq!(store.unshown(Some(&bob)).unwrap(), []);
-            // Each mark is the peer's first waiting row: everything below is settled.
+            // Each mark is the peer's first waiting row that way, or the end: everything
+            // below is settled.
+            let queued = "SELECT seq FROM messages WHERE text = 'still queued'";
+            let unshown = "SELECT seq FROM messages WHERE text = 'not shown yet'";
+            let end = first_waiting(&store, "SELECT max(seq) + 1 FROM messages");
             assert_eq!(
                 marks(&store),
                 [
-                    first_waiting(
-                        &store,
-                        "SELECT seq FROM messages WHERE text = 'still queued'"
-                    ),
-                    first_waiting(
-                        &store,
-                        "SELECT seq FROM messages WHERE text = 'not shown yet'"
-                    ),
+                    (first_waiting(&store, queued), end),
+                    (end, first_waiting(&store, unshown))
                 ]
             );
             drop(store);
             store = Store::open(&dir).unwrap();
         }
+        // Carol's message shown: the received marks pass the end, while the message still
+        // queued for Bob holds back his sent mark only (the look-up of the unshown starts
+        // at the end, not at Bob's old message).
+        store
+            .commit(&Writes {
+                shown: vec![(carol, 100)],
+                ..Writes::default()
+            })
+            .unwrap();
+        assert!(store.unshown(None).unwrap().is_empty());
+        let end = first_waiting(&store, "SELECT max(seq) + 1 FROM messages");
+        let queued = first_waiting(
+            &store,
+            "SELECT seq FROM messages WHERE text = 'still queued'",
+        );
+        assert_eq!(marks(&store), [(queued, end), (end, end)]);
         // A mark that cannot move (another writer holds the history) stays behind, and the
         // look-ups are still right.
         let before = marks(&store);
@@ -1186,16 +1226,10 @@ mod test {
             .unwrap();
         // Once nothing waits, the marks pass the end, and a new row is above them.
         store.mark_delivered(&bob, waiting).unwrap();
-        store
-            .commit(&Writes {
-                shown: vec![(carol, 100)],
-                ..Writes::default()
-            })
-            .unwrap();
         assert!(store.unsent(&bob).unwrap().is_empty());
         assert!(store.unshown(None).unwrap().is_empty());
         let end = first_waiting(&store, "SELECT max(seq) + 1 FROM messages");
-        assert_eq!(marks(&store), [end, end]);
+        assert_eq!(marks(&store), [(end, end), (end, end)]);
         let newest = store.queue_out(&bob, "newest").unwrap();
         assert_eq!(store.unsent(&bob).unwrap(), [(newest, "newest".to_owned())]);
         // Rows deleted by hand from the end while duet did not run: the mark past the end
