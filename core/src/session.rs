@@ -1762,7 +1762,7 @@ mod tests {
         let frame = Frame::new_checked(&buf[..transmit.len]).expect("a whole frame");
         let repr = Repr::parse(&frame).expect("a valid frame");
         let body = match repr.body {
-            // The FEATURES a new peer epoch gets once carries the acknowledgement an ACK would.
+            // A FEATURES carries the acknowledgement an ACK would.
             Body::Ack => Body::Ack,
             #[cfg(feature = "bundle")]
             Body::Features(_) => Body::Ack,
