@@ -189,6 +189,16 @@ impl Net {
         }
         panic!("seed {}: simulation did not settle", self.seed);
     }
+
+    /// A sends `text("a", i)` for each `i` of `lines`, every one taken at once.
+    fn a_sends(&mut self, lines: std::ops::RangeInclusive<usize>) {
+        for i in lines {
+            self.nodes[0]
+                .secure
+                .send_text(self.now, &text("a", i))
+                .expect("room");
+        }
+    }
 }
 
 fn addr(n: u8) -> SocketAddr {
@@ -355,12 +365,7 @@ fn sealed_peers_learn_each_others_features_and_a_burst_shares_datagrams() {
     );
     // Fifty short lines (text() makes its 0th long, so from 1): a few sealed datagrams.
     let before = net.nodes[0].secure.session().stats().datagrams_out;
-    for i in 1..=50 {
-        net.nodes[0]
-            .secure
-            .send_text(net.now, &text("a", i))
-            .expect("room");
-    }
+    net.a_sends(1..=50);
     net.run_until(Duration::from_secs(10), |n| {
         n.nodes[0].delivered.len() == 51
     });
@@ -462,12 +467,7 @@ fn a_restarted_peer_handshakes_again_and_nothing_is_lost() {
         },
         vec![a, b],
     );
-    for i in 0..10 {
-        net.nodes[0]
-            .secure
-            .send_text(net.now, &text("a", i))
-            .expect("room");
-    }
+    net.a_sends(0..=9);
     net.run_until(Duration::from_secs(60), |n| {
         n.nodes[0].delivered.len() == 10
     });
@@ -481,12 +481,7 @@ fn a_restarted_peer_handshakes_again_and_nothing_is_lost() {
         rng.seed32(),
     );
     net.nodes[1].secure = fresh;
-    for i in 10..20 {
-        net.nodes[0]
-            .secure
-            .send_text(net.now, &text("a", i))
-            .expect("room");
-    }
+    net.a_sends(10..=19);
     net.run_until(Duration::from_secs(120), |n| {
         n.nodes[0].delivered.len() == 20
     });

@@ -693,6 +693,12 @@ impl<'a> Repr<'a> {
 mod test {
     use super::*;
 
+    /// `bytes` with the byte at `at` replaced by `value`.
+    fn with_byte<const N: usize>(mut bytes: [u8; N], at: usize, value: u8) -> [u8; N] {
+        bytes[at] = value;
+        bytes
+    }
+
     /// docs/PROTOCOL.md, test vector 1: a one-part message "hi 你好" with id
     /// 0x1122334455667788.
     static DATA_BYTES: [u8; 49] = [
@@ -865,11 +871,7 @@ mod test {
 
     #[test]
     fn test_parse_rejects_nonsense() {
-        let mutate = |at: usize, value: u8| {
-            let mut b = DATA_BYTES;
-            b[at] = value;
-            b
-        };
+        let mutate = |at: usize, value: u8| with_byte(DATA_BYTES, at, value);
         assert!(parse_bytes(&mutate(0, b'x')).is_err(), "magic");
         assert!(parse_bytes(&mutate(2, 2)).is_err(), "version");
         assert!(parse_bytes(&mutate(3, 9)).is_err(), "kind");
@@ -980,11 +982,7 @@ mod test {
     #[cfg(feature = "bundle")]
     #[test]
     fn test_bundles_and_features_reject_nonsense() {
-        let mutate = |at: usize, value: u8| {
-            let mut b = BUNDLE_BYTES;
-            b[at] = value;
-            b
-        };
+        let mutate = |at: usize, value: u8| with_byte(BUNDLE_BYTES, at, value);
         assert!(
             parse_bytes(&mutate(4, flags::FIRST)).is_err(),
             "a split bundle"
@@ -1015,11 +1013,7 @@ mod test {
             parse_bytes(&short[..37]).is_err(),
             "a record header cut short"
         );
-        let feature = |at: usize, value: u8| {
-            let mut b = FEATURES_BYTES;
-            b[at] = value;
-            b
-        };
+        let feature = |at: usize, value: u8| with_byte(FEATURES_BYTES, at, value);
         assert!(
             parse_bytes(&feature(4, 0x02)).is_err(),
             "an unknown feature"
